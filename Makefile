@@ -1,0 +1,109 @@
+# tlsfwd - see README.md. `make demo` and `make check` are the two commands.
+
+VERSION	:= 0.1.0
+PREFIX	?= /usr/local
+DESTDIR	?=
+SYSCONFDIR ?= /etc
+BUILD	?= build
+CONFIG	?= conf/tlsfwd.ini
+PYTHON	?= /usr/bin/python3
+
+CC	?= cc
+WARN	:= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
+	   -Wundef -Wvla
+CFLAGS	?= -O2 -g
+CFLAGS	+= -std=c11 -D_GNU_SOURCE -DTLSFWD_VERSION='"$(VERSION)"' $(WARN) \
+	   $(shell pkg-config --cflags gnutls inih)
+LIBS	:= $(shell pkg-config --libs gnutls inih) -lev
+
+# SAN=1: AddressSanitizer + UndefinedBehaviorSanitizer, any report is fatal.
+ifeq ($(SAN),1)
+CFLAGS	+= -O1 -fsanitize=address,undefined -fno-sanitize-recover=all \
+	   -fno-omit-frame-pointer
+LDFLAGS	+= -fsanitize=address,undefined
+endif
+
+SRCS	:= $(wildcard daemon/*.c)
+OBJS	:= $(SRCS:daemon/%.c=$(BUILD)/obj/%.o)
+LIBOBJS	:= $(filter-out $(BUILD)/obj/main.o,$(OBJS))
+UNITS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+
+# Debian packages to build, test and demo; `make deps` installs what is missing.
+DEB_PKGS := gcc make pkg-config libgnutls28-dev libev-dev libinih-dev \
+	    libcmocka-dev clang python3 python3-pytest gnutls-bin openssl \
+	    curl ca-certificates
+
+SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: all deps check check-plain check-asan unit integration demo run \
+	install clean
+
+all: $(BUILD)/tlsfwd
+
+$(BUILD)/tlsfwd: $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/obj/%.o: daemon/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBOBJS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -Idaemon $(LDFLAGS) -o $@ $< \
+	    $(LIBOBJS) $(LIBS) -lcmocka
+
+-include $(OBJS:.o=.d)
+
+deps:
+	@missing=""; \
+	for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+		    grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		    apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+		echo "deps: missing Debian packages:$$missing"; \
+		echo "deps: run: sudo apt-get install -y$$missing"; \
+		exit 1; \
+	fi
+
+unit: $(UNITS)
+	@for t in $(UNITS); do \
+		echo "== $$t"; $(SAN_ENV) $$t || exit 1; \
+	done
+
+integration: $(BUILD)/tlsfwd
+	TLSFWD=$(abspath $(BUILD)/tlsfwd) $(SAN_ENV) $(PYTHON) -m pytest -q \
+	    -p no:cacheprovider tests/integration
+
+# Every test, with gcc, then again with clang under ASan+UBSan.
+check: deps
+	$(MAKE) check-plain
+	$(MAKE) check-asan
+
+check-plain: all unit integration
+
+check-asan:
+	$(MAKE) BUILD=build/asan CC=clang SAN=1 all unit integration
+
+demo: deps all
+	tests/demo.sh $(BUILD)/tlsfwd
+
+run: all
+	$(BUILD)/tlsfwd -c $(CONFIG)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/tlsfwd
+	install -m 755 $(BUILD)/tlsfwd $(DESTDIR)$(PREFIX)/bin/tlsfwd
+	@# Never overwrite a configuration the operator already has.
+	[ -e $(DESTDIR)$(SYSCONFDIR)/tlsfwd/tlsfwd.ini ] || \
+	    install -m 644 conf/tlsfwd.ini $(DESTDIR)$(SYSCONFDIR)/tlsfwd/tlsfwd.ini
+
+clean:
+	rm -rf build

@@ -1,0 +1,73 @@
+/* config.h - the INI file as structs, with validation and FILE:LINE errors. */
+#ifndef TLSFWD_CONFIG_H
+#define TLSFWD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "log.h"
+#include "parse.h"
+
+#define SERVICE_NAME_MAX 64
+
+enum verify_mode { VERIFY_FULL, VERIFY_CHAIN, VERIFY_NONE };
+
+struct service_config {
+	char			name[SERVICE_NAME_MAX + 1];
+	int			line;		/* of the [section] header */
+	struct listen_addr	listen;
+	int			listen_line;
+	struct host_port	upstream;
+	int			upstream_line;
+	char			sni[HOST_MAX + 1];	/* "" = send none */
+	enum verify_mode	verify;
+	char			verify_hostname[HOST_MAX + 1];
+	char		       *ca_file;	/* NULL = system trust */
+	int			ca_file_line;
+	uint64_t		connect_timeout_ms;
+	uint64_t		handshake_timeout_ms;
+	uint64_t		idle_timeout_ms;
+	unsigned int		keys_seen;	/* bit per key, for duplicates */
+	struct service_config  *next;
+};
+
+struct global_config {
+	enum log_level	log_level;
+	enum log_format	log_format;
+	uint64_t	shutdown_timeout_ms;
+	unsigned int	keys_seen;
+};
+
+struct config {
+	char			*path;
+	struct global_config	 global;
+	struct service_config	*services;
+	size_t			 nservices;
+};
+
+/* Every problem found, each formatted "FILE:LINE: message". */
+struct config_errors {
+	char	**msgs;
+	size_t	  n;
+};
+
+/*
+ * Parses and validates path. Returns the config (caller frees), or NULL with
+ * every error appended to errs. Does not touch the network or TLS.
+ */
+struct config *config_load(const char *path, struct config_errors *errs);
+/* Same, from a string: path is used only in messages (tests, fuzzing). */
+struct config *config_load_string(const char *text, const char *path,
+	    struct config_errors *errs);
+void	config_free(struct config *cfg);
+
+void	config_error_add(struct config_errors *errs, const char *path,
+	    int line, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void	config_errors_print(const struct config_errors *errs, FILE *out);
+void	config_errors_free(struct config_errors *errs);
+
+const char *verify_mode_name(enum verify_mode mode);
+
+#endif

@@ -1,0 +1,584 @@
+/* conn.c - one proxied connection: state machine, connect and handshake. */
+#include "conn.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "parse.h"
+#include "server.h"
+#include "tls.h"
+
+static const char *const state_names[] = {
+	[CONN_CONNECTING] = "connecting",
+	[CONN_HANDSHAKING] = "handshaking",
+	[CONN_RELAYING] = "relaying",
+	[CONN_SHUTTING_DOWN] = "shutting_down",
+	[CONN_CLOSED] = "closed",
+};
+
+static void conn_connect_next(struct conn *c);
+static void conn_handshake_step(struct conn *c);
+static void conn_log_handshake_failure(struct conn *c, const char *result,
+    const char *stage, const char *alert_from);
+
+double
+conn_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The fields every connection line starts with, after ts/level/event. */
+static void
+conn_log_ids(struct log_line *l, const struct conn *c)
+{
+	log_str(l, "service", c->svc->cfg->name);
+	log_uint(l, "conn", c->id);
+	log_str(l, "client", c->client);
+	log_str(l, "upstream", c->upstream[0] ? c->upstream : "-");
+}
+
+/* error=, errno= and gnutls_error= for a recorded failure. */
+static void
+conn_log_error(struct log_line *l, const struct conn_error *e)
+{
+	if (e->text != NULL)
+		log_str(l, "error", e->text);
+	else if (e->sys_errno != 0)
+		log_str(l, "error", strerror(e->sys_errno));
+	else if (e->gnutls_rc != 0)
+		log_str(l, "error", gnutls_strerror(e->gnutls_rc));
+	if (e->sys_errno != 0) {
+		const char *name = strerrorname_np(e->sys_errno);
+
+		log_str(l, "errno", name != NULL ? name : "?");
+	}
+	if (e->gnutls_rc != 0)
+		log_str(l, "gnutls_error", gnutls_strerror_name(e->gnutls_rc));
+}
+
+static void
+conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+	char text[96];
+
+	(void)loop;
+	(void)revents;
+	assert(c->magic == CONN_MAGIC);
+	switch (c->state) {
+	case CONN_CONNECTING:
+		/* This address took too long; the next one may not. */
+		c->err.sys_errno = ETIMEDOUT;
+		conn_connect_next(c);
+		break;
+	case CONN_HANDSHAKING:
+		snprintf(text, sizeof(text), "TLS handshake not finished "
+		    "within %llu ms", (unsigned long long)
+		    c->svc->cfg->handshake_timeout_ms);
+		c->err.text = text;
+		conn_log_handshake_failure(c, "fail", "timeout", NULL);
+		c->err.text = NULL;
+		conn_close(c, "handshake_failed");
+		break;
+	case CONN_RELAYING:
+	case CONN_SHUTTING_DOWN: {
+		/* Lazy idle timer: activity only stamps last_activity. */
+		ev_tstamp idle = (ev_tstamp)c->svc->cfg->idle_timeout_ms / 1e3;
+		ev_tstamp left = c->last_activity + idle - ev_now(loop);
+
+		if (left > 0) {
+			ev_timer_set(&c->timer, left, 0.);
+			ev_timer_start(loop, &c->timer);
+			break;
+		}
+		conn_close(c, "idle_timeout");
+		break;
+	}
+	case CONN_CLOSED:
+		break;
+	}
+}
+
+void
+conn_set_state(struct conn *c, enum conn_state state)
+{
+	struct ev_loop *loop = c->srv->loop;
+	const struct service_config *sc = c->svc->cfg;
+	uint64_t ms = 0;
+
+	if (log_enabled(LOG_DEBUG)) {
+		struct log_line l;
+
+		log_line_begin(&l, LOG_DEBUG, "state");
+		conn_log_ids(&l, c);
+		log_str(&l, "from", state_names[c->state]);
+		log_str(&l, "to", state_names[state]);
+		log_line_end(&l);
+	}
+	c->state = state;
+	ev_timer_stop(loop, &c->timer);
+	switch (state) {
+	case CONN_CONNECTING:
+		ms = sc->connect_timeout_ms;
+		break;
+	case CONN_HANDSHAKING:
+		ms = sc->handshake_timeout_ms;
+		break;
+	case CONN_RELAYING:
+		ms = sc->idle_timeout_ms;
+		c->last_activity = ev_now(loop);
+		break;
+	case CONN_SHUTTING_DOWN:
+		/* Keeps the relay's idle timer running as it is. */
+		ev_timer_start(loop, &c->timer);
+		return;
+	case CONN_CLOSED:
+		return;
+	}
+	ev_timer_set(&c->timer, (ev_tstamp)ms / 1e3, 0.);
+	ev_timer_start(loop, &c->timer);
+}
+
+/* Logs the one handshake line of a connection that never got verified TLS. */
+static void
+conn_log_handshake_failure(struct conn *c, const char *result,
+    const char *stage, const char *alert_from)
+{
+	struct log_line l;
+
+	c->svc->handshakes_failed++;
+	log_line_begin(&l, LOG_WARN, "handshake");
+	conn_log_ids(&l, c);
+	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
+	log_str(&l, "result", result);
+	log_str(&l, "stage", stage);
+	if (strcmp(stage, "verify") == 0)
+		log_str(&l, "verify", "fail");
+	if (strcmp(stage, "timeout") == 0)
+		log_str(&l, "timeout", c->state == CONN_HANDSHAKING ?
+		    "handshake" : "connect");
+	conn_log_error(&l, &c->err);
+	if (alert_from != NULL) {
+		log_str(&l, "alert", c->err.alert);
+		log_str(&l, "alert_from", alert_from);
+	} else if (c->err.alert[0] != '\0') {
+		log_str(&l, "alert_sent", c->err.alert);
+	}
+	if (c->t_connected > 0) {
+		log_ms(&l, "connect_ms", c->t_connected - c->t_start);
+		log_ms(&l, "handshake_ms", conn_now_ms() - c->t_connected);
+	} else {
+		log_ms(&l, "connect_ms", conn_now_ms() - c->t_start);
+	}
+	log_line_end(&l);
+}
+
+/* ----- upstream transport for GnuTLS: records errno for the log ----- */
+
+static ssize_t
+conn_tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
+{
+	struct conn *c = ptr;
+	ssize_t n;
+
+	do {
+		n = recv(c->ufd, buf, len, 0);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		c->io_errno = errno;
+		gnutls_transport_set_errno(c->tls, errno);
+	}
+	return n;
+}
+
+static ssize_t
+conn_tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
+{
+	struct conn *c = ptr;
+	struct msghdr msg;
+	ssize_t n;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = (struct iovec *)(uintptr_t)iov;
+	msg.msg_iovlen = (size_t)iovcnt;
+	do {
+		n = sendmsg(c->ufd, &msg, MSG_NOSIGNAL);
+	} while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		c->io_errno = errno;
+		gnutls_transport_set_errno(c->tls, errno);
+	}
+	return n;
+}
+
+/* ----- watchers: one set, dispatched on state ----- */
+
+static void
+conn_upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	assert(c->magic == CONN_MAGIC);
+	if (c->state == CONN_HANDSHAKING)
+		conn_handshake_step(c);
+	else if (c->state == CONN_RELAYING || c->state == CONN_SHUTTING_DOWN)
+		relay_on_upstream_readable(c);
+}
+
+static void
+conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+	socklen_t len = sizeof(int);
+	int soerr = 0;
+
+	(void)revents;
+	assert(c->magic == CONN_MAGIC);
+	switch (c->state) {
+	case CONN_CONNECTING:
+		/* connect() finished: SO_ERROR says how. */
+		ev_io_stop(loop, &c->u_wr);
+		if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr,
+		    &len) != 0)
+			soerr = errno;
+		if (soerr != 0) {
+			c->err.sys_errno = soerr;
+			conn_connect_next(c);
+			return;
+		}
+		c->t_connected = conn_now_ms();
+		conn_set_state(c, CONN_HANDSHAKING);
+		conn_handshake_step(c);
+		break;
+	case CONN_HANDSHAKING:
+		conn_handshake_step(c);
+		break;
+	case CONN_RELAYING:
+	case CONN_SHUTTING_DOWN:
+		relay_on_upstream_writable(c);
+		break;
+	case CONN_CLOSED:
+		break;
+	}
+}
+
+static void
+conn_client_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	assert(c->magic == CONN_MAGIC);
+	relay_on_client_readable(c);
+}
+
+static void
+conn_client_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	assert(c->magic == CONN_MAGIC);
+	relay_on_client_writable(c);
+}
+
+/* ----- connect ----- */
+
+static void
+conn_set_nodelay(int fd)
+{
+	int one = 1;
+
+	/* Best effort: unix sockets have no Nagle to disable. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* Closes the upstream socket of a failed attempt. */
+static void
+conn_drop_upstream(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+
+	ev_io_stop(loop, &c->u_rd);
+	ev_io_stop(loop, &c->u_wr);
+	if (c->ufd >= 0) {
+		close(c->ufd);
+		c->ufd = -1;
+	}
+}
+
+/*
+ * Tries the next resolved upstream address with a non-blocking connect();
+ * completion arrives as writability (conn_upstream_writable_cb). When every
+ * address has failed, logs the failure and closes the client.
+ */
+static void
+conn_connect_next(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+	const struct addrinfo *ai;
+
+	conn_drop_upstream(c);
+	while ((ai = c->next_addr) != NULL) {
+		c->next_addr = ai->ai_next;
+		sockaddr_format(ai->ai_addr, ai->ai_addrlen, c->upstream,
+		    sizeof(c->upstream));
+		c->ufd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (c->ufd < 0) {
+			c->err.sys_errno = errno;
+			continue;
+		}
+		conn_set_nodelay(c->ufd);
+		if (connect(c->ufd, ai->ai_addr, ai->ai_addrlen) == 0 ||
+		    errno == EINPROGRESS) {
+			/* Even an immediate success reports via writability. */
+			ev_io_set(&c->u_rd, c->ufd, EV_READ);
+			ev_io_set(&c->u_wr, c->ufd, EV_WRITE);
+			ev_io_start(loop, &c->u_wr);
+			conn_set_state(c, CONN_CONNECTING);
+			return;
+		}
+		c->err.sys_errno = errno;
+		if (log_enabled(LOG_DEBUG))
+			log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
+			    (unsigned long long)c->id, c->upstream,
+			    strerror(errno));
+		close(c->ufd);
+		c->ufd = -1;
+	}
+	if (c->err.sys_errno == ETIMEDOUT)
+		conn_log_handshake_failure(c, "fail", "timeout", NULL);
+	else
+		conn_log_handshake_failure(c, "fail", "connect", NULL);
+	conn_close(c, "handshake_failed");
+}
+
+/* ----- handshake ----- */
+
+static void
+conn_handshake_failed(struct conn *c, int rc)
+{
+	const char *stage = "handshake", *result = "fail", *from = NULL;
+	char verify_text[512];
+	int level, alert;
+
+	c->err.gnutls_rc = rc;
+	if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+		stage = "verify";
+		tls_verify_failure_text(c->tls, verify_text,
+		    sizeof(verify_text));
+		c->err.text = verify_text;
+	} else if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+		result = "alert";
+		from = "upstream";
+		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
+		    sizeof(c->err.alert));
+	} else if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR) {
+		c->err.sys_errno = c->io_errno;
+	}
+	/*
+	 * Tell the upstream why we give up, when the protocol has words for
+	 * it (a verification failure is bad_certificate). Best effort: the
+	 * socket is non-blocking and we close right after.
+	 */
+	if (from == NULL && !tls_error_is_transport(rc) &&
+	    (alert = gnutls_error_to_alert(rc, &level)) >= 0 &&
+	    level == GNUTLS_AL_FATAL &&
+	    gnutls_alert_send(c->tls, GNUTLS_AL_FATAL,
+	    (gnutls_alert_description_t)alert) == 0) {
+		tls_alert_name(alert, c->err.alert, sizeof(c->err.alert));
+		if (strcmp(stage, "verify") != 0) {
+			result = "alert";
+			from = "tlsfwd";
+		}
+	}
+	conn_log_handshake_failure(c, result, stage, from);
+	c->err.text = NULL;
+	conn_close(c, "handshake_failed");
+}
+
+static void
+conn_handshake_done(struct conn *c)
+{
+	struct log_line l;
+
+	c->t_established = conn_now_ms();
+	c->svc->handshakes_ok++;
+	log_line_begin(&l, LOG_INFO, "handshake");
+	conn_log_ids(&l, c);
+	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
+	log_str(&l, "result", "ok");
+	tls_log_established(&l, c->tls, c->svc->cfg->verify);
+	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
+	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
+	log_line_end(&l);
+	relay_start(c);
+}
+
+/*
+ * Drives gnutls_handshake(): on GNUTLS_E_AGAIN/INTERRUPTED it waits for
+ * whichever readiness gnutls_record_get_direction() names, like
+ * SSL_connect() with SSL_ERROR_WANT_READ/WRITE; called again from that
+ * watcher.
+ */
+static void
+conn_handshake_step(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+	int rc;
+
+	if (c->tls == NULL) {
+		char err[256];
+
+		if (tls_session_new(&c->tls, &c->svc->tls, c->svc->cfg, err,
+		    sizeof(err)) != 0) {
+			c->err.text = err;
+			conn_log_handshake_failure(c, "fail", "handshake",
+			    NULL);
+			c->err.text = NULL;
+			conn_close(c, "handshake_failed");
+			return;
+		}
+		gnutls_transport_set_ptr(c->tls, c);
+		gnutls_transport_set_pull_function(c->tls, conn_tls_pull);
+		gnutls_transport_set_vec_push_function(c->tls, conn_tls_push);
+	}
+	for (;;) {
+		rc = gnutls_handshake(c->tls);
+		if (rc == GNUTLS_E_SUCCESS) {
+			ev_io_stop(loop, &c->u_rd);
+			ev_io_stop(loop, &c->u_wr);
+			conn_handshake_done(c);
+			return;
+		}
+		if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
+			if (gnutls_record_get_direction(c->tls) == 0) {
+				ev_io_stop(loop, &c->u_wr);
+				ev_io_start(loop, &c->u_rd);
+			} else {
+				ev_io_stop(loop, &c->u_rd);
+				ev_io_start(loop, &c->u_wr);
+			}
+			return;
+		}
+		/* A warning alert (e.g. unrecognized_name) is not the end. */
+		if (!gnutls_error_is_fatal(rc))
+			continue;
+		conn_handshake_failed(c, rc);
+		return;
+	}
+}
+
+/* ----- life cycle ----- */
+
+void
+conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
+    socklen_t peerlen)
+{
+	struct server *srv = svc->srv;
+	struct conn *c;
+
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		log_msg(LOG_ERROR, "accept", "service=%s: out of memory, "
+		    "closing the client", svc->cfg->name);
+		close(cfd);
+		return;
+	}
+	c->magic = CONN_MAGIC;
+	c->id = ++srv->next_conn_id;
+	c->svc = svc;
+	c->srv = srv;
+	c->cfd = cfd;
+	c->ufd = -1;
+	c->t_start = conn_now_ms();
+	sockaddr_format(peer, peerlen, c->client, sizeof(c->client));
+	conn_set_nodelay(cfd);
+	ev_io_init(&c->c_rd, conn_client_readable_cb, cfd, EV_READ);
+	ev_io_init(&c->c_wr, conn_client_writable_cb, cfd, EV_WRITE);
+	ev_io_init(&c->u_rd, conn_upstream_readable_cb, -1, EV_READ);
+	ev_io_init(&c->u_wr, conn_upstream_writable_cb, -1, EV_WRITE);
+	ev_init(&c->timer, conn_timer_cb);
+	c->c_rd.data = c->c_wr.data = c->u_rd.data = c->u_wr.data = c;
+	c->timer.data = c;
+	c->next = srv->conns;
+	if (srv->conns != NULL)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+
+	if (svc->addrs == NULL) {
+		c->err.text = svc->resolve_error;
+		conn_log_handshake_failure(c, "fail", "resolve", NULL);
+		c->err.text = NULL;
+		conn_close(c, "handshake_failed");
+		return;
+	}
+	c->next_addr = svc->addrs;
+	conn_connect_next(c);
+}
+
+void
+conn_close(struct conn *c, const char *reason)
+{
+	struct ev_loop *loop = c->srv->loop;
+	struct server *srv = c->srv;
+	struct log_line l;
+	bool clean = strcmp(reason, "done") == 0;
+
+	assert(c->magic == CONN_MAGIC);
+	if (clean && c->relay.upstream_truncated)
+		reason = "upstream_truncated", clean = false;
+	log_line_begin(&l, clean ? LOG_INFO : LOG_WARN, "close");
+	conn_log_ids(&l, c);
+	log_str(&l, "reason", reason);
+	if (strcmp(reason, "handshake_failed") != 0) {
+		conn_log_error(&l, &c->err);
+		if (c->err.alert[0] != '\0')
+			log_str(&l, "alert", c->err.alert);
+	}
+	log_uint(&l, "bytes_up", c->relay.bytes_up);
+	log_uint(&l, "bytes_down", c->relay.bytes_down);
+	log_ms(&l, "duration_ms", conn_now_ms() - c->t_start);
+	log_line_end(&l);
+
+	c->state = CONN_CLOSED;
+	ev_io_stop(loop, &c->c_rd);
+	ev_io_stop(loop, &c->c_wr);
+	ev_io_stop(loop, &c->u_rd);
+	ev_io_stop(loop, &c->u_wr);
+	ev_timer_stop(loop, &c->timer);
+	if (c->tls != NULL)
+		gnutls_deinit(c->tls);
+	if (c->ufd >= 0)
+		close(c->ufd);
+	close(c->cfd);
+	relay_free(&c->relay);
+
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	c->magic = 0;
+	free(c);
+	server_conn_closed(srv);
+}

@@ -1,0 +1,205 @@
+/* listener.c - listening sockets: bind, accept, pause on fd exhaustion. */
+#include "listener.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+
+/* Accepts per wake-up, so one busy listener cannot starve the others. */
+#define ACCEPT_BATCH 64
+/* How long accepting pauses when the process is out of descriptors. */
+#define ACCEPT_PAUSE_S 0.25
+
+/*
+ * A unix socket path may hold a file from a run that crashed. Replace it only
+ * if it is a socket nobody listens on; anything else is the user's.
+ */
+static int
+unix_path_clear(const struct listen_addr *la, char *err, size_t errlen)
+{
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)&la->sa;
+	struct stat st;
+	int fd, rc, saved;
+
+	if (lstat(sun->sun_path, &st) != 0)
+		return errno == ENOENT ? 0 : (snprintf(err, errlen,
+		    "%s: %s", sun->sun_path, strerror(errno)), -1);
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s exists and is not a socket",
+		    sun->sun_path);
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	rc = connect(fd, (const struct sockaddr *)sun, la->salen);
+	saved = errno;
+	close(fd);
+	if (rc == 0) {
+		snprintf(err, errlen, "%s is in use by a running process",
+		    sun->sun_path);
+		return -1;
+	}
+	if (saved != ECONNREFUSED) {
+		snprintf(err, errlen, "%s: %s", sun->sun_path,
+		    strerror(saved));
+		return -1;
+	}
+	if (unlink(sun->sun_path) != 0) {
+		snprintf(err, errlen, "cannot remove stale socket %s: %s",
+		    sun->sun_path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+listener_open(struct listener *l, const struct listen_addr *la,
+    struct service *svc, char *err, size_t errlen)
+{
+	struct sockaddr_storage bound;
+	socklen_t boundlen = sizeof(bound);
+	int one = 1;
+
+	memset(l, 0, sizeof(*l));
+	l->fd = -1;
+	l->svc = svc;
+	if (la->is_unix && unix_path_clear(la, err, errlen) != 0)
+		return -1;
+	l->fd = socket(la->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (l->fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (!la->is_unix && setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one,
+	    sizeof(one)) != 0) {
+		snprintf(err, errlen, "SO_REUSEADDR: %s", strerror(errno));
+		goto fail;
+	}
+	if (la->sa.ss_family == AF_INET6)	/* [::] means IPv6 only */
+		(void)setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+		    sizeof(one));
+	if (bind(l->fd, (const struct sockaddr *)&la->sa, la->salen) != 0) {
+		snprintf(err, errlen, "cannot bind %s: %s", la->text,
+		    strerror(errno));
+		goto fail;
+	}
+	if (la->is_unix)
+		snprintf(l->unix_path, sizeof(l->unix_path), "%s",
+		    ((const struct sockaddr_un *)&la->sa)->sun_path);
+	if (listen(l->fd, SOMAXCONN) != 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", la->text,
+		    strerror(errno));
+		goto fail;
+	}
+	if (getsockname(l->fd, (struct sockaddr *)&bound, &boundlen) == 0)
+		sockaddr_format((struct sockaddr *)&bound, boundlen, l->bound,
+		    sizeof(l->bound));
+	else
+		snprintf(l->bound, sizeof(l->bound), "%s", la->text);
+	return 0;
+fail:
+	if (l->unix_path[0] != '\0')
+		unlink(l->unix_path);
+	close(l->fd);
+	l->fd = -1;
+	return -1;
+}
+
+static void
+listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct listener *l = w->data;
+
+	(void)revents;
+	ev_io_start(loop, &l->io);
+}
+
+/*
+ * Fired when the listening socket is readable: accepts up to ACCEPT_BATCH
+ * clients and hands each to conn_accept(). Out of descriptors, it stops the
+ * watcher for ACCEPT_PAUSE_S instead of spinning on a pending connection.
+ */
+static void
+listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener *l = w->data;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	int fd;
+
+	(void)revents;
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		peerlen = sizeof(peer);
+		fd = accept4(l->fd, (struct sockaddr *)&peer, &peerlen,
+		    SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			conn_accept(l->svc, fd, (struct sockaddr *)&peer,
+			    peerlen);
+			if (l->svc->srv->draining)
+				return;
+			continue;
+		}
+		switch (errno) {
+		case EINTR:
+		case ECONNABORTED:
+		case EPROTO:
+			continue;
+		case EAGAIN:
+#if EAGAIN != EWOULDBLOCK
+		case EWOULDBLOCK:
+#endif
+			return;
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
+			log_msg(LOG_ERROR, "accept", "service=%s listen=%s: %s; "
+			    "pausing accept for %.0f ms", l->svc->cfg->name,
+			    l->bound, strerror(errno), ACCEPT_PAUSE_S * 1e3);
+			ev_io_stop(loop, &l->io);
+			ev_timer_set(&l->pause, ACCEPT_PAUSE_S, 0.);
+			ev_timer_start(loop, &l->pause);
+			return;
+		default:
+			log_msg(LOG_ERROR, "accept", "service=%s listen=%s: %s",
+			    l->svc->cfg->name, l->bound, strerror(errno));
+			return;
+		}
+	}
+}
+
+void
+listener_start(struct listener *l, struct ev_loop *loop)
+{
+	ev_io_init(&l->io, listener_accept_cb, l->fd, EV_READ);
+	l->io.data = l;
+	ev_init(&l->pause, listener_resume_cb);
+	l->pause.data = l;
+	ev_io_start(loop, &l->io);
+}
+
+void
+listener_close(struct listener *l, struct ev_loop *loop)
+{
+	if (l->fd < 0)
+		return;
+	ev_io_stop(loop, &l->io);
+	ev_timer_stop(loop, &l->pause);
+	close(l->fd);
+	l->fd = -1;
+	if (l->unix_path[0] != '\0') {
+		unlink(l->unix_path);
+		l->unix_path[0] = '\0';
+	}
+}

@@ -1,0 +1,28 @@
+/* listener.h - listening sockets: bind, accept, pause on fd exhaustion. */
+#ifndef TLSFWD_LISTENER_H
+#define TLSFWD_LISTENER_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "parse.h"
+
+struct service;
+
+struct listener {
+	int		 fd;
+	ev_io		 io;
+	ev_timer	 pause;		/* accept paused after EMFILE & co */
+	struct service	*svc;
+	char		 bound[HOST_MAX + 16];	/* the address really bound */
+	char		 unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+/* Binds and listens on la; fills l->bound. */
+int	listener_open(struct listener *l, const struct listen_addr *la,
+	    struct service *svc, char *err, size_t errlen);
+void	listener_start(struct listener *l, struct ev_loop *loop);
+/* Stops accepting and closes the socket (removes a unix socket file). */
+void	listener_close(struct listener *l, struct ev_loop *loop);
+
+#endif

@@ -1,0 +1,269 @@
+/* parse.c - parsers for config values: durations, host:port, listen addresses. */
+#include "parse.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static int
+fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int
+parse_duration_ms(const char *s, uint64_t *ms, char *err, size_t errlen)
+{
+	static const struct { const char *name; uint64_t ms; } units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+	};
+	uint64_t n = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return fail(err, errlen, "invalid duration '%s': expected a "
+		    "number with a unit (ms, s, m, h), e.g. 5s", s);
+	for (; isdigit((unsigned char)*p); p++) {
+		n = n * 10 + (uint64_t)(*p - '0');
+		if (n > DURATION_MAX_MS)
+			return fail(err, errlen, "duration '%s' is too large",
+			    s);
+	}
+	if (*p == '\0')
+		return fail(err, errlen, "duration '%s' has no unit: write "
+		    "e.g. %sms or %ss", s, s, s);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(p, units[i].name) != 0)
+			continue;
+		if (n > DURATION_MAX_MS / units[i].ms)
+			return fail(err, errlen, "duration '%s' is too large",
+			    s);
+		*ms = n * units[i].ms;
+		return 0;
+	}
+	return fail(err, errlen, "invalid duration unit in '%s': use ms, s, m "
+	    "or h", s);
+}
+
+static int
+parse_port(const char *s, uint16_t *port, int allow_port0, const char *whole,
+    char *err, size_t errlen)
+{
+	unsigned long v = 0;
+
+	if (*s == '\0')
+		return fail(err, errlen, "missing port in '%s'", whole);
+	for (const char *p = s; *p; p++) {
+		if (!isdigit((unsigned char)*p) || p - s >= 5)
+			return fail(err, errlen, "invalid port '%s' in '%s': "
+			    "expected 1-65535", s, whole);
+		v = v * 10 + (unsigned long)(*p - '0');
+	}
+	if (v > 65535 || (v == 0 && !allow_port0))
+		return fail(err, errlen, "port %lu out of range in '%s': "
+		    "expected %s-65535", v, whole, allow_port0 ? "0" : "1");
+	*port = (uint16_t)v;
+	return 0;
+}
+
+static int
+is_ip_literal(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	return inet_pton(AF_INET, host, &a4) == 1 ||
+	    inet_pton(AF_INET6, host, &a6) == 1;
+}
+
+/* RFC 1123 host name: labels of [A-Za-z0-9-_], dots between. */
+static int
+is_host_name(const char *host)
+{
+	size_t label = 0;
+
+	for (const char *p = host; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+		} else if (isalnum((unsigned char)*p) || *p == '-' ||
+		    *p == '_') {
+			if (++label > 63)
+				return 0;
+		} else {
+			return 0;
+		}
+	}
+	return host[0] != '\0';
+}
+
+int
+parse_host_port(const char *s, struct host_port *hp, int allow_port0,
+    char *err, size_t errlen)
+{
+	const char *host, *colon;
+	size_t hostlen;
+
+	memset(hp, 0, sizeof(*hp));
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (close == NULL)
+			return fail(err, errlen, "missing ']' in '%s'", s);
+		if (close[1] != ':')
+			return fail(err, errlen, "expected ':PORT' after ']' "
+			    "in '%s'", s);
+		host = s + 1;
+		hostlen = (size_t)(close - host);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return fail(err, errlen, "expected HOST:PORT or "
+			    "[V6]:PORT, got '%s'", s);
+		if (memchr(s, ':', (size_t)(colon - s)) != NULL)
+			return fail(err, errlen, "IPv6 address needs brackets: "
+			    "[V6]:PORT, got '%s'", s);
+		host = s;
+		hostlen = (size_t)(colon - s);
+	}
+	if (hostlen == 0)
+		return fail(err, errlen, "missing host in '%s'", s);
+	if (hostlen > HOST_MAX)
+		return fail(err, errlen, "host name too long in '%s'", s);
+	memcpy(hp->host, host, hostlen);
+	hp->host[hostlen] = '\0';
+	hp->is_ip_literal = is_ip_literal(hp->host);
+	if (s[0] == '[' && (!hp->is_ip_literal || strchr(hp->host, ':') ==
+	    NULL))
+		return fail(err, errlen, "'%s' in brackets is not an IPv6 "
+		    "address", hp->host);
+	if (!hp->is_ip_literal && !is_host_name(hp->host))
+		return fail(err, errlen, "invalid host '%s' in '%s'",
+		    hp->host, s);
+	return parse_port(colon + 1, &hp->port, allow_port0, s, err, errlen);
+}
+
+int
+parse_listen_addr(const char *s, struct listen_addr *la, char *err,
+    size_t errlen)
+{
+	struct addrinfo hints, *res = NULL;
+	struct host_port hp;
+	char port[8];
+	int rc;
+
+	memset(la, 0, sizeof(*la));
+	if (strlen(s) >= sizeof(la->text))
+		return fail(err, errlen, "listen address too long");
+	snprintf(la->text, sizeof(la->text), "%s", s);
+	if (strncmp(s, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&la->sa;
+		const char *path = s + 5;
+
+		if (path[0] != '/')
+			return fail(err, errlen, "unix socket path must be "
+			    "absolute: '%s'", s);
+		if (strlen(path) >= sizeof(sun->sun_path))
+			return fail(err, errlen, "unix socket path longer than "
+			    "%zu bytes: '%s'", sizeof(sun->sun_path) - 1, s);
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, path, strlen(path) + 1);
+		la->salen = (socklen_t)sizeof(*sun);
+		la->is_unix = 1;
+		return 0;
+	}
+	if (parse_host_port(s, &hp, 1, err, errlen) != 0)
+		return -1;
+	if (strcmp(hp.host, "localhost") == 0)
+		snprintf(hp.host, sizeof(hp.host), "127.0.0.1");
+	if (!hp.is_ip_literal && strcmp(hp.host, "127.0.0.1") != 0)
+		return fail(err, errlen, "listen host must be an IP address "
+		    "(e.g. 127.0.0.1, [::1], 0.0.0.0) or localhost, got '%s'",
+		    hp.host);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+	hints.ai_socktype = SOCK_STREAM;
+	snprintf(port, sizeof(port), "%u", hp.port);
+	/* Numeric only: this never touches DNS. */
+	rc = getaddrinfo(hp.host, port, &hints, &res);
+	if (rc != 0 || res == NULL)
+		return fail(err, errlen, "invalid listen address '%s': %s", s,
+		    gai_strerror(rc));
+	memcpy(&la->sa, res->ai_addr, res->ai_addrlen);
+	la->salen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int
+parse_bool(const char *s, int *out, char *err, size_t errlen)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1" };
+	static const char *const no[] = { "no", "false", "off", "0" };
+
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = 1;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return fail(err, errlen, "expected yes or no, got '%s'", s);
+}
+
+void
+sockaddr_format(const struct sockaddr *sa, socklen_t len, char *buf,
+    size_t buflen)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	switch (sa->sa_family) {
+	case AF_INET: {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(buf, buflen, "%s:%u", host, ntohs(in->sin_port));
+		break;
+	}
+	case AF_INET6: {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(buf, buflen, "[%s]:%u", host, ntohs(in6->sin6_port));
+		break;
+	}
+	case AF_UNIX: {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+
+		if (len > (socklen_t)offsetof(struct sockaddr_un, sun_path) &&
+		    un->sun_path[0] != '\0')
+			snprintf(buf, buflen, "unix:%s", un->sun_path);
+		else
+			snprintf(buf, buflen, "unix");
+		break;
+	}
+	default:
+		snprintf(buf, buflen, "-");
+	}
+}

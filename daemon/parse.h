@@ -1,0 +1,49 @@
+/* parse.h - parsers for config values: durations, host:port, listen addresses. */
+#ifndef TLSFWD_PARSE_H
+#define TLSFWD_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#define HOST_MAX 255
+
+/* Every parser returns 0, or -1 with a message for the user in err. */
+#define PARSE_ERR_MAX 256
+
+/* Longest accepted duration: far beyond any sane timeout, far below overflow. */
+#define DURATION_MAX_MS (1000ULL * 3600 * 24 * 365)
+
+/* "250ms", "5s", "2m", "1h" -> milliseconds. */
+int	parse_duration_ms(const char *s, uint64_t *ms, char *err, size_t errlen);
+
+struct host_port {
+	char		host[HOST_MAX + 1];	/* without brackets */
+	uint16_t	port;
+	int		is_ip_literal;		/* host is an IPv4/IPv6 address */
+};
+
+/* "host:port" or "[v6]:port". Port 0 is accepted only if allow_port0. */
+int	parse_host_port(const char *s, struct host_port *hp, int allow_port0,
+	    char *err, size_t errlen);
+
+struct listen_addr {
+	int			is_unix;
+	struct sockaddr_storage	sa;	/* IP or AF_UNIX address */
+	socklen_t		salen;
+	char			text[HOST_MAX + 16];	/* as configured */
+};
+
+/* "IP:PORT", "[V6]:PORT", "localhost:PORT" or "unix:/abs/path". */
+int	parse_listen_addr(const char *s, struct listen_addr *la, char *err,
+	    size_t errlen);
+
+/* "yes/no/true/false/on/off/1/0" */
+int	parse_bool(const char *s, int *out, char *err, size_t errlen);
+
+/* Formats a socket address as "1.2.3.4:5", "[::1]:5" or "unix:/path". */
+void	sockaddr_format(const struct sockaddr *sa, socklen_t len, char *buf,
+	    size_t buflen);
+
+#endif

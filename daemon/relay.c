@@ -1,0 +1,379 @@
+/* relay.c - moving bytes both ways: buffers, backpressure, half-close. */
+#include "relay.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+
+/* Results of one step of moving bytes. */
+enum step { STEP_OK, STEP_CLOSED };
+
+static bool
+buf_empty(const struct relay_buf *b)
+{
+	return b->head == b->tail;
+}
+
+static bool
+buf_full(const struct relay_buf *b)
+{
+	return b->data != NULL && b->tail == RELAY_BUF_SIZE;
+}
+
+/* Buffers exist only while bytes are in flight: idle connections are small. */
+static int
+buf_reserve(struct relay_buf *b)
+{
+	if (b->data == NULL && (b->data = malloc(RELAY_BUF_SIZE)) == NULL)
+		return -1;
+	return 0;
+}
+
+static void
+buf_consumed(struct relay_buf *b, size_t n)
+{
+	b->head += (uint32_t)n;
+	if (b->head == b->tail) {
+		free(b->data);
+		b->data = NULL;
+		b->head = b->tail = 0;
+	}
+}
+
+void
+relay_free(struct relay *r)
+{
+	free(r->c2u.data);
+	free(r->u2c.data);
+	r->c2u.data = r->u2c.data = NULL;
+}
+
+static void
+relay_activity(struct conn *c)
+{
+	c->last_activity = ev_now(c->srv->loop);
+}
+
+/* Records a fatal error from a side and closes the connection. */
+static enum step
+relay_fail(struct conn *c, const char *reason, int sys_errno, int gnutls_rc)
+{
+	c->err.sys_errno = sys_errno;
+	c->err.gnutls_rc = gnutls_rc;
+	if (gnutls_rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
+		    sizeof(c->err.alert));
+		reason = "upstream_alert";
+	} else if (gnutls_rc == GNUTLS_E_PUSH_ERROR ||
+	    gnutls_rc == GNUTLS_E_PULL_ERROR) {
+		c->err.sys_errno = c->io_errno;
+	}
+	conn_close(c, reason);
+	return STEP_CLOSED;
+}
+
+/*
+ * Arms exactly the watchers for what is still waiting; this is where
+ * backpressure happens: a side is read only while its buffer has room.
+ */
+static void
+relay_arm(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+	struct relay *r = &c->relay;
+	bool c_rd, c_wr, u_rd = false, u_wr = false;
+
+	c_rd = !r->client_eof && !buf_full(&r->c2u);
+	c_wr = !buf_empty(&r->u2c);
+	if (!r->upstream_eof && !buf_full(&r->u2c)) {
+		if (r->recv_wants_write)
+			u_wr = true;
+		else
+			u_rd = true;
+	}
+	if (r->send_pending > 0 || r->bye_pending) {
+		bool wants_read = r->send_pending > 0 ? r->send_wants_read :
+		    r->bye_wants_read;
+
+		if (wants_read)
+			u_rd = true;
+		else
+			u_wr = true;
+	}
+#define ARM(w, on) do {						\
+	if ((on) && !ev_is_active(w))				\
+		ev_io_start(loop, w);				\
+	else if (!(on) && ev_is_active(w))			\
+		ev_io_stop(loop, w);				\
+} while (0)
+	ARM(&c->c_rd, c_rd);
+	ARM(&c->c_wr, c_wr);
+	ARM(&c->u_rd, u_rd);
+	ARM(&c->u_wr, u_wr);
+#undef ARM
+}
+
+/* Both directions over: the connection is done; one over: shutting down. */
+static enum step
+relay_check_done(struct conn *c)
+{
+	struct relay *r = &c->relay;
+
+	if (r->c2u_done && r->u2c_done) {
+		conn_close(c, "done");
+		return STEP_CLOSED;
+	}
+	if ((r->c2u_done || r->u2c_done) && c->state == CONN_RELAYING)
+		conn_set_state(c, CONN_SHUTTING_DOWN);
+	return STEP_OK;
+}
+
+/*
+ * Client -> upstream: sends what is buffered, then, once the client has sent
+ * FIN and everything is out, a close_notify (gnutls_bye SHUT_WR) and a TCP
+ * FIN, keeping the upstream's direction open.
+ */
+static enum step
+c2u_flush(struct conn *c)
+{
+	struct relay *r = &c->relay;
+	struct relay_buf *b = &r->c2u;
+	ssize_t n;
+	int rc;
+
+	while (!buf_empty(b)) {
+		/* After GNUTLS_E_AGAIN, GnuTLS wants the same call again. */
+		size_t len = r->send_pending > 0 ? r->send_pending :
+		    b->tail - b->head;
+
+		n = gnutls_record_send(c->tls, b->data + b->head, len);
+		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+			r->send_pending = (uint32_t)len;
+			r->send_wants_read =
+			    gnutls_record_get_direction(c->tls) == 0;
+			return STEP_OK;
+		}
+		r->send_pending = 0;
+		if (n < 0)
+			return relay_fail(c, "upstream_error", 0, (int)n);
+		r->bytes_up += (uint64_t)n;
+		buf_consumed(b, (size_t)n);
+		relay_activity(c);
+	}
+	if (!r->client_eof || r->c2u_done)
+		return STEP_OK;
+	rc = gnutls_bye(c->tls, GNUTLS_SHUT_WR);
+	if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
+		r->bye_pending = true;
+		r->bye_wants_read = gnutls_record_get_direction(c->tls) == 0;
+		return STEP_OK;
+	}
+	r->bye_pending = false;
+	/*
+	 * A failed close_notify to an upstream that already left is no loss;
+	 * to one still talking, it is.
+	 */
+	if (rc < 0 && !r->upstream_eof)
+		return relay_fail(c, "upstream_error", 0, rc);
+	(void)shutdown(c->ufd, SHUT_WR);
+	r->c2u_done = true;
+	return relay_check_done(c);
+}
+
+/* Upstream -> client: writes what is buffered; FIN after the upstream's end. */
+static enum step
+u2c_flush(struct conn *c)
+{
+	struct relay *r = &c->relay;
+	struct relay_buf *b = &r->u2c;
+	ssize_t n;
+
+	while (!buf_empty(b)) {
+		n = send(c->cfd, b->data + b->head, b->tail - b->head,
+		    MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return STEP_OK;
+		if (n < 0)
+			return relay_fail(c, "client_error", errno, 0);
+		r->bytes_down += (uint64_t)n;
+		buf_consumed(b, (size_t)n);
+		relay_activity(c);
+	}
+	if (r->upstream_eof && !r->u2c_done) {
+		(void)shutdown(c->cfd, SHUT_WR);
+		r->u2c_done = true;
+		return relay_check_done(c);
+	}
+	return STEP_OK;
+}
+
+/*
+ * Decrypts from the upstream into the u2c buffer until it is full, the
+ * socket is dry, or the upstream ends. Called again whenever room appears,
+ * because GnuTLS may hold decrypted bytes that no fd event will announce.
+ */
+static enum step
+u2c_fill(struct conn *c)
+{
+	struct relay *r = &c->relay;
+	struct relay_buf *b = &r->u2c;
+	ssize_t n;
+
+	r->recv_wants_write = false;
+	while (!r->upstream_eof && !buf_full(b)) {
+		if (buf_reserve(b) != 0)
+			return relay_fail(c, "upstream_error", ENOMEM, 0);
+		n = gnutls_record_recv(c->tls, b->data + b->tail,
+		    RELAY_BUF_SIZE - b->tail);
+		if (n > 0) {
+			b->tail += (uint32_t)n;
+			relay_activity(c);
+			continue;
+		}
+		switch (n) {
+		case 0:				/* close_notify */
+			r->upstream_eof = true;
+			break;
+		case GNUTLS_E_PREMATURE_TERMINATION:	/* EOF, no close_notify */
+			r->upstream_eof = true;
+			r->upstream_truncated = true;
+			break;
+		case GNUTLS_E_AGAIN:
+			r->recv_wants_write =
+			    gnutls_record_get_direction(c->tls) == 1;
+			goto out;
+		case GNUTLS_E_INTERRUPTED:
+		case GNUTLS_E_REHANDSHAKE:	/* declined by not answering */
+		case GNUTLS_E_WARNING_ALERT_RECEIVED:
+			continue;
+		default:
+			if (!gnutls_error_is_fatal((int)n))
+				continue;
+			return relay_fail(c, "upstream_error", 0, (int)n);
+		}
+	}
+out:
+	if (buf_empty(b))
+		buf_consumed(b, 0);	/* give the buffer back */
+	return STEP_OK;
+}
+
+/* Reads the client into the c2u buffer until full, dry or EOF. */
+static enum step
+c2u_fill(struct conn *c)
+{
+	struct relay *r = &c->relay;
+	struct relay_buf *b = &r->c2u;
+	ssize_t n;
+
+	while (!r->client_eof && !buf_full(b)) {
+		if (buf_reserve(b) != 0)
+			return relay_fail(c, "client_error", ENOMEM, 0);
+		n = recv(c->cfd, b->data + b->tail, RELAY_BUF_SIZE - b->tail,
+		    0);
+		if (n > 0) {
+			b->tail += (uint32_t)n;
+			relay_activity(c);
+			/* A short read means the socket is dry. */
+			if ((size_t)n < RELAY_BUF_SIZE - (b->tail - (size_t)n))
+				break;
+			continue;
+		}
+		if (n == 0) {
+			r->client_eof = true;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			break;
+		return relay_fail(c, "client_error", errno, 0);
+	}
+	if (buf_empty(b))
+		buf_consumed(b, 0);
+	return STEP_OK;
+}
+
+/* Upstream side: decrypt and deliver, then any send waiting on it. */
+static enum step
+relay_pump_u2c(struct conn *c)
+{
+	if (u2c_fill(c) == STEP_CLOSED || u2c_flush(c) == STEP_CLOSED)
+		return STEP_CLOSED;
+	/* The client took bytes and GnuTLS still holds some: go again. */
+	while (!c->relay.upstream_eof && !buf_full(&c->relay.u2c) &&
+	    gnutls_record_check_pending(c->tls) > 0) {
+		if (u2c_fill(c) == STEP_CLOSED || u2c_flush(c) == STEP_CLOSED)
+			return STEP_CLOSED;
+	}
+	return STEP_OK;
+}
+
+void
+relay_start(struct conn *c)
+{
+	conn_set_state(c, CONN_RELAYING);
+	/* The upstream may have sent data along with its last handshake flight. */
+	if (relay_pump_u2c(c) == STEP_CLOSED)
+		return;
+	relay_arm(c);
+}
+
+/* Fired by c_rd: the client sent bytes or FIN. */
+void
+relay_on_client_readable(struct conn *c)
+{
+	if (c2u_fill(c) == STEP_CLOSED || c2u_flush(c) == STEP_CLOSED)
+		return;
+	relay_arm(c);
+}
+
+/* Fired by c_wr: the client can take more of the upstream's bytes. */
+void
+relay_on_client_writable(struct conn *c)
+{
+	if (u2c_flush(c) == STEP_CLOSED)
+		return;
+	if (!c->relay.upstream_eof && !buf_full(&c->relay.u2c) &&
+	    gnutls_record_check_pending(c->tls) > 0 &&
+	    relay_pump_u2c(c) == STEP_CLOSED)
+		return;
+	relay_arm(c);
+}
+
+/* Fired by u_rd: upstream records arrived, or a send/bye waits on input. */
+void
+relay_on_upstream_readable(struct conn *c)
+{
+	struct relay *r = &c->relay;
+
+	if (!r->recv_wants_write && relay_pump_u2c(c) == STEP_CLOSED)
+		return;
+	if (((r->send_pending > 0 && r->send_wants_read) ||
+	    (r->bye_pending && r->bye_wants_read)) &&
+	    c2u_flush(c) == STEP_CLOSED)
+		return;
+	relay_arm(c);
+}
+
+/* Fired by u_wr: a send or bye can go on, or a recv waits to write. */
+void
+relay_on_upstream_writable(struct conn *c)
+{
+	struct relay *r = &c->relay;
+
+	if ((r->send_pending > 0 || r->bye_pending) &&
+	    c2u_flush(c) == STEP_CLOSED)
+		return;
+	if (r->recv_wants_write && relay_pump_u2c(c) == STEP_CLOSED)
+		return;
+	relay_arm(c);
+}

@@ -1,0 +1,51 @@
+/* relay.h - moving bytes both ways: buffers, backpressure, half-close. */
+#ifndef TLSFWD_RELAY_H
+#define TLSFWD_RELAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct conn;
+
+/* Enough for one full TLS record of plaintext. */
+#define RELAY_BUF_SIZE 16384
+
+/* Bytes in [head, tail) are waiting; data is NULL while nothing is. */
+struct relay_buf {
+	char		*data;
+	uint32_t	 head;
+	uint32_t	 tail;
+};
+
+struct relay {
+	struct relay_buf c2u;		/* client -> upstream */
+	struct relay_buf u2c;		/* upstream -> client */
+	uint64_t	 bytes_up;
+	uint64_t	 bytes_down;
+	uint32_t	 send_pending;	/* length of a record_send to repeat */
+	bool		 send_wants_read;	/* that send waits for input */
+	bool		 recv_wants_write;	/* record_recv waits for output */
+	bool		 bye_pending;		/* gnutls_bye() to repeat */
+	bool		 bye_wants_read;
+	bool		 client_eof;		/* client sent FIN */
+	bool		 c2u_done;		/* close_notify sent upstream */
+	bool		 upstream_eof;		/* close_notify or EOF upstream */
+	bool		 upstream_truncated;	/* EOF without close_notify */
+	bool		 u2c_done;		/* FIN sent to the client */
+};
+
+/* Enters the relay after the handshake. */
+void	relay_start(struct conn *c);
+/* Releases the buffers. */
+void	relay_free(struct relay *r);
+
+/*
+ * Readiness of either socket while relaying (conn.c's watchers call these).
+ * Each one moves what it can, then re-arms watchers for what still waits.
+ */
+void	relay_on_client_readable(struct conn *c);
+void	relay_on_client_writable(struct conn *c);
+void	relay_on_upstream_readable(struct conn *c);
+void	relay_on_upstream_writable(struct conn *c);
+
+#endif

@@ -1,0 +1,283 @@
+"""Failures on the way to the upstream: refused, timeouts, alerts, protocol
+errors, truncation, resets, idle connections."""
+
+import socket
+import ssl
+import struct
+import time
+
+import pytest
+
+import tlsfwd_helpers as H
+from tlsfwd_helpers import num
+
+FAST = {"connect_timeout": "500ms", "handshake_timeout": "500ms"}
+
+
+def closed_after(s, send=b"hello"):
+    """Send, then wait for the close; return (data, how, seconds since connect-ish)."""
+    t0 = time.monotonic()
+    if send:
+        H.send_quiet(s, send)
+    data, how = H.recv_closed(s)
+    return data, how, time.monotonic() - t0
+
+
+def test_upstream_connection_refused(service, start_tlsfwd, client):
+    port = H.closed_port()
+    fwd = start_tlsfwd({"svc": service(port, **FAST)})
+    s = client(fwd)
+    data, _, elapsed = closed_after(s)
+    assert data == b""
+    assert elapsed < 2.0, "client not closed promptly (%.2fs)" % elapsed
+    hs = fwd.conn_of(s)
+    assert hs["level"] == "warn", hs
+    assert hs["result"] == "fail", hs
+    assert hs["stage"] == "connect", hs
+    assert hs["errno"] == "ECONNREFUSED", hs
+    assert hs["upstream"] == "127.0.0.1:%d" % port, hs
+    assert hs.get("error"), hs
+    cl = fwd.wait_close(hs["conn"])
+    assert cl["reason"] == "handshake_failed" and cl["level"] == "warn", cl
+    assert num(cl["bytes_down"]) == 0
+
+
+def _syn_dropping_listener(cleanup):
+    """A listener whose accept queue is full, so further SYNs are dropped and
+    connect() hangs. Skips the test when the kernel does not behave so."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    cleanup.append(ls)
+    port = ls.getsockname()[1]
+    for _ in range(4):
+        c = socket.socket()
+        c.settimeout(0.3)
+        try:
+            c.connect(("127.0.0.1", port))
+            cleanup.append(c)
+        except socket.timeout:
+            c.close()
+            return port
+    pytest.skip("cannot make a loopback connect() hang on this kernel")
+
+
+def test_upstream_connect_timeout(service, start_tlsfwd, client, cleanup):
+    port = _syn_dropping_listener(cleanup)
+    fwd = start_tlsfwd({"svc": service(port, **FAST)})
+    s = client(fwd)
+    data, _, elapsed = closed_after(s)
+    assert data == b""
+    assert elapsed >= 0.45, "closed before connect_timeout (%.2fs)" % elapsed
+    assert elapsed < 3.0, "connect_timeout=500ms took %.2fs" % elapsed
+    hs = fwd.conn_of(s)
+    assert (hs["result"], hs["stage"], hs["timeout"]) == ("fail", "timeout", "connect"), hs
+    assert fwd.wait_close(hs["conn"])["reason"] == "handshake_failed"
+
+
+def test_handshake_timeout_silent_upstream(silent_upstream, service, start_tlsfwd, client):
+    up = silent_upstream()
+    fwd = start_tlsfwd({"svc": service(up.port, **FAST)})
+    s = client(fwd)
+    data, _, elapsed = closed_after(s)
+    assert data == b""
+    assert elapsed >= 0.45, "closed before handshake_timeout (%.2fs)" % elapsed
+    assert elapsed < 3.0, "handshake_timeout=500ms took %.2fs" % elapsed
+    hs = fwd.conn_of(s)
+    assert hs["level"] == "warn"
+    assert (hs["result"], hs["stage"], hs["timeout"]) == ("fail", "timeout", "handshake"), hs
+    if "handshake_ms" in hs:
+        assert num(hs["handshake_ms"]) >= 450, hs
+    cl = fwd.wait_close(hs["conn"])
+    assert cl["reason"] == "handshake_failed", cl
+    assert len(up.conns) == 1
+
+
+def test_handshake_timeout_is_for_the_whole_handshake(raw_upstream, service, start_tlsfwd,
+                                                      client):
+    """An upstream that keeps trickling bytes of a huge record must still time out."""
+    def trickle(raw):
+        raw.recv(65536)                               # the ClientHello
+        raw.sendall(b"\x16\x03\x03\x40\x00")          # handshake record of 16 KiB...
+        for _ in range(60):                           # ...arriving 1 byte per 100 ms
+            time.sleep(0.1)
+            try:
+                raw.sendall(b"\x00")
+            except OSError:
+                return
+    up = raw_upstream(trickle)
+    fwd = start_tlsfwd({"svc": service(up.port, **FAST)})
+    s = client(fwd)
+    data, _, elapsed = closed_after(s)
+    assert data == b""
+    assert 0.45 <= elapsed < 3.0, "handshake_timeout=500ms, closed after %.2fs" % elapsed
+    hs = fwd.conn_of(s)
+    assert (hs["result"], hs["stage"], hs["timeout"]) == ("fail", "timeout", "handshake"), hs
+
+
+def test_idle_timeout(ssl_upstream, service, start_tlsfwd, client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port, idle_timeout="500ms")})
+    s = client(fwd)
+    s.sendall(b"ping")
+    assert H.recv_exact(s, 4) == b"ping"
+    t0 = time.monotonic()
+    data, how = H.recv_closed(s)
+    elapsed = time.monotonic() - t0
+    assert (data, how) == (b"", "eof")
+    assert elapsed >= 0.45, "closed before idle_timeout (%.2fs)" % elapsed
+    assert elapsed < 3.0, "idle_timeout=500ms took %.2fs" % elapsed
+    hs = fwd.conn_of(s)
+    assert hs["result"] == "ok"
+    cl = fwd.wait_close(hs["conn"])
+    assert cl["reason"] == "idle_timeout", cl
+    assert cl["level"] == "warn", cl
+    assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (4, 4), cl
+
+
+def test_traffic_resets_idle_timer(ssl_upstream, service, start_tlsfwd, client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port, idle_timeout="600ms")})
+    s = client(fwd)
+    for i in range(8):               # 1.6 s of traffic, never 600 ms of silence
+        s.sendall(b"%d" % i)
+        assert H.recv_exact(s, 1) == b"%d" % i
+        time.sleep(0.2)
+    assert not fwd.find("close"), "closed although bytes kept moving: %s" % fwd.find("close")
+    s.shutdown(socket.SHUT_WR)
+    assert H.recv_all(s) == b""
+    cl = fwd.wait_close(fwd.conn_of(s)["conn"])
+    assert cl["reason"] == "done", cl
+
+
+def test_upstream_alert_during_handshake(ssl_upstream, pki, service, start_tlsfwd, client):
+    """TLS 1.2 server demanding a client certificate: OpenSSL answers the empty
+    Certificate with a fatal handshake_failure alert before its Finished."""
+    up = ssl_upstream(H.echo_handler, max_version=ssl.TLSVersion.TLSv1_2,
+                      client_ca=pki["ca"])
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
+    s = client(fwd)
+    data, _, _ = closed_after(s)
+    assert data == b""
+    hs = fwd.conn_of(s)
+    assert hs["level"] == "warn", hs
+    assert hs["result"] == "alert", hs
+    assert hs["alert_from"] == "upstream", hs
+    assert hs["alert"] == "handshake_failure", hs
+    assert fwd.wait_close(hs["conn"])["reason"] == "handshake_failed"
+    assert up.wait_handshake_error()
+
+
+def test_raw_alert_from_upstream(raw_upstream, service, start_tlsfwd, client):
+    """An upstream answering the ClientHello with a bare fatal protocol_version alert."""
+    def alerter(raw):
+        hdr = H.recv_exact(raw, 5)
+        H.recv_exact(raw, struct.unpack("!H", hdr[3:5])[0])
+        raw.sendall(b"\x15\x03\x03\x00\x02\x02\x46")   # fatal(2) protocol_version(70)
+        H.recv_closed(raw)
+    up = raw_upstream(alerter)
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    data, _, _ = closed_after(s)
+    assert data == b""
+    hs = fwd.conn_of(s)
+    assert (hs["result"], hs["alert_from"], hs["alert"]) == \
+        ("alert", "upstream", "protocol_version"), hs
+
+
+def test_upstream_speaks_plaintext(raw_upstream, service, start_tlsfwd, client):
+    """Not TLS at all: tlsfwd must fail the handshake and relay nothing."""
+    def http(raw):
+        raw.recv(65536)
+        raw.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+        H.recv_closed(raw)
+    up = raw_upstream(http)
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    data, _, _ = closed_after(s)
+    assert data == b""
+    hs = fwd.conn_of(s)
+    assert hs["result"] in ("fail", "alert"), hs
+    if hs["result"] == "alert":
+        assert hs["alert_from"] == "tlsfwd" and hs.get("alert"), hs
+    else:
+        assert hs["stage"] == "handshake" and hs.get("gnutls_error", "").startswith("GNUTLS_E_"), hs
+    assert fwd.wait_close(hs["conn"])["reason"] == "handshake_failed"
+
+
+def test_upstream_closes_during_handshake(raw_upstream, service, start_tlsfwd, client):
+    def hangup(raw):
+        raw.recv(65536)
+        raw.shutdown(socket.SHUT_WR)
+        H.recv_closed(raw)
+    up = raw_upstream(hangup)
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    data, _, _ = closed_after(s)
+    assert data == b""
+    hs = fwd.conn_of(s)
+    assert (hs["result"], hs["stage"]) == ("fail", "handshake"), hs
+    assert hs.get("gnutls_error") or hs.get("errno"), hs
+    assert hs.get("error"), hs
+
+
+def test_upstream_alert_while_relaying(ssl_upstream, pki, service, start_tlsfwd, client):
+    """TLS 1.3 server demanding a client certificate: the client side of the
+    handshake completes, then the upstream sends certificate_required."""
+    up = ssl_upstream(H.echo_handler, min_version=ssl.TLSVersion.TLSv1_3, client_ca=pki["ca"])
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
+    s = client(fwd)
+    data, how = H.recv_closed(s)
+    assert data == b""
+    hs = fwd.conn_of(s)
+    assert hs["result"] == "ok" and hs["version"] == "TLS1.3", hs
+    cl = fwd.wait_close(hs["conn"])
+    assert cl["reason"] == "upstream_alert", cl
+    assert cl["alert"] == "certificate_required", cl
+    assert cl["level"] == "warn", cl
+
+
+def test_upstream_truncation(ssl_upstream, service, start_tlsfwd, client):
+    """Upstream answers, then drops TCP without close_notify: client still gets a FIN."""
+    def truncate(bc):
+        req = bc.recv()
+        bc.send(b"answer to " + req)
+        bc.close()                     # no close_notify
+        return req
+    up = ssl_upstream(truncate, mode="bio")
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    s.sendall(b"question")
+    data, how = H.recv_closed(s)
+    assert (data, how) == (b"answer to question", "eof")
+    assert up.result() == b"question"
+    cl = fwd.wait_close(fwd.conn_of(s)["conn"])
+    assert cl["reason"] == "upstream_truncated", cl
+    assert cl["level"] == "warn", cl
+    assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (8, 18), cl
+
+
+def test_client_reset(ssl_upstream, service, start_tlsfwd, client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    s.sendall(b"abc")
+    assert H.recv_exact(s, 3) == b"abc"
+    hs = fwd.conn_of(s)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()                          # RST
+    cl = fwd.wait_close(hs["conn"])
+    assert cl["reason"] == "client_error", cl
+    assert cl["errno"] == "ECONNRESET", cl
+    assert cl["level"] == "warn", cl
+
+
+def test_unresolvable_upstream(service, start_tlsfwd, client):
+    fwd = start_tlsfwd({"svc": service("nonexistent.invalid:443", **FAST)})
+    res = fwd.wait_event("resolve", service="svc")
+    assert res["level"] == "warn" and res.get("error"), res
+    s = client(fwd)
+    data, _, elapsed = closed_after(s)
+    assert data == b""
+    hs = fwd.conn_of(s)
+    assert (hs["result"], hs["stage"], hs["upstream"]) == ("fail", "resolve", "-"), hs

@@ -1,0 +1,868 @@
+"""Helpers for the tlsfwd integration tests.
+
+- parse_logfmt(): a strict logfmt tokenizer following README.md "Log format".
+- Tlsfwd: one tlsfwd process, its stderr drained by a thread into parsed records.
+- render_ini(): write a config file.
+- det_chunks()/det_digest(): deterministic pseudo-random data streams.
+- Upstream servers: Python ssl (blocking socket or memory-BIO), raw TCP,
+  and `openssl s_server`.
+- Plain TCP client helpers with timeouts everywhere.
+"""
+
+import hashlib
+import json
+import os
+import queue
+import re
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import traceback
+
+SANITIZER_MARKERS = (b"ERROR: AddressSanitizer", b"runtime error:", b"LeakSanitizer")
+TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+LEVELS = ("error", "warn", "info", "debug")
+SOCK_TIMEOUT = 10.0
+
+
+# ---------------------------------------------------------------------------
+# logfmt
+# ---------------------------------------------------------------------------
+
+class LogfmtError(ValueError):
+    pass
+
+
+_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_HEX = set("0123456789abcdefABCDEF")
+_SIMPLE_ESC = {'"': b'"', "\\": b"\\", "n": b"\n", "r": b"\r", "t": b"\t"}
+
+
+def parse_logfmt(line):
+    """Parse one logfmt line into a dict (insertion order = line order).
+
+    Grammar (README): pairs `key=value` separated by one space; a value is
+    bare (no space, `=`, `"`, nor empty) or double-quoted; in both, `\\\\`,
+    `\\"`, `\\n`, `\\r`, `\\t` and `\\xHH` are escapes. \\xHH yields a raw
+    byte; the value is decoded as UTF-8 with surrogateescape.
+    Raises LogfmtError on anything else (duplicate keys, stray characters,
+    raw control characters, unterminated quotes...).
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8")
+    if line.endswith("\n"):
+        line = line[:-1]
+    out = {}
+    i, n = 0, len(line)
+    if n == 0:
+        raise LogfmtError("empty line")
+    while i < n:
+        start = i
+        while i < n and line[i] in _KEY_CHARS:
+            i += 1
+        key = line[start:i]
+        if not key:
+            raise LogfmtError("expected a key at column %d: %r" % (i, line))
+        if i >= n or line[i] != "=":
+            raise LogfmtError("expected '=' after key %r at column %d: %r" % (key, i, line))
+        i += 1
+        buf = bytearray()
+        if i < n and line[i] == '"':
+            i += 1
+            while True:
+                if i >= n:
+                    raise LogfmtError("unterminated quoted value for %r: %r" % (key, line))
+                c = line[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c == "\\":
+                    i = _escape(line, i, buf, key)
+                    continue
+                if ord(c) < 0x20 or c == "\x7f":
+                    raise LogfmtError("raw control character in value of %r" % key)
+                buf += c.encode("utf-8", "surrogateescape")
+                i += 1
+        else:
+            if i >= n or line[i] == " ":
+                raise LogfmtError("empty unquoted value for %r: %r" % (key, line))
+            while i < n and line[i] != " ":
+                c = line[i]
+                if c in '"=':
+                    raise LogfmtError("%r in unquoted value of %r: %r" % (c, key, line))
+                if c == "\\":
+                    i = _escape(line, i, buf, key)
+                    continue
+                if ord(c) < 0x20 or c == "\x7f":
+                    raise LogfmtError("raw control character in value of %r" % key)
+                buf += c.encode("utf-8", "surrogateescape")
+                i += 1
+        if key in out:
+            raise LogfmtError("duplicate key %r: %r" % (key, line))
+        out[key] = bytes(buf).decode("utf-8", "surrogateescape")
+        if i < n:
+            if line[i] != " ":
+                raise LogfmtError("expected a space at column %d: %r" % (i, line))
+            i += 1
+            if i >= n:
+                raise LogfmtError("trailing space: %r" % line)
+    return out
+
+
+def _escape(line, i, buf, key):
+    if i + 1 >= len(line):
+        raise LogfmtError("dangling backslash in value of %r" % key)
+    e = line[i + 1]
+    if e in _SIMPLE_ESC:
+        buf += _SIMPLE_ESC[e]
+        return i + 2
+    if e == "x":
+        hh = line[i + 2:i + 4]
+        if len(hh) == 2 and all(ch in _HEX for ch in hh):
+            buf.append(int(hh, 16))
+            return i + 4
+    raise LogfmtError("bad escape \\%s in value of %r" % (e, key))
+
+
+def parse_line(line, fmt):
+    """Parse a log line in 'logfmt' or 'json' format into a dict of strings/numbers."""
+    if fmt == "json":
+        obj = json.loads(line)
+        if not isinstance(obj, dict):
+            raise ValueError("JSON log line is not an object: %r" % line)
+        return obj
+    return parse_logfmt(line)
+
+
+def num(v):
+    """A count or *_ms value as a number (logfmt gives strings, JSON numbers)."""
+    if isinstance(v, bool):
+        raise TypeError("boolean where a number was expected")
+    if isinstance(v, (int, float)):
+        return v
+    return float(v) if any(c in v for c in ".eE") else int(v)
+
+
+# ---------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------
+
+def render_ini(global_opts, services):
+    lines = ["; generated by tests/integration", "[global]"]
+    for k, v in global_opts.items():
+        lines.append("%s = %s" % (k, v))
+    for name, opts in services.items():
+        lines.append("")
+        lines.append("[%s]" % name)
+        for k, v in opts.items():
+            if v is None:
+                continue
+            lines.append("%s = %s" % (k, v))
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# the daemon
+# ---------------------------------------------------------------------------
+
+class Tlsfwd:
+    """A running tlsfwd; stderr is drained into self.lines / self.records."""
+
+    def __init__(self, binary, config_path, log_format="logfmt", workdir=None):
+        self.binary = binary
+        self.config_path = config_path
+        self.log_format = log_format
+        self.lines = []          # decoded stderr lines (without newline)
+        self.raw = bytearray()   # all stderr bytes
+        self.records = []        # parsed dict per line, or None when unparsable
+        self.parse_errors = []   # (line, exception)
+        self.ports = {}
+        self.listen = {}
+        self.expect_exit = False
+        self._cond = threading.Condition()
+        self._eof = False
+        out_path = os.path.join(workdir or os.path.dirname(config_path), "tlsfwd.stdout")
+        self._stdout = open(out_path, "wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen([binary, "-c", config_path], stdin=subprocess.DEVNULL,
+                                     stdout=self._stdout, stderr=subprocess.PIPE)
+        self._thread = threading.Thread(target=self._drain, name="tlsfwd-stderr", daemon=True)
+        self._thread.start()
+
+    # -- stderr ----------------------------------------------------------------
+    def _drain(self):
+        f = self.proc.stderr
+        try:
+            for raw in iter(f.readline, b""):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = raw.decode("utf-8", "replace")
+                text = text.rstrip("\n")
+                rec = None
+                try:
+                    rec = parse_line(text, self.log_format)
+                except Exception as e:  # noqa: BLE001 - recorded for the checks
+                    self.parse_errors.append((text, e))
+                with self._cond:
+                    self.raw += raw
+                    self.lines.append(text)
+                    self.records.append(rec)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+
+    def log_text(self, last=None):
+        with self._cond:
+            lines = self.lines if last is None else self.lines[-last:]
+            return "\n".join(lines)
+
+    def wait_for(self, pred, timeout=10.0, start=0, what="log line"):
+        """Wait until a parsed record satisfies pred; return (index, record)."""
+        deadline = time.monotonic() + timeout
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self.records):
+                    r = self.records[i]
+                    if r is not None and pred(r):
+                        return i, r
+                    i += 1
+                if self._eof:
+                    raise AssertionError("tlsfwd exited (rc=%s) before %s appeared; log:\n%s"
+                                         % (self.proc.poll(), what, "\n".join(self.lines[-40:])))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out after %.1fs waiting for %s; log:\n%s"
+                                         % (timeout, what, "\n".join(self.lines[-40:])))
+                self._cond.wait(left)
+
+    def wait_event(self, event, timeout=10.0, start=0, **fields):
+        def pred(r):
+            return r.get("event") == event and all(str(r.get(k)) == str(v) for k, v in fields.items())
+        desc = "event=%s %s" % (event, " ".join("%s=%s" % kv for kv in fields.items()))
+        return self.wait_for(pred, timeout, start, desc)[1]
+
+    def find(self, event=None, **fields):
+        with self._cond:
+            recs = [r for r in self.records if r is not None]
+        return [r for r in recs if (event is None or r.get("event") == event)
+                and all(str(r.get(k)) == str(v) for k, v in fields.items())]
+
+    def wait_ready(self, timeout=10.0):
+        self.wait_event("ready", timeout)
+        for r in self.find("listening"):
+            addr = r["listen"]
+            self.listen[r["service"]] = addr
+            if not addr.startswith("unix:"):
+                self.ports[r["service"]] = int(addr.rsplit(":", 1)[1])
+        return self
+
+    # -- per connection --------------------------------------------------------
+    def conn_of(self, sock, timeout=10.0):
+        """The handshake record for the client socket `sock` (matched on client=ADDR)."""
+        host, port = sock.getsockname()[:2]
+        client = "%s:%d" % (host, port)
+        return self.wait_for(lambda r: r.get("event") == "handshake" and r.get("client") == client,
+                             timeout, what="handshake line for client=%s" % client)[1]
+
+    def wait_handshake(self, service, timeout=10.0):
+        return self.wait_event("handshake", timeout, service=service)
+
+    def wait_close(self, conn, timeout=10.0):
+        return self.wait_event("close", timeout, conn=conn)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=10.0):
+        self.expect_exit = True
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("tlsfwd did not exit within %.1fs; log:\n%s"
+                                 % (timeout, self.log_text(40)))
+        self._thread.join(5)
+        return rc
+
+    def stop(self):
+        """Stop (SIGTERM, then a second SIGTERM, then SIGKILL); return a list of problems."""
+        problems = []
+        was_running = self.proc.poll() is None
+        if not was_running and not self.expect_exit:
+            problems.append("tlsfwd exited unexpectedly during the test with rc=%s"
+                            % self.proc.returncode)
+        if was_running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(8)
+            except subprocess.TimeoutExpired:
+                problems.append("tlsfwd did not exit within 8s of SIGTERM")
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    rc = self.proc.wait(3)
+                except subprocess.TimeoutExpired:
+                    problems.append("tlsfwd ignored a second SIGTERM; killed")
+                    self.proc.kill()
+                    rc = self.proc.wait(5)
+            if rc != 0 and not problems:
+                problems.append("tlsfwd exited with rc=%s after SIGTERM (expected 0)" % rc)
+        self._thread.join(5)
+        self._stdout.close()
+        problems.extend(self.check_invariants())
+        return problems
+
+    def check_invariants(self):
+        problems = []
+        for m in SANITIZER_MARKERS:
+            if m in self.raw:
+                problems.append("sanitizer report in tlsfwd stderr (%r)" % m.decode())
+        if problems:
+            # sanitizer output is not a log line; do not report parse errors too
+            return problems + ["stderr:\n" + self.raw.decode("utf-8", "replace")[-6000:]]
+        for text, e in self.parse_errors[:5]:
+            problems.append("unparsable %s log line %r: %s" % (self.log_format, text, e))
+        recs = [r for r in self.records if r is not None]
+        for r in recs:
+            keys = list(r.keys())[:3]
+            if keys != ["ts", "level", "event"]:
+                problems.append("line does not start with ts, level, event: %r" % r)
+                break
+            if not TS_RE.match(str(r["ts"])) or r["level"] not in LEVELS:
+                problems.append("bad ts/level: %r" % r)
+                break
+        hs, cl = {}, {}
+        order = []
+        for r in recs:
+            if r.get("event") in ("handshake", "close"):
+                c = str(r.get("conn"))
+                (hs if r["event"] == "handshake" else cl).setdefault(c, []).append(r)
+                order.append((r["event"], c))
+        for c in sorted(set(hs) | set(cl), key=str):
+            if len(hs.get(c, [])) != 1 or len(cl.get(c, [])) != 1:
+                problems.append("conn=%s has %d handshake and %d close lines (want 1 and 1)"
+                                % (c, len(hs.get(c, [])), len(cl.get(c, []))))
+            elif order.index(("handshake", c)) > order.index(("close", c)):
+                problems.append("conn=%s: close line before handshake line" % c)
+            elif hs[c][0].get("service") != cl[c][0].get("service"):
+                problems.append("conn=%s: service differs between handshake and close" % c)
+        return problems
+
+
+def run_tlsfwd(binary, args, timeout=15):
+    """Run tlsfwd to completion (for -t/-V/-h); asserts no sanitizer report."""
+    r = subprocess.run([binary] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    for m in SANITIZER_MARKERS:
+        assert m not in r.stderr, "sanitizer report:\n" + r.stderr.decode("utf-8", "replace")
+    return r
+
+
+# ---------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------
+
+def det_chunks(seed, total, chunk=1 << 20):
+    """Deterministic pseudo-random bytes: SHAKE-256(seed || counter) blocks."""
+    if isinstance(seed, str):
+        seed = seed.encode()
+    i = 0
+    left = total
+    while left > 0:
+        n = min(chunk, left)
+        yield hashlib.shake_256(seed + i.to_bytes(8, "big")).digest(n)
+        left -= n
+        i += 1
+
+
+def det_bytes(seed, total):
+    return b"".join(det_chunks(seed, total))
+
+
+def det_digest(seed, total):
+    h = hashlib.sha256()
+    for c in det_chunks(seed, total):
+        h.update(c)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# clients
+# ---------------------------------------------------------------------------
+
+def connect(port, timeout=SOCK_TIMEOUT, host="127.0.0.1"):
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.settimeout(timeout)
+    return s
+
+
+def connect_unix(path, timeout=SOCK_TIMEOUT):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        d = sock.recv(min(65536, n - len(buf)))
+        if not d:
+            raise AssertionError("EOF after %d of %d bytes" % (len(buf), n))
+        buf += d
+    return bytes(buf)
+
+
+def recv_all(sock, limit=1 << 30):
+    """Read until EOF; returns bytes. A reset raises."""
+    buf = bytearray()
+    while True:
+        d = sock.recv(65536)
+        if not d:
+            return bytes(buf)
+        buf += d
+        if len(buf) > limit:
+            raise AssertionError("more than %d bytes" % limit)
+
+
+def send_quiet(sock, data):
+    """Send, tolerating a peer that already closed (the close is what is tested)."""
+    try:
+        sock.sendall(data)
+        return True
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+
+
+def recv_closed(sock):
+    """Read until the peer closes; returns (data, how) with how 'eof' or 'reset'."""
+    buf = bytearray()
+    while True:
+        try:
+            d = sock.recv(65536)
+        except ConnectionResetError:
+            return bytes(buf), "reset"
+        if not d:
+            return bytes(buf), "eof"
+        buf += d
+
+
+# ---------------------------------------------------------------------------
+# upstream servers
+# ---------------------------------------------------------------------------
+
+def server_context(cert, key, *, max_version=None, min_version=None, client_ca=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    if min_version is not None:
+        ctx.minimum_version = min_version
+    if client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+    return ctx
+
+
+class BioConn:
+    """Server-side TLS over a raw socket through memory BIOs: full control of close_notify.
+
+    recv() returns b'' on close_notify and raises TruncatedError on a TCP EOF
+    without close_notify.
+    """
+
+    class TruncatedError(Exception):
+        pass
+
+    def __init__(self, raw, ctx, timeout=SOCK_TIMEOUT):
+        self.raw = raw
+        self.raw.settimeout(timeout)
+        self.inc = ssl.MemoryBIO()
+        self.out = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_side=True)
+        self.tcp_eof = False
+        self.got_close_notify = False
+
+    def _flush(self):
+        d = self.out.read()
+        if d:
+            self.raw.sendall(d)
+
+    def _fill(self):
+        if self.tcp_eof:
+            raise BioConn.TruncatedError("TCP EOF without close_notify")
+        d = self.raw.recv(65536)
+        if not d:
+            self.tcp_eof = True
+            self.inc.write_eof()
+        else:
+            self.inc.write(d)
+
+    def handshake(self):
+        while True:
+            try:
+                self.obj.do_handshake()
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+
+    def recv(self, n=65536):
+        while True:
+            try:
+                d = self.obj.read(n)
+                self._flush()
+                return d
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+            except ssl.SSLZeroReturnError:
+                self.got_close_notify = True
+                return b""
+            except ssl.SSLEOFError as e:
+                raise BioConn.TruncatedError(str(e))
+
+    def recv_until_eof(self):
+        buf = bytearray()
+        while True:
+            d = self.recv()
+            if not d:
+                return bytes(buf)
+            buf += d
+
+    def send(self, data):
+        view = memoryview(data)
+        for off in range(0, len(view), 16384):
+            self.obj.write(view[off:off + 16384])
+            self._flush()
+
+    def send_close_notify(self):
+        try:
+            self.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        self._flush()
+
+    def close(self):
+        try:
+            self.raw.close()
+        except OSError:
+            pass
+
+
+class Upstream:
+    """A TCP server on 127.0.0.1:0; each connection gets a thread running handler(conn).
+
+    mode 'ssl': conn is an ssl.SSLSocket (suppress_ragged_eofs=False, so a
+                truncation raises instead of looking like EOF);
+    mode 'bio': conn is a BioConn (handshake already done);
+    mode 'raw': conn is the plain socket.
+    Return values of handler go to self.results (a Queue); exceptions from the
+    handshake to self.handshake_errors, from the handler to self.errors.
+    """
+
+    def __init__(self, handler, mode="ssl", ctx=None, backlog=512):
+        self.handler = handler
+        self.mode = mode
+        self.ctx = ctx
+        self.results = queue.Queue()
+        self.errors = []
+        self.handshake_errors = []
+        self.accepted = 0
+        self._conns = []
+        self._threads = []
+        self._stop = False
+        self._lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._event = threading.Condition()
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._accept_thread.start()
+
+    def _accept_loop(self):
+        while not self._stop:
+            try:
+                raw, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+                self._conns.append(raw)
+            t = threading.Thread(target=self._serve, args=(raw,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, raw):
+        raw.settimeout(SOCK_TIMEOUT)
+        conn = raw
+        try:
+            if self.mode == "ssl":
+                conn = self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
+                with self._lock:
+                    self._conns.append(conn)
+            elif self.mode == "bio":
+                conn = BioConn(raw, self.ctx)
+                conn.handshake()
+        except Exception as e:  # noqa: BLE001
+            with self._event:
+                self.handshake_errors.append(e)
+                self._event.notify_all()
+            _close(raw)
+            return
+        try:
+            res = self.handler(conn)
+            self.results.put(res)
+        except Exception as e:  # noqa: BLE001
+            with self._event:
+                self.errors.append((e, traceback.format_exc()))
+                self._event.notify_all()
+        finally:
+            _close(conn)
+            _close(raw)
+
+    def wait_handshake_error(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        with self._event:
+            while not self.handshake_errors:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("the upstream saw no failed handshake within %.1fs"
+                                         % timeout)
+                self._event.wait(left)
+            return self.handshake_errors[0]
+
+    def result(self, timeout=10.0):
+        try:
+            return self.results.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("upstream handler produced no result within %.1fs; errors=%r"
+                                 % (timeout, self.errors))
+
+    def close(self):
+        self._stop = True
+        _close(self.sock)
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            _close(c)
+        self._accept_thread.join(2)
+        for t in self._threads:
+            t.join(2)
+
+
+def _close(s):
+    try:
+        s.close()
+    except OSError:
+        pass
+
+
+# -- handlers ------------------------------------------------------------------
+
+def echo_handler(conn):
+    """Echo until EOF (close_notify), then send close_notify and close; returns bytes echoed."""
+    total = 0
+    while True:
+        d = conn.recv(65536)
+        if not d:
+            break
+        conn.sendall(d)
+        total += len(d)
+    conn.unwrap()
+    return total
+
+
+class SilentHolder:
+    """Plain TCP listener that accepts and never answers (holds sockets until close())."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.received = bytearray()
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self):
+        self._stop = True
+        _close(self.sock)
+        self._t.join(2)
+        for c in self.conns:
+            _close(c)
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class OpenSSLServer:
+    """`openssl s_server -accept 0 ...`; port parsed from its `ACCEPT ...:PORT` line."""
+
+    def __init__(self, cert, key, *extra, chain=None, timeout=10.0):
+        args = ["openssl", "s_server", "-accept", "0", "-cert", cert, "-key", key]
+        if chain:
+            args += ["-cert_chain", chain]
+        args += list(extra)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self.lines = []
+        self._cond = threading.Condition()
+        self._eof = False
+        self._t = threading.Thread(target=self._drain, daemon=True)
+        self._t.start()
+        self.port = None
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.port is None:
+                for ln in self.lines:
+                    m = re.match(r"^ACCEPT\s+(?:\S*):(\d+)\s*$", ln)
+                    if m:
+                        self.port = int(m.group(1))
+                        break
+                if self.port is not None:
+                    break
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    self.close()
+                    raise AssertionError("openssl s_server did not start:\n" + "\n".join(self.lines))
+                self._cond.wait(left)
+
+    def _drain(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            with self._cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_line(self, substr, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for ln in self.lines:
+                    if substr in ln:
+                        return ln
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    raise AssertionError("s_server never printed %r:\n%s"
+                                         % (substr, "\n".join(self.lines)))
+                self._cond.wait(left)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._t.join(2)
+
+
+def make_duplex_handler(send_seed, send_total, deadline_s=90.0):
+    """BIO-mode handler: sends `send_total` deterministic bytes while hashing all
+    it receives; once both its sending is done and close_notify has arrived,
+    sends close_notify and closes. Returns (bytes_received, sha256_hex).
+    Single-threaded select loop, so reading and writing really overlap."""
+    def handler(bc):
+        raw = bc.raw
+        raw.setblocking(False)
+        h = hashlib.sha256()
+        got = 0
+        gen = det_chunks(send_seed, send_total, 1 << 16)
+        outbuf = bytearray(bc.out.read())
+        peer_done = sent_all = False
+        deadline = time.monotonic() + deadline_s
+        while not (peer_done and sent_all and not outbuf):
+            if time.monotonic() > deadline:
+                raise TimeoutError("duplex transfer: got %d bytes, peer_done=%s sent_all=%s"
+                                   % (got, peer_done, sent_all))
+            while not sent_all and len(outbuf) < (1 << 18):
+                chunk = next(gen, None)
+                if chunk is None:
+                    sent_all = True
+                    break
+                for off in range(0, len(chunk), 16384):
+                    bc.obj.write(chunk[off:off + 16384])
+                outbuf += bc.out.read()
+            r, w, _ = select.select([] if peer_done else [raw], [raw] if outbuf else [], [], 1.0)
+            if w:
+                try:
+                    n = raw.send(outbuf)
+                    del outbuf[:n]
+                except BlockingIOError:
+                    pass
+            if r:
+                try:
+                    d = raw.recv(1 << 18)
+                except BlockingIOError:
+                    continue
+                if not d:
+                    raise BioConn.TruncatedError("TCP EOF without close_notify after %d bytes" % got)
+                bc.inc.write(d)
+                while True:
+                    try:
+                        x = bc.obj.read(1 << 18)
+                    except ssl.SSLWantReadError:
+                        break
+                    except ssl.SSLZeroReturnError:
+                        peer_done = True
+                        break
+                    if not x:
+                        peer_done = True
+                        break
+                    h.update(x)
+                    got += len(x)
+                outbuf += bc.out.read()
+        raw.settimeout(SOCK_TIMEOUT)
+        bc.send_close_notify()
+        return got, h.hexdigest()
+    return handler
+
+
+def wait_count(fwd, event, n, timeout=20.0, **fields):
+    """Wait until at least n lines of `event` (with fields) exist; return them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = fwd.find(event, **fields)
+        if len(found) >= n:
+            return found
+        left = deadline - time.monotonic()
+        if left <= 0 or fwd.proc.poll() is not None:
+            raise AssertionError("only %d of %d event=%s lines; log tail:\n%s"
+                                 % (len(found), n, event, fwd.log_text(20)))
+        with fwd._cond:
+            fwd._cond.wait(min(left, 0.5))
