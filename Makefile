@@ -74,9 +74,10 @@ deps:
 	fi
 
 unit: $(UNITS)
-	@for t in $(UNITS); do \
-		echo "== $$t"; $(SAN_ENV) $$t || exit 1; \
-	done
+	@failed=""; for t in $(UNITS); do \
+		echo "== $$t"; $(SAN_ENV) $$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "unit: FAILED:$$failed"; exit 1; fi
 
 integration: $(BUILD)/tlsfwd
 	TLSFWD=$(abspath $(BUILD)/tlsfwd) $(SAN_ENV) $(PYTHON) -m pytest -q \

@@ -4,10 +4,12 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DEFAULT_CONNECT_TIMEOUT_MS	5000
@@ -24,7 +26,7 @@ struct parse_ctx {
 	FILE			*file;
 	const char		*text;		/* when parsing a string */
 	int			 line;
-	bool			 at_line_start;
+	bool			 line_indented;	/* inih: continues a value */
 	/* The section the following keys belong to. */
 	enum { SEC_NONE, SEC_GLOBAL, SEC_SERVICE, SEC_IGNORED } sec;
 	struct service_config	*svc;
@@ -189,12 +191,16 @@ section_begin(struct parse_ctx *p, const char *name)
 static void
 reader_saw_line(struct parse_ctx *p, const char *line)
 {
+	const char *start = line;
 	char name[256];
 	const char *end;
 	size_t n;
 
+	if (p->line == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
+		line += 3;	/* inih skips a UTF-8 BOM too */
 	while (isspace((unsigned char)*line))
 		line++;
+	p->line_indented = line != start;
 	if (*line != '[')
 		return;
 	end = strchr(line + 1, ']');
@@ -208,24 +214,53 @@ reader_saw_line(struct parse_ctx *p, const char *line)
 	section_begin(p, name);
 }
 
-/* After a chunk is read: count lines, and report lines inih would cut. */
+/* Longest line inih hands over whole: its buffer less newline and NUL. */
+#define CONFIG_LINE_MAX (INI_MAX_LINE - 2)
+
+/*
+ * After a chunk is read: count lines, and catch lines longer than inih's
+ * buffer, which it would cut silently and parse the rest of as a line of its
+ * own. Such a line is reported, the rest of it skipped, and inih is given a
+ * blank line instead, so its own line count stays right.
+ */
 static char *
-reader_chunk_done(struct parse_ctx *p, char *str)
+reader_chunk_done(struct parse_ctx *p, char *str,
+    bool (*skip_rest)(struct parse_ctx *))
 {
 	size_t n = strlen(str);
-	bool complete = n > 0 && str[n - 1] == '\n';
 
-	if (p->at_line_start) {
-		p->line++;
-		if (!complete && (p->file == NULL ? *p->text != '\0' :
-		    !feof(p->file)))
-			config_error_add(p->errs, p->path, p->line,
-			    "line too long (at most %d characters)",
-			    INI_MAX_LINE - 1);
-		reader_saw_line(p, str);
+	p->line++;
+	if ((n == 0 || str[n - 1] != '\n') && skip_rest(p)) {
+		config_error_add(p->errs, p->path, p->line,
+		    "line too long (at most %d characters)", CONFIG_LINE_MAX);
+		str[0] = '\n';
+		str[1] = '\0';
+		return str;
 	}
-	p->at_line_start = complete;
+	reader_saw_line(p, str);
 	return str;
+}
+
+/* Skips to the next line; false if the file simply ended. */
+static bool
+skip_rest_file(struct parse_ctx *p)
+{
+	int ch = getc(p->file);
+	bool more = ch != EOF;
+
+	while (ch != EOF && ch != '\n')
+		ch = getc(p->file);
+	return more;
+}
+
+static bool
+skip_rest_string(struct parse_ctx *p)
+{
+	bool more = *p->text != '\0';
+
+	while (*p->text != '\0' && *p->text++ != '\n')
+		;
+	return more;
 }
 
 /* ini_reader over a FILE *, counting lines. */
@@ -236,7 +271,7 @@ reader_file(char *str, int num, void *stream)
 
 	if (fgets(str, num, p->file) == NULL)
 		return NULL;
-	return reader_chunk_done(p, str);
+	return reader_chunk_done(p, str, skip_rest_file);
 }
 
 /* ini_reader over a string, counting lines. */
@@ -255,7 +290,7 @@ reader_string(char *str, int num, void *stream)
 	memcpy(str, p->text, (size_t)i);
 	str[i] = '\0';
 	p->text += i;
-	return reader_chunk_done(p, str);
+	return reader_chunk_done(p, str, skip_rest_string);
 }
 
 enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT };
@@ -297,7 +332,10 @@ key_lookup(struct parse_ctx *p, const struct key_def *keys, const char *name,
 			continue;
 		if (*seen & (1u << k->id)) {
 			config_error_add(p->errs, p->path, p->line,
-			    "%s: '%s' given twice", where, name);
+			    "%s: '%s' given twice%s", where, name,
+			    p->line_indented ? " (an indented line continues "
+			    "the previous key's value: remove the indentation)"
+			    : "");
 			return -1;
 		}
 		*seen |= 1u << k->id;
@@ -380,12 +418,13 @@ service_key(struct parse_ctx *p, const char *name, const char *value)
 		if (strcmp(value, "-") == 0) {
 			svc->sni[0] = '\0';
 		} else {
+			char probe[HOST_MAX + 8];
 			struct host_port hp;
 
 			/* Reuse the host checks: "NAME:1" must parse. */
-			snprintf(err, sizeof(err), "%s:1", value);
+			snprintf(probe, sizeof(probe), "%s:1", value);
 			if (strlen(value) > HOST_MAX ||
-			    parse_host_port(err, &hp, 0, err,
+			    parse_host_port(probe, &hp, 0, err,
 			    sizeof(err)) != 0 || hp.is_ip_literal) {
 				config_error_add(p->errs, p->path, p->line,
 				    "sni: '%s' is not a DNS host name (IP "
@@ -473,6 +512,34 @@ cfg_ini_handler(void *user, const char *section, const char *name,
 	return 1;
 }
 
+/* Two listen addresses that cannot both be bound (port 0 never clashes). */
+static bool
+listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
+{
+	if (a->salen == 0 || b->salen == 0 || a->salen != b->salen ||
+	    a->sa.ss_family != b->sa.ss_family)
+		return false;	/* unparsable ones were reported already */
+	if (a->is_unix)
+		return strcmp(((const struct sockaddr_un *)&a->sa)->sun_path,
+		    ((const struct sockaddr_un *)&b->sa)->sun_path) == 0;
+	if (a->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)&a->sa;
+		const struct sockaddr_in *y = (const struct sockaddr_in *)&b->sa;
+
+		return x->sin_port != 0 && x->sin_port == y->sin_port &&
+		    x->sin_addr.s_addr == y->sin_addr.s_addr;
+	} else {
+		const struct sockaddr_in6 *x =
+		    (const struct sockaddr_in6 *)&a->sa;
+		const struct sockaddr_in6 *y =
+		    (const struct sockaddr_in6 *)&b->sa;
+
+		return x->sin6_port != 0 && x->sin6_port == y->sin6_port &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr,
+		    sizeof(x->sin6_addr)) == 0;
+	}
+}
+
 /* Fills defaults that depend on other keys, and checks cross-key rules. */
 static void
 validate(struct parse_ctx *p)
@@ -507,9 +574,7 @@ validate(struct parse_ctx *p)
 		for (other = cfg->services; other != svc;
 		    other = other->next) {
 			if ((other->keys_seen & (1u << K_LISTEN)) &&
-			    strcmp(other->listen.text, svc->listen.text) == 0 &&
-			    !(svc->listen.text[0] != 'u' &&
-			    strcmp(strrchr(svc->listen.text, ':'), ":0") == 0))
+			    listen_addr_same(&other->listen, &svc->listen))
 				config_error_add(p->errs, p->path,
 				    svc->listen_line, "[%s]: listen %s is "
 				    "already used by [%s] (line %d)",
@@ -539,7 +604,6 @@ config_parse(struct parse_ctx *p, const char *path,
 	p->path = path;
 	p->cfg = cfg;
 	p->errs = errs;
-	p->at_line_start = true;
 	p->sec = SEC_NONE;
 	rc = ini_parse_stream(p->file != NULL ? reader_file : reader_string, p,
 	    cfg_ini_handler, p);
@@ -561,12 +625,18 @@ config_load(const char *path, struct config_errors *errs)
 {
 	struct parse_ctx p;
 	struct config *cfg;
+	struct stat st;
 
 	memset(&p, 0, sizeof(p));
 	p.file = fopen(path, "re");
 	if (p.file == NULL) {
 		config_error_add(errs, path, 0, "cannot open: %s",
 		    strerror(errno));
+		return NULL;
+	}
+	if (fstat(fileno(p.file), &st) == 0 && !S_ISREG(st.st_mode)) {
+		config_error_add(errs, path, 0, "not a regular file");
+		fclose(p.file);
 		return NULL;
 	}
 	cfg = config_parse(&p, path, errs);

@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -275,8 +276,10 @@ log_ms(struct log_line *l, const char *key, double ms)
 {
 	char buf[32];
 
-	if (!(ms >= 0))	/* also catches NaN */
+	if (!(ms >= 0) || !isfinite(ms))	/* NaN, inf: not JSON */
 		ms = 0;
+	if (ms > 1e15)
+		ms = 1e15;
 	snprintf(buf, sizeof(buf), "%.1f", ms);
 	put_number(l, key, buf);
 }

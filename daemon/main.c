@@ -138,8 +138,13 @@ main(int argc, char **argv)
 	}
 	if (!test_only) {
 		log_setup(cfg->global.log_level, cfg->global.log_format, 2);
-		log_msg(LOG_INFO, "start", "tlsfwd %s starting with %s",
-		    TLSFWD_VERSION, path);
+		struct log_line l;
+
+		log_line_begin(&l, LOG_INFO, "start");
+		log_str(&l, "version", TLSFWD_VERSION);
+		log_str(&l, "config", path);
+		log_strf(&l, "gnutls", "%s", gnutls_check_version(NULL));
+		log_line_end(&l);
 	}
 	srv = server_new(loop, cfg, !test_only, &errs);
 	if (srv == NULL || errs.n > 0) {

@@ -18,12 +18,12 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1. A throw-away CA and a certificate for localhost (tests/pki.py)"
 /usr/bin/python3 "$here/pki.py" "$dir" >/dev/null
-ls "$dir"
+(cd "$dir" && ls ca.pem server.pem server.key)
 
 step "2. A local TLS server: openssl s_server -www on an ephemeral port"
 # s_server prints "ACCEPT <addr>:<port>" once it listens.
 exec 3< <(exec openssl s_server -accept 0 -cert "$dir/server.pem" \
-    -key "$dir/server.key" -www -quiet 2>&1)
+    -key "$dir/server.key" -www 2>/dev/null)
 pids+=($!)
 port=
 while read -r -t 10 line <&3; do
@@ -47,13 +47,16 @@ cat "$dir/tlsfwd.ini"
 "$bin" -c "$dir/tlsfwd.ini" 2>"$dir/tlsfwd.log" &
 pids+=($!)
 # tlsfwd logs event=ready once every listener is bound.
-timeout 10 tail -n +1 -f "$dir/tlsfwd.log" | grep -q -m1 'event=ready'
+# (tail is ended by SIGPIPE once grep has seen the line.)
+{ timeout 10 tail -n +1 -f "$dir/tlsfwd.log" || true; } |
+    grep -q -m1 'event=ready' || { cat "$dir/tlsfwd.log" >&2; exit 1; }
 listen=$(grep -o 'event=listening service=demo listen=[^ ]*' "$dir/tlsfwd.log")
 listen=${listen##*listen=}
 echo "tlsfwd listening on $listen"
 
 step "4. A plain HTTP client talks to tlsfwd: curl http://$listen/"
-curl -sS -m 10 "http://$listen/" | head -n 8
+curl -sS -m 10 -o "$dir/response" "http://$listen/"
+head -n 8 "$dir/response"
 
 step "5. The handshake and close lines tlsfwd logged"
 kill "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true

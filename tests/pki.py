@@ -38,7 +38,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 _LEAF_SANS = "DNS:localhost,IP:127.0.0.1"
 WEIRD_ORG = 'Odd "Org" \\ Ünïcødé'

@@ -5,6 +5,7 @@ so the same suite runs against the normal and the ASan+UBSan build.
 """
 
 import os
+import resource
 import sys
 
 import pytest
@@ -108,7 +109,7 @@ def service(pki):
 
 @pytest.fixture
 def start_tlsfwd(tlsfwd_bin, tmp_path):
-    """start_tlsfwd({name: service_dict}, global_opts=None, ready=True) -> Tlsfwd.
+    """start_tlsfwd({name: service_dict}, global_opts=None, ready=True, nofile=None) -> Tlsfwd.
 
     Writes the INI, starts `tlsfwd -c FILE`, waits for event=ready and reads the
     ports from the event=listening lines. At teardown: closes client sockets,
@@ -118,14 +119,19 @@ def start_tlsfwd(tlsfwd_bin, tmp_path):
     """
     procs = []
 
-    def start(services, global_opts=None, ready=True, name="tlsfwd.ini"):
+    def start(services, global_opts=None, ready=True, name="tlsfwd.ini", nofile=None):
         g = {"log_level": "info", "log_format": "logfmt", "shutdown_timeout": "2s"}
         g.update(global_opts or {})
         path = tmp_path / ("%d-%s" % (len(procs), name))
         path.write_text(H.render_ini(g, services))
         workdir = tmp_path / ("run%d" % len(procs))
         workdir.mkdir()
-        fwd = H.Tlsfwd(tlsfwd_bin, str(path), log_format=g["log_format"], workdir=str(workdir))
+        preexec = None
+        if nofile is not None:
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        fwd = H.Tlsfwd(tlsfwd_bin, str(path), log_format=g["log_format"], workdir=str(workdir),
+                       preexec_fn=preexec)
         fwd.clients = []
         procs.append(fwd)
         if ready:

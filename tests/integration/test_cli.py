@@ -36,6 +36,10 @@ upstream = [::1]:443
 verify = chain
 ca_file = {ca}
 
+[abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.]
+listen = 127.0.0.1:0
+upstream = localhost:1
+
 [sock]
 listen = unix:{tmp}/t.sock
 upstream = 127.0.0.1:443
@@ -70,12 +74,23 @@ BAD = {
     "bad_log_level": ("[global]\nlog_level = loud\n" + SERVICE, {2}, ("loud", "log_level")),
     "missing_ca_file": ("[global]\n" + SERVICE.replace("{ca}", "/nonexistent/dir/ca.pem"), {5},
                         ("/nonexistent/dir/ca.pem",)),
+    "ca_file_not_pem": ("[global]\n" + SERVICE.replace("{ca}", "{garbage}"), {5}, ("garbage.pem",)),
+    "ca_file_is_directory": ("[global]\n" + SERVICE.replace("{ca}", "/tmp"), {5}, ("/tmp",)),
     "key_twice": ("[global]\n" + SERVICE + "upstream = localhost:444\n", {6}, ("upstream",)),
     "syntax_no_equals": ("[global]\n" + SERVICE + "this line has no equals sign\n", {6}, ()),
-    "syntax_unterminated_section": ("[global]\n[svc\n", {2}, ()),
-    "bad_section_name": ("[global]\n" + SERVICE.replace("[svc]", "[bad name!]"), {2},
+    "syntax_unterminated_section": ("[global]\n[svc\n" + SERVICE, {2}, ()),
+    "bad_section_name": ("[global]\n" + SERVICE.replace("[svc]", "[bad name!]") + SERVICE, {2},
                          ("bad name!", "name")),
-    "long_line": ("[global]\n" + SERVICE + "sni = " + "a" * 250 + "\n", {6}, ("long", "199")),
+    "section_name_too_long": ("[global]\n" + SERVICE.replace("svc", "s" * 65) + SERVICE, {2},
+                              ("s" * 65, "64", "name")),
+    "no_space_before_comment": ("[global]\n" + SERVICE + "verify = full;x\n", {6}, ("full;x",)),
+    "hash_after_value": ("[global]\n" + SERVICE + "verify = full # x\n", {6}, ("verify",)),
+    "duration_without_unit": ("[global]\n" + SERVICE + "idle_timeout = 5\n", {6}, ("5",)),
+    "duration_fraction": ("[global]\n" + SERVICE + "idle_timeout = 1.5s\n", {6}, ("1.5s",)),
+    "duration_negative": ("[global]\n" + SERVICE + "idle_timeout = -5s\n", {6}, ("-5s",)),
+    "sni_ip_literal": ("[global]\n" + SERVICE + "sni = 127.0.0.1\n", {6}, ("sni",)),
+    "line_of_199_chars": ("[global]\n" + SERVICE + ";" + "c" * 198 + "\n", {6}, ("long", "198")),
+    "long_line": ("[global]\n" + SERVICE + "sni = " + "a" * 250 + "\n", {6}, ("long", "198")),
 }
 
 
@@ -105,6 +120,16 @@ def test_check_good_config(tlsfwd_bin, pki, tmp_path):
     assert not (tmp_path / "t.sock").exists(), "-t must not bind listeners"
 
 
+def test_check_accepts_line_of_198_chars(tlsfwd_bin, pki, tmp_path):
+    """README: "Lines are at most 198 characters"."""
+    long_comment = ";" + "c" * 197
+    cfg = tmp_path / "l198.ini"
+    cfg.write_text("[global]\n" + long_comment + "\n" + SERVICE.replace("{ca}", pki["ca"]))
+    assert len(long_comment) == 198
+    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
+    assert r.returncode == 0, r.stderr.decode()
+
+
 def test_check_shipped_example_config(tlsfwd_bin):
     r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", os.path.join(REPO, "conf", "tlsfwd.ini")])
     assert r.returncode == 0, r.stderr.decode()
@@ -114,7 +139,9 @@ def test_check_shipped_example_config(tlsfwd_bin):
 def test_check_rejects(case, tlsfwd_bin, pki, tmp_path):
     text, want_lines, words = BAD[case]
     cfg = tmp_path / ("%s.ini" % case)
-    cfg.write_text(text.replace("{ca}", pki["ca"]))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not a certificate\n")
+    cfg.write_text(text.replace("{ca}", pki["ca"]).replace("{garbage}", str(garbage)))
     r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
     errs = check_errors(r, str(cfg), want_lines)
     if words:
@@ -156,7 +183,14 @@ def test_check_reports_every_error(tlsfwd_bin, pki, tmp_path):
     errs = check_errors(r, str(cfg), want)
     assert len(errs) == len(want), "want exactly %d error lines, got:\n%s" % (
         len(want), r.stderr.decode())
-    assert [n for n, _ in errs] == sorted(n for n, _ in errs), "errors not in line order"
+
+
+def test_check_config_without_service(tlsfwd_bin, tmp_path):
+    cfg = tmp_path / "empty.ini"
+    cfg.write_text("[global]\nlog_level = info\n")
+    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
+    assert r.returncode == 1
+    assert r.stderr.startswith(str(cfg).encode() + b":"), r.stderr
 
 
 def test_bad_config_refuses_to_start(tlsfwd_bin, pki, tmp_path):

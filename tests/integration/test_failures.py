@@ -90,6 +90,7 @@ def test_handshake_timeout_silent_upstream(silent_upstream, service, start_tlsfw
         assert num(hs["handshake_ms"]) >= 450, hs
     cl = fwd.wait_close(hs["conn"])
     assert cl["reason"] == "handshake_failed", cl
+    assert num(cl["duration_ms"]) >= 450, cl
     assert len(up.conns) == 1
 
 
@@ -132,6 +133,7 @@ def test_idle_timeout(ssl_upstream, service, start_tlsfwd, client):
     cl = fwd.wait_close(hs["conn"])
     assert cl["reason"] == "idle_timeout", cl
     assert cl["level"] == "warn", cl
+    assert num(cl["duration_ms"]) >= 450, cl
     assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (4, 4), cl
 
 
@@ -251,6 +253,7 @@ def test_upstream_truncation(ssl_upstream, service, start_tlsfwd, client):
     data, how = H.recv_closed(s)
     assert (data, how) == (b"answer to question", "eof")
     assert up.result() == b"question"
+    s.shutdown(socket.SHUT_WR)
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert cl["reason"] == "upstream_truncated", cl
     assert cl["level"] == "warn", cl

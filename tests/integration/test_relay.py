@@ -4,8 +4,11 @@ unix-socket listeners, SNI and certificate chains."""
 import hashlib
 import re
 import socket
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 import tlsfwd_helpers as H
 from tlsfwd_helpers import num
@@ -63,6 +66,7 @@ def test_openssl_www_request_response(openssl_server, service, start_tlsfwd, cli
     req = b"GET / HTTP/1.0\r\n\r\n"
     s.sendall(req)
     page = H.recv_all(s)
+    s.shutdown(socket.SHUT_WR)     # like an HTTP/1.0 client: done once the response ended
     assert page.startswith(b"HTTP/1.0 200 ok\r\n"), page[:200]
     assert page.rstrip().endswith(b"</BODY></HTML>"), page[-200:]
 
@@ -216,6 +220,15 @@ def test_two_services_are_independent(ssl_upstream, openssl_server, service, sta
     assert fwd.conn_of(a)["conn"] != fwd.conn_of(b)["conn"]
 
 
+def test_listen_on_host_name(ssl_upstream, service, start_tlsfwd, client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port, listen="localhost:0")})
+    assert fwd.listen["svc"].startswith("127.0.0.1:"), fwd.listen
+    s = client(fwd)
+    s.sendall(b"named")
+    assert H.recv_exact(s, 5) == b"named"
+
+
 def test_sni_sent_and_ip_literal_sends_none(ssl_upstream, service, start_tlsfwd, client):
     seen = []
     up = ssl_upstream(H.echo_handler)
@@ -244,3 +257,33 @@ def test_intermediate_chain_sent_by_upstream(ssl_upstream, pki, service, start_t
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok" and hs["verify"] == "ok", hs
     assert "Intermediate" in hs["issuer"], hs
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["TLS1.2", "TLS1.3"])
+def test_negotiated_version_and_cipher_logged(version, ssl_upstream, service, start_tlsfwd,
+                                              client):
+    def handler(conn):
+        info = (conn.version(), conn.cipher()[0])
+        H.echo_handler(conn)
+        return info
+
+    up = ssl_upstream(handler, min_version=version, max_version=version)
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
+    s = client(fwd)
+    s.sendall(b"v")
+    assert H.recv_exact(s, 1) == b"v"
+    s.shutdown(socket.SHUT_WR)
+    assert H.recv_all(s) == b""
+    proto, ossl_cipher = up.result()
+    hs = fwd.conn_of(s)
+    assert_ok_handshake(hs, up.port)
+    assert hs["version"] == proto.replace("TLSv", "TLS"), (proto, hs)
+    # OpenSSL says e.g. TLS_AES_256_GCM_SHA384 or ECDHE-ECDSA-AES256-GCM-SHA384,
+    # GnuTLS e.g. AES-256-GCM: compare the bulk cipher
+    norm = ossl_cipher.upper().replace("_", "-")
+    bulk = "AES-256-GCM" if ("AES256-GCM" in norm or "AES-256-GCM" in norm) else \
+        "AES-128-GCM" if ("AES128-GCM" in norm or "AES-128-GCM" in norm) else \
+        "CHACHA20-POLY1305" if "CHACHA20" in norm else norm
+    assert bulk in hs["cipher"].upper().replace("_", "-"), (ossl_cipher, hs["cipher"])
+    assert hs["group"] not in ("",), hs

@@ -172,7 +172,7 @@ def render_ini(global_opts, services):
 class Tlsfwd:
     """A running tlsfwd; stderr is drained into self.lines / self.records."""
 
-    def __init__(self, binary, config_path, log_format="logfmt", workdir=None):
+    def __init__(self, binary, config_path, log_format="logfmt", workdir=None, preexec_fn=None):
         self.binary = binary
         self.config_path = config_path
         self.log_format = log_format
@@ -189,7 +189,8 @@ class Tlsfwd:
         self._stdout = open(out_path, "wb")
         self.started = time.monotonic()
         self.proc = subprocess.Popen([binary, "-c", config_path], stdin=subprocess.DEVNULL,
-                                     stdout=self._stdout, stderr=subprocess.PIPE)
+                                     stdout=self._stdout, stderr=subprocess.PIPE,
+                                     preexec_fn=preexec_fn)
         self._thread = threading.Thread(target=self._drain, name="tlsfwd-stderr", daemon=True)
         self._thread.start()
 
@@ -279,6 +280,12 @@ class Tlsfwd:
         return self.wait_event("close", timeout, conn=conn)
 
     # -- lifecycle ---------------------------------------------------------------
+    def cpu_seconds(self):
+        """utime + stime of the process, from /proc/PID/stat."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -369,8 +376,10 @@ def run_tlsfwd(binary, args, timeout=15):
 # data
 # ---------------------------------------------------------------------------
 
-def det_chunks(seed, total, chunk=1 << 20):
-    """Deterministic pseudo-random bytes: SHAKE-256(seed || counter) blocks."""
+def det_chunks(seed, total):
+    """Deterministic pseudo-random bytes: SHAKE-256(seed || counter) blocks of 1 MiB
+    (the stream depends only on seed and total)."""
+    chunk = 1 << 20
     if isinstance(seed, str):
         seed = seed.encode()
     i = 0
@@ -520,6 +529,8 @@ class BioConn:
             try:
                 d = self.obj.read(n)
                 self._flush()
+                if not d:
+                    self.got_close_notify = True   # read() gives b'' on close_notify
                 return d
             except ssl.SSLWantReadError:
                 self._flush()
@@ -802,7 +813,7 @@ def make_duplex_handler(send_seed, send_total, deadline_s=90.0):
         raw.setblocking(False)
         h = hashlib.sha256()
         got = 0
-        gen = det_chunks(send_seed, send_total, 1 << 16)
+        gen = det_chunks(send_seed, send_total)
         outbuf = bytearray(bc.out.read())
         peer_done = sent_all = False
         deadline = time.monotonic() + deadline_s
@@ -810,7 +821,7 @@ def make_duplex_handler(send_seed, send_total, deadline_s=90.0):
             if time.monotonic() > deadline:
                 raise TimeoutError("duplex transfer: got %d bytes, peer_done=%s sent_all=%s"
                                    % (got, peer_done, sent_all))
-            while not sent_all and len(outbuf) < (1 << 18):
+            while not sent_all and len(outbuf) < (1 << 20):
                 chunk = next(gen, None)
                 if chunk is None:
                     sent_all = True

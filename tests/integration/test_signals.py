@@ -1,0 +1,123 @@
+"""Signals: SIGTERM/SIGINT drain, shutdown_timeout, a second SIGTERM, SIGHUP."""
+
+import signal
+import socket
+import time
+
+import pytest
+
+import tlsfwd_helpers as H
+
+
+def assert_refused(port):
+    with pytest.raises(ConnectionRefusedError):
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c.close()
+
+
+def test_sigterm_without_connections_exits_0(ssl_upstream, service, start_tlsfwd):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "10s"})
+    t0 = time.monotonic()
+    fwd.signal(signal.SIGTERM)
+    assert fwd.wait_exit(5) == 0
+    assert time.monotonic() - t0 < 3.0
+    fwd.wait_event("signal", 1)
+    fwd.wait_event("exit", 1)
+    assert_refused(fwd.ports["svc"])
+
+
+def test_sigint_like_sigterm(ssl_upstream, service, start_tlsfwd):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "10s"})
+    fwd.signal(signal.SIGINT)
+    assert fwd.wait_exit(5) == 0
+    fwd.wait_event("exit", 1)
+
+
+def test_sigterm_drains_open_connection(ssl_upstream, service, start_tlsfwd, client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "10s"})
+    s = client(fwd)
+    s.sendall(b"before")
+    assert H.recv_exact(s, 6) == b"before"
+    hs = fwd.conn_of(s)
+
+    t0 = time.monotonic()
+    fwd.signal(signal.SIGTERM)
+    drain = fwd.wait_event("drain", 5)
+    assert str(drain["connections"]) == "1", drain
+    assert_refused(fwd.ports["svc"])          # stopped accepting at once
+    assert fwd.proc.poll() is None
+
+    s.sendall(b"after the signal")            # the open connection still relays
+    assert H.recv_exact(s, 16) == b"after the signal"
+    s.shutdown(socket.SHUT_WR)
+    assert H.recv_all(s) == b""
+    assert fwd.wait_exit(5) == 0
+    assert time.monotonic() - t0 < 5.0, "should exit when the last connection ends"
+    cl = fwd.wait_close(hs["conn"], 1)
+    assert cl["reason"] == "done", cl
+    fwd.wait_event("exit", 1)
+    assert len(fwd.find("handshake")) == 1
+
+
+def test_shutdown_timeout_closes_lingering_connection(ssl_upstream, service, start_tlsfwd,
+                                                      client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "500ms"})
+    s = client(fwd)
+    s.sendall(b"x")
+    assert H.recv_exact(s, 1) == b"x"
+    hs = fwd.conn_of(s)
+    t0 = time.monotonic()
+    fwd.signal(signal.SIGTERM)
+    data, _ = H.recv_closed(s)
+    closed = time.monotonic() - t0
+    assert data == b""
+    assert closed >= 0.45, "closed before shutdown_timeout (%.2fs)" % closed
+    rc = fwd.wait_exit(5)
+    exited = time.monotonic() - t0
+    assert rc == 0
+    assert exited < 3.0, "shutdown_timeout=500ms but exit after %.2fs" % exited
+    cl = fwd.wait_close(hs["conn"], 1)
+    assert cl["reason"] == "shutdown", cl
+    assert cl["level"] == "warn", cl
+    fwd.wait_event("exit", 1)
+
+
+def test_second_sigterm_closes_everything_now(ssl_upstream, service, start_tlsfwd, client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "30s"})
+    s = client(fwd)
+    s.sendall(b"x")
+    assert H.recv_exact(s, 1) == b"x"
+    hs = fwd.conn_of(s)
+    fwd.signal(signal.SIGTERM)
+    fwd.wait_event("drain", 5)
+    t0 = time.monotonic()
+    fwd.signal(signal.SIGTERM)
+    data, _ = H.recv_closed(s)
+    assert data == b""
+    assert fwd.wait_exit(5) == 0
+    assert time.monotonic() - t0 < 3.0
+    cl = fwd.wait_close(hs["conn"], 1)
+    assert cl["reason"] == "shutdown", cl
+    fwd.wait_event("exit", 1)
+
+
+def test_sighup_is_logged_and_ignored(ssl_upstream, service, start_tlsfwd, client):
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    s.sendall(b"1")
+    assert H.recv_exact(s, 1) == b"1"
+    fwd.signal(signal.SIGHUP)
+    fwd.wait_event("signal", 5)
+    s.sendall(b"2")
+    assert H.recv_exact(s, 1) == b"2"
+    s2 = client(fwd)                           # still accepting
+    s2.sendall(b"3")
+    assert H.recv_exact(s2, 1) == b"3"
+    assert fwd.proc.poll() is None
+    assert not fwd.find("drain") and not fwd.find("exit")
