@@ -117,7 +117,7 @@ conn_set_state(struct conn *c, enum conn_state state)
 	const struct service_config *sc = c->svc->cfg;
 	uint64_t ms = 0;
 
-	if (log_enabled(LOG_DEBUG)) {
+	if (log_enabled(LOG_DEBUG) && state != c->state) {
 		struct log_line l;
 
 		log_line_begin(&l, LOG_DEBUG, "state");

@@ -569,6 +569,29 @@ class BioConn:
             pass
 
 
+def listen_socket(backlog):
+    """A TCP listener on 127.0.0.1, ephemeral port, with a short accept timeout
+    so that accept loops notice when they are asked to stop."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    sock.settimeout(0.2)
+    return sock
+
+
+def accept_loop(sock, stopped, on_accept):
+    """Accept until stopped() or the socket is closed; hand each to on_accept."""
+    while not stopped():
+        try:
+            conn, _ = sock.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+        on_accept(conn)
+
+
 class Upstream:
     """A TCP server on 127.0.0.1:0; each connection gets a thread running handler(conn).
 
@@ -592,30 +615,22 @@ class Upstream:
         self._threads = []
         self._stop = False
         self._lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(backlog)
-        self.sock.settimeout(0.2)
+        self.sock = listen_socket(backlog)
         self.port = self.sock.getsockname()[1]
         self._event = threading.Condition()
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._accept_thread.start()
 
     def _accept_loop(self):
-        while not self._stop:
-            try:
-                raw, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-                self._conns.append(raw)
-            t = threading.Thread(target=self._serve, args=(raw,), daemon=True)
-            self._threads.append(t)
-            t.start()
+        accept_loop(self.sock, lambda: self._stop, self._start_serving)
+
+    def _start_serving(self, raw):
+        with self._lock:
+            self.accepted += 1
+            self._conns.append(raw)
+        t = threading.Thread(target=self._serve, args=(raw,), daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def _serve(self, raw):
         raw.settimeout(SOCK_TIMEOUT)
@@ -701,10 +716,7 @@ class SilentHolder:
     """Plain TCP listener that accepts and never answers (holds sockets until close())."""
 
     def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
+        self.sock = listen_socket(64)
         self.port = self.sock.getsockname()[1]
         self.conns = []
         self.received = bytearray()
@@ -713,14 +725,7 @@ class SilentHolder:
         self._t.start()
 
     def _loop(self):
-        while not self._stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.conns.append(c)
+        accept_loop(self.sock, lambda: self._stop, self.conns.append)
 
     def close(self):
         self._stop = True
