@@ -14,8 +14,8 @@ WARN	:= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	   -Wundef -Wvla
 CFLAGS	?= -O2 -g
 CFLAGS	+= -std=c11 -D_GNU_SOURCE -DTLSFWD_VERSION='"$(VERSION)"' $(WARN) \
-	   $(shell pkg-config --cflags gnutls inih)
-LIBS	:= $(shell pkg-config --libs gnutls inih) -lev
+	   $(shell pkg-config --cflags gnutls inih libsystemd)
+LIBS	:= $(shell pkg-config --libs gnutls inih libsystemd) -lev
 
 # SAN=1: AddressSanitizer + UndefinedBehaviorSanitizer, any report is fatal.
 ifeq ($(SAN),1)
@@ -31,8 +31,9 @@ UNITS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*
 
 # Debian packages to build, test and demo; `make deps` installs what is missing.
 DEB_PKGS := gcc make pkg-config libgnutls28-dev libev-dev libinih-dev \
+	    libsystemd-dev \
 	    libcmocka-dev clang python3 python3-pytest gnutls-bin openssl \
-	    curl ca-certificates
+	    curl ca-certificates systemd mandoc groff-base man-db strace
 
 SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -99,9 +100,26 @@ demo: deps all
 run: all
 	$(BUILD)/tlsfwd -c $(CONFIG)
 
+# Units, sysusers.d file and man pages too.  The units in systemd/ name
+# /usr/bin/tlsfwd and /etc/tlsfwd/ (right for PREFIX=/usr, SYSCONFDIR=/etc);
+# the installed copies name $(PREFIX)/bin/tlsfwd and $(SYSCONFDIR)/tlsfwd/.
+install: SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+install: SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+install: MANDIR ?= $(PREFIX)/share/man
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/tlsfwd
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSCONFDIR)/tlsfwd \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
 	install -m 755 $(BUILD)/tlsfwd $(DESTDIR)$(PREFIX)/bin/tlsfwd
+	for u in tlsfwd.service tlsfwd@.service tlsfwd.socket tlsfwd@.socket; do \
+		sed -e 's|/usr/bin/tlsfwd|$(PREFIX)/bin/tlsfwd|g' \
+		    -e 's|/etc/tlsfwd/|$(SYSCONFDIR)/tlsfwd/|g' systemd/$$u \
+		    > $(DESTDIR)$(SYSTEMDUNITDIR)/$$u && \
+		chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$u || exit 1; \
+	done
+	install -m 644 systemd/tlsfwd.sysusers $(DESTDIR)$(SYSUSERSDIR)/tlsfwd.conf
+	install -m 644 daemon/tlsfwd.8 $(DESTDIR)$(MANDIR)/man8/tlsfwd.8
+	install -m 644 conf/tlsfwd.ini.5 $(DESTDIR)$(MANDIR)/man5/tlsfwd.ini.5
 	@# Never overwrite a configuration the operator already has.
 	[ -e $(DESTDIR)$(SYSCONFDIR)/tlsfwd/tlsfwd.ini ] || \
 	    install -m 644 conf/tlsfwd.ini $(DESTDIR)$(SYSCONFDIR)/tlsfwd/tlsfwd.ini

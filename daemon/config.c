@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <grp.h>
+#include <pwd.h>
 #include <errno.h>
 #include <ini.h>
 #include <netinet/in.h>
@@ -293,7 +295,7 @@ reader_string(char *str, int num, void *stream)
 	return reader_chunk_done(p, str, skip_rest_string);
 }
 
-enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT };
+enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP };
 enum { K_LISTEN, K_UPSTREAM, K_SNI, K_VERIFY, K_VERIFY_HOSTNAME, K_CA_FILE,
     K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT, K_IDLE_TIMEOUT };
 
@@ -306,6 +308,8 @@ static const struct key_def global_keys[] = {
 	{ "log_level", K_LOG_LEVEL },
 	{ "log_format", K_LOG_FORMAT },
 	{ "shutdown_timeout", K_SHUTDOWN_TIMEOUT },
+	{ "user", K_USER },
+	{ "group", K_GROUP },
 	{ NULL, 0 },
 };
 
@@ -387,6 +391,34 @@ global_key(struct parse_ctx *p, const char *name, const char *value)
 	case K_SHUTDOWN_TIMEOUT:
 		set_duration(p, name, value, &g->shutdown_timeout_ms);
 		break;
+	case K_USER: {
+		struct passwd *pw = getpwnam(value);
+
+		g->user_line = p->line;
+		if (pw == NULL || strlen(value) >= sizeof(g->user)) {
+			config_error_add(p->errs, p->path, p->line,
+			    "user: no such user '%s'", value);
+			break;
+		}
+		snprintf(g->user, sizeof(g->user), "%s", value);
+		g->uid = pw->pw_uid;
+		if (!(g->keys_seen & (1u << K_GROUP)))
+			g->gid = pw->pw_gid;
+		break;
+	}
+	case K_GROUP: {
+		struct group *gr = getgrnam(value);
+
+		g->group_line = p->line;
+		if (gr == NULL || strlen(value) >= sizeof(g->group)) {
+			config_error_add(p->errs, p->path, p->line,
+			    "group: no such group '%s'", value);
+			break;
+		}
+		snprintf(g->group, sizeof(g->group), "%s", value);
+		g->gid = gr->gr_gid;
+		break;
+	}
 	default:
 		break;
 	}
@@ -512,9 +544,8 @@ cfg_ini_handler(void *user, const char *section, const char *name,
 	return 1;
 }
 
-/* Two listen addresses that cannot both be bound (port 0 never clashes). */
-static bool
-listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
+bool
+listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b)
 {
 	if (a->salen == 0 || b->salen == 0 || a->salen != b->salen ||
 	    a->sa.ss_family != b->sa.ss_family)
@@ -526,7 +557,7 @@ listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
 		const struct sockaddr_in *x = (const struct sockaddr_in *)&a->sa;
 		const struct sockaddr_in *y = (const struct sockaddr_in *)&b->sa;
 
-		return x->sin_port != 0 && x->sin_port == y->sin_port &&
+		return x->sin_port == y->sin_port &&
 		    x->sin_addr.s_addr == y->sin_addr.s_addr;
 	} else {
 		const struct sockaddr_in6 *x =
@@ -534,10 +565,23 @@ listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
 		const struct sockaddr_in6 *y =
 		    (const struct sockaddr_in6 *)&b->sa;
 
-		return x->sin6_port != 0 && x->sin6_port == y->sin6_port &&
+		return x->sin6_port == y->sin6_port &&
 		    memcmp(&x->sin6_addr, &y->sin6_addr,
 		    sizeof(x->sin6_addr)) == 0;
 	}
+}
+
+bool
+listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
+{
+	/* Two services on port 0 get two different ephemeral ports. */
+	if (!a->is_unix && a->sa.ss_family == AF_INET &&
+	    ((const struct sockaddr_in *)&a->sa)->sin_port == 0)
+		return false;
+	if (!a->is_unix && a->sa.ss_family == AF_INET6 &&
+	    ((const struct sockaddr_in6 *)&a->sa)->sin6_port == 0)
+		return false;
+	return listen_addr_equal(a, b);
 }
 
 /* Fills defaults that depend on other keys, and checks cross-key rules. */
@@ -547,6 +591,16 @@ validate(struct parse_ctx *p)
 	struct config *cfg = p->cfg;
 	struct service_config *svc, *other;
 
+	if (cfg->global.group[0] != '\0' && cfg->global.user[0] == '\0')
+		config_error_add(p->errs, p->path, cfg->global.group_line,
+		    "[global]: 'group' needs 'user' too");
+	if (cfg->global.user[0] != '\0' && cfg->global.group[0] == '\0') {
+		/* No group: the user's primary one, named for logs and reload. */
+		struct group *gr = getgrgid(cfg->global.gid);
+
+		snprintf(cfg->global.group, sizeof(cfg->global.group), "%s",
+		    gr != NULL ? gr->gr_name : "-");
+	}
 	if (cfg->services == NULL)
 		config_error_add(p->errs, p->path, 0,
 		    "no service defined: add a [NAME] section with listen "

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "log.h"
 #include "parse.h"
@@ -37,6 +38,12 @@ struct global_config {
 	enum log_level	log_level;
 	enum log_format	log_format;
 	uint64_t	shutdown_timeout_ms;
+	char		user[64];	/* "" = keep the starting user */
+	char		group[64];	/* "" = the user's primary group */
+	uid_t		uid;		/* resolved at load time */
+	gid_t		gid;
+	int		user_line;
+	int		group_line;
 	unsigned int	keys_seen;
 };
 
@@ -69,5 +76,12 @@ void	config_errors_print(const struct config_errors *errs, FILE *out);
 void	config_errors_free(struct config_errors *errs);
 
 const char *verify_mode_name(enum verify_mode mode);
+
+/* Whether a and b are the same configured address (port 0 included). */
+bool	listen_addr_equal(const struct listen_addr *a,
+	    const struct listen_addr *b);
+/* Whether a and b would bind the same socket (port 0 never does). */
+bool	listen_addr_same(const struct listen_addr *a,
+	    const struct listen_addr *b);
 
 #endif

@@ -157,7 +157,7 @@ conn_log_handshake_failure(struct conn *c, const char *result,
 {
 	struct log_line l;
 
-	c->svc->handshakes_failed++;
+	c->srv->handshakes_failed++;
 	log_line_begin(&l, LOG_WARN, "handshake");
 	conn_log_ids(&l, c);
 	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
@@ -419,7 +419,7 @@ conn_handshake_done(struct conn *c)
 	struct log_line l;
 
 	c->t_established = conn_now_ms();
-	c->svc->handshakes_ok++;
+	c->srv->handshakes_ok++;
 	log_line_begin(&l, LOG_INFO, "handshake");
 	conn_log_ids(&l, c);
 	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
@@ -522,6 +522,7 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 		srv->conns->prev = c;
 	srv->conns = c;
 	srv->nconns++;
+	svc->gen->nconns++;
 
 	if (svc->addrs == NULL) {
 		c->err.text = svc->resolve_error;
@@ -539,6 +540,7 @@ conn_close(struct conn *c, const char *reason)
 {
 	struct ev_loop *loop = c->srv->loop;
 	struct server *srv = c->srv;
+	struct generation *gen = c->svc->gen;
 	struct log_line l;
 	bool clean = strcmp(reason, "done") == 0;
 
@@ -578,7 +580,8 @@ conn_close(struct conn *c, const char *reason)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	srv->nconns--;
+	gen->nconns--;
 	c->magic = 0;
 	free(c);
-	server_conn_closed(srv);
+	server_conn_closed(srv, gen);
 }

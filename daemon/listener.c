@@ -2,6 +2,7 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -114,6 +115,55 @@ fail:
 	close(l->fd);
 	l->fd = -1;
 	return -1;
+}
+
+int
+listener_adopt(struct listener *l, int fd, struct service *svc, char *err,
+    size_t errlen)
+{
+	struct sockaddr_storage bound;
+	socklen_t boundlen = sizeof(bound);
+	int type = 0, listening = 0, flags;
+	socklen_t optlen = sizeof(int);
+
+	memset(l, 0, sizeof(*l));
+	l->fd = -1;
+	l->svc = svc;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) != 0 ||
+	    type != SOCK_STREAM ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening,
+	    &optlen) != 0 || !listening) {
+		snprintf(err, errlen, "fd %d is not a listening stream socket",
+		    fd);
+		return -1;
+	}
+	/* The manager may pass a blocking socket; accept must never block. */
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+		snprintf(err, errlen, "fd %d: fcntl: %s", fd, strerror(errno));
+		return -1;
+	}
+	if (getsockname(fd, (struct sockaddr *)&bound, &boundlen) == 0)
+		sockaddr_format((struct sockaddr *)&bound, boundlen, l->bound,
+		    sizeof(l->bound));
+	else
+		snprintf(l->bound, sizeof(l->bound), "fd:%d", fd);
+	l->fd = fd;
+	l->inherited = true;
+	return 0;
+}
+
+void
+listener_move(struct listener *to, struct listener *from, struct service *svc,
+    struct ev_loop *loop)
+{
+	ev_io_stop(loop, &from->io);
+	ev_timer_stop(loop, &from->pause);
+	*to = *from;
+	to->svc = svc;
+	from->fd = -1;
+	from->unix_path[0] = '\0';	/* the socket file stays, in use */
 }
 
 static void

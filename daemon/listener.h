@@ -3,6 +3,7 @@
 #define TLSFWD_LISTENER_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "parse.h"
@@ -11,6 +12,7 @@ struct service;
 
 struct listener {
 	int		 fd;
+	bool		 inherited;	/* passed by systemd, by name */
 	ev_io		 io;
 	ev_timer	 pause;		/* accept paused after EMFILE & co */
 	struct service	*svc;
@@ -21,6 +23,12 @@ struct listener {
 /* Binds and listens on la; fills l->bound. */
 int	listener_open(struct listener *l, const struct listen_addr *la,
 	    struct service *svc, char *err, size_t errlen);
+/* Uses fd, a listening socket passed by the service manager. */
+int	listener_adopt(struct listener *l, int fd, struct service *svc,
+	    char *err, size_t errlen);
+/* Moves an open listener to another service (reload): no socket closes. */
+void	listener_move(struct listener *to, struct listener *from,
+	    struct service *svc, struct ev_loop *loop);
 void	listener_start(struct listener *l, struct ev_loop *loop);
 /* Stops accepting and closes the socket (removes a unix socket file). */
 void	listener_close(struct listener *l, struct ev_loop *loop);

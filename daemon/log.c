@@ -1,7 +1,12 @@
 /* log.c - structured log lines (logfmt or JSON) on stderr. */
 #include "log.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <systemd/sd-journal.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,7 +22,10 @@ static struct {
 	enum log_level	level;
 	enum log_format	format;
 	int		fd;
-} log_cfg = { LOG_INFO, LOG_FORMAT_LOGFMT, 2 };
+	bool		journal;
+} log_cfg = { LOG_INFO, LOG_FORMAT_LOGFMT, 2, false };
+
+#define LOG_JOURNAL_SOCKET "/run/systemd/journal/socket"
 
 static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
@@ -27,6 +35,32 @@ log_setup(enum log_level level, enum log_format format, int fd)
 	log_cfg.level = level;
 	log_cfg.format = format;
 	log_cfg.fd = fd;
+}
+
+bool
+log_fd_is_journal(int fd)
+{
+	const char *env = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (env == NULL || sscanf(env, "%llu:%llu", &dev, &ino) != 2 ||
+	    fstat(fd, &st) != 0)
+		return false;
+	if ((unsigned long long)st.st_dev != dev ||
+	    (unsigned long long)st.st_ino != ino)
+		return false;
+	/*
+	 * sd_journal_sendv() reports success when journald's socket does not
+	 * exist, which would lose every record: then keep to stderr.
+	 */
+	return access(LOG_JOURNAL_SOCKET, W_OK) == 0;
+}
+
+void
+log_use_journal(bool on)
+{
+	log_cfg.journal = on;
 }
 
 bool
@@ -172,6 +206,37 @@ put_escaped(struct log_line *l, const char *value, size_t len)
 	}
 }
 
+/*
+ * Journal mode: keeps "TLSFWD_KEY=value" with the raw value, so that
+ * `journalctl TLSFWD_RESULT=fail` matches. The handshake's version is the
+ * TLS version, and says so.
+ */
+static void
+journal_field(struct log_line *l, const char *key, const char *value,
+    size_t len)
+{
+	char name[64];
+	size_t n = 0;
+
+	if (!l->journal || l->nfields == LOG_JOURNAL_FIELDS)
+		return;
+	if (strcmp(key, "version") == 0 && l->event != NULL &&
+	    strcmp(l->event, "handshake") == 0)
+		key = "tls_version";
+	n = (size_t)snprintf(name, sizeof(name), "TLSFWD_");
+	for (; *key != '\0' && n + 2 < sizeof(name); key++)
+		name[n++] = (char)toupper((unsigned char)*key);
+	name[n++] = '=';
+	if (l->jlen + n + len > sizeof(l->jbuf))
+		return;
+	l->field_off[l->nfields] = (uint16_t)l->jlen;
+	l->field_len[l->nfields] = (uint16_t)(n + len);
+	memcpy(l->jbuf + l->jlen, name, n);
+	memcpy(l->jbuf + l->jlen + n, value, len);
+	l->jlen += n + len;
+	l->nfields++;
+}
+
 static bool
 logfmt_needs_quotes(const char *value, size_t len)
 {
@@ -190,11 +255,11 @@ static void
 put_key(struct log_line *l, const char *key)
 {
 	if (l->format == LOG_FORMAT_JSON) {
-		put_str(l, l->len > 1 ? ",\"" : "\"");
+		put_str(l, l->len > l->start + 1 ? ",\"" : "\"");
 		put_str(l, key);
 		put_str(l, "\":");
 	} else {
-		if (l->len > 0)
+		if (l->len > l->start)
 			put_raw(l, " ", 1);
 		put_str(l, key);
 		put_raw(l, "=", 1);
@@ -219,6 +284,7 @@ log_strn(struct log_line *l, const char *key, const char *value, size_t len)
 	/* A field is written whole or not at all, so the line stays valid. */
 	if (l->truncated)
 		l->len = mark;
+	journal_field(l, key, value, len);
 }
 
 void
@@ -260,6 +326,7 @@ put_number(struct log_line *l, const char *key, const char *digits)
 	put_str(l, digits);
 	if (l->truncated)
 		l->len = mark;
+	journal_field(l, key, digits, strlen(digits));
 }
 
 void
@@ -284,18 +351,29 @@ log_ms(struct log_line *l, const char *key, double ms)
 	put_number(l, key, buf);
 }
 
-void
-log_line_begin_at(struct log_line *l, enum log_format format,
-    enum log_level level, const char *event, int64_t unix_ms)
+static void
+line_begin(struct log_line *l, enum log_format format, enum log_level level,
+    const char *event, int64_t unix_ms, bool journal)
 {
 	char ts[64];
 	struct tm tm;
 	time_t secs = (time_t)(unix_ms / 1000);
 
 	l->format = format;
+	l->level = level;
 	l->enabled = true;
 	l->truncated = false;
+	l->journal = journal;
+	l->event = event;
 	l->len = 0;
+	l->start = 0;
+	l->nfields = 0;
+	l->jlen = 0;
+	if (journal) {
+		/* Room for MESSAGE=, so the journal gets the line as one iovec. */
+		put_str(l, "MESSAGE=");
+		l->start = l->len;
+	}
 	if (format == LOG_FORMAT_JSON)
 		put_raw(l, "{", 1);
 	gmtime_r(&secs, &tm);
@@ -303,8 +381,18 @@ log_line_begin_at(struct log_line *l, enum log_format format,
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 	    tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
 	log_str(l, "ts", ts);
+	l->nfields = 0;		/* the journal has its own timestamp */
+	l->jlen = 0;
+	l->after_ts = l->len + 1;
 	log_str(l, "level", level_names[level]);
 	log_str(l, "event", event);
+}
+
+void
+log_line_begin_at(struct log_line *l, enum log_format format,
+    enum log_level level, const char *event, int64_t unix_ms)
+{
+	line_begin(l, format, level, event, unix_ms, false);
 }
 
 void
@@ -317,8 +405,9 @@ log_line_begin(struct log_line *l, enum log_level level, const char *event)
 		return;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
-	log_line_begin_at(l, log_cfg.format, level, event,
-	    (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+	line_begin(l, log_cfg.format, level, event,
+	    (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+	    log_cfg.journal);
 }
 
 const char *
@@ -334,7 +423,44 @@ log_line_finish(struct log_line *l)
 		put_tail(l, "}");
 	put_tail(l, "\n");
 	l->buf[l->len] = '\0';
-	return l->buf;
+	return l->buf + l->start;
+}
+
+/* Sends a finished journal-mode line; false if the journal is not there. */
+static bool
+journal_send(struct log_line *l)
+{
+	static const int priority[] = { 3, 4, 6, 7 };	/* err warn info debug */
+	struct iovec iov[LOG_JOURNAL_FIELDS + 3];
+	char prio[16], saved[8] = { 0 };
+	char *msg = l->buf;
+	bool sent;
+	int n = 0;
+
+	/*
+	 * The journal keeps its own time: in logfmt, MESSAGE= overwrites the
+	 * end of "ts=... " (put back after, for a fallback to stderr).
+	 */
+	if (l->format == LOG_FORMAT_LOGFMT && l->after_ts >= 2 * 8) {
+		msg = l->buf + l->after_ts - 8;
+		memcpy(saved, msg, 8);
+		memcpy(msg, "MESSAGE=", 8);
+	}
+	iov[n].iov_base = msg;
+	iov[n++].iov_len = (size_t)(l->buf + l->len - 1 - msg);	/* no \n */
+	snprintf(prio, sizeof(prio), "PRIORITY=%d", priority[l->level]);
+	iov[n].iov_base = prio;
+	iov[n++].iov_len = strlen(prio);
+	iov[n].iov_base = (char *)(uintptr_t)"SYSLOG_IDENTIFIER=tlsfwd";
+	iov[n++].iov_len = strlen("SYSLOG_IDENTIFIER=tlsfwd");
+	for (int i = 0; i < l->nfields; i++) {
+		iov[n].iov_base = l->jbuf + l->field_off[i];
+		iov[n++].iov_len = l->field_len[i];
+	}
+	sent = sd_journal_sendv(iov, n) >= 0;
+	if (msg != l->buf)
+		memcpy(msg, saved, 8);
+	return sent;
 }
 
 const char *
@@ -345,7 +471,10 @@ log_line_end(struct log_line *l)
 
 	if (line == NULL)
 		return NULL;
+	if (l->journal && journal_send(l))
+		return line;
 	/* stderr is blocking; retry on EINTR and short writes. */
+	off = l->start;
 	while (off < l->len) {
 		ssize_t n = write(log_cfg.fd, l->buf + off, l->len - off);
 

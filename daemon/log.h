@@ -11,6 +11,8 @@ enum log_format { LOG_FORMAT_LOGFMT, LOG_FORMAT_JSON };
 
 /* Longest line emitted; longer ones are cut and end with truncated=yes. */
 #define LOG_LINE_MAX 4096
+/* Most fields a line carries to the journal. */
+#define LOG_JOURNAL_FIELDS 40
 
 /*
  * One line under construction. Fields are appended in order and escaped for
@@ -19,13 +21,30 @@ enum log_format { LOG_FORMAT_LOGFMT, LOG_FORMAT_JSON };
  */
 struct log_line {
 	enum log_format	format;
+	enum log_level	level;
 	bool		enabled;	/* level passes the threshold */
 	bool		truncated;
+	bool		journal;	/* also collect TLSFWD_* fields */
+	const char     *event;
+	size_t		start;		/* 8 when buf begins with MESSAGE= */
+	size_t		after_ts;	/* offset of the field after ts */
 	size_t		len;
 	char		buf[LOG_LINE_MAX];
+	/* Journal mode: "TLSFWD_KEY=raw value" entries, one per field. */
+	int		nfields;
+	uint16_t	field_off[LOG_JOURNAL_FIELDS];
+	uint16_t	field_len[LOG_JOURNAL_FIELDS];
+	size_t		jlen;
+	char		jbuf[LOG_LINE_MAX];
 };
 
 void	log_setup(enum log_level level, enum log_format format, int fd);
+/*
+ * True when fd is the journal's stream (JOURNAL_STREAM names its device and
+ * inode): records then go to the journal with structured fields.
+ */
+bool	log_fd_is_journal(int fd);
+void	log_use_journal(bool on);
 bool	log_enabled(enum log_level level);
 const char *log_level_name(enum log_level level);
 int	log_level_parse(const char *s, enum log_level *out);

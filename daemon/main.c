@@ -1,4 +1,4 @@
-/* main.c - arguments, start-up, signals, the event loop. */
+/* main.c - arguments, start-up, signals, reload, the event loop. */
 #include <ev.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,6 +8,8 @@
 
 #include "config.h"
 #include "log.h"
+#include "notify.h"
+#include "privdrop.h"
 #include "server.h"
 #include "tls.h"
 
@@ -15,6 +17,13 @@
 #define TLSFWD_VERSION "0.0.0-dev"
 #endif
 #define DEFAULT_CONFIG "/etc/tlsfwd/tlsfwd.ini"
+
+/* What the signal handlers work on; lives in main()'s frame. */
+struct daemon {
+	const char	*config_path;
+	struct server	*srv;
+	struct notifier	 notifier;
+};
 
 static void
 usage(FILE *out)
@@ -31,29 +40,7 @@ usage(FILE *out)
 }
 
 static void
-signal_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	struct server *srv = w->data;
-
-	(void)loop;
-	(void)revents;
-	log_msg(LOG_INFO, "signal", "%s: stopping (send again to stop now)",
-	    strsignal(w->signum));
-	server_begin_shutdown(srv);
-}
-
-static void
-signal_hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
-{
-	(void)loop;
-	(void)w;
-	(void)revents;
-	log_msg(LOG_WARN, "signal", "SIGHUP: reload is not supported yet; "
-	    "ignored (restart to apply a new configuration)");
-}
-
-static void
-log_verify_none_warnings(const struct config *cfg)
+log_config_warnings(const struct config *cfg)
 {
 	for (const struct service_config *sc = cfg->services; sc != NULL;
 	    sc = sc->next) {
@@ -70,16 +57,219 @@ log_verify_none_warnings(const struct config *cfg)
 	}
 }
 
+static void
+apply_log_settings(const struct config *cfg)
+{
+	log_setup(cfg->global.log_level, cfg->global.log_format, 2);
+}
+
+static void
+signal_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	(void)loop;
+	(void)revents;
+	log_msg(LOG_INFO, "signal", "%s: stopping (send again to stop now)",
+	    strsignal(w->signum));
+	notify_stopping(&d->notifier);
+	server_begin_shutdown(d->srv);
+}
+
+/*
+ * SIGHUP: the new configuration is loaded and checked completely (trust,
+ * listeners) before anything changes; on any error the running one stays.
+ */
+static void
+signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+	struct server *srv = d->srv;
+	const struct global_config *cur = &srv->gen->cfg->global;
+	struct config_errors errs = { NULL, 0 };
+	struct config *cfg;
+	struct log_line l;
+
+	(void)loop;
+	(void)revents;
+	if (srv->draining) {
+		log_msg(LOG_WARN, "reload", "SIGHUP while stopping: ignored");
+		return;
+	}
+	notify_reloading(&d->notifier);
+	log_msg(LOG_INFO, "signal", "SIGHUP: reloading %s", d->config_path);
+	cfg = config_load(d->config_path, &errs);
+	if (cfg != NULL && (strcmp(cfg->global.user, cur->user) != 0 ||
+	    strcmp(cfg->global.group, cur->group) != 0))
+		config_error_add(&errs, d->config_path, cfg->global.user_line,
+		    "[global] user/group: a change needs a restart");
+	if (cfg != NULL && (errs.n > 0 ||
+	    server_apply(srv, cfg, true, &errs) != 0)) {
+		config_free(cfg);
+		cfg = NULL;
+	}
+	if (cfg == NULL) {
+		for (size_t i = 0; i < errs.n; i++) {
+			log_line_begin(&l, LOG_ERROR, "config");
+			log_str(&l, "error", errs.msgs[i]);
+			log_line_end(&l);
+		}
+		log_line_begin(&l, LOG_ERROR, "reload");
+		log_str(&l, "result", "fail");
+		log_uint(&l, "errors", errs.n);
+		log_str(&l, "msg", "kept the running configuration");
+		log_line_end(&l);
+		snprintf(srv->status_note, sizeof(srv->status_note),
+		    "reload failed (%zu error%s), running the previous "
+		    "configuration; ", errs.n, errs.n == 1 ? "" : "s");
+	} else {
+		apply_log_settings(cfg);
+		srv->status_note[0] = '\0';
+		log_config_warnings(cfg);
+		server_log_listening(srv, true);
+		log_line_begin(&l, LOG_INFO, "reload");
+		log_str(&l, "result", "ok");
+		log_uint(&l, "services", cfg->nservices);
+		log_line_end(&l);
+	}
+	config_errors_free(&errs);
+	notify_ready(&d->notifier);
+}
+
+/* -t: everything start-up would check, without binding or resolving. */
+static int
+check_config(const char *path)
+{
+	struct config_errors errs = { NULL, 0 };
+	struct config *cfg;
+	struct server *srv;
+	char err[256];
+	int rc = 1;
+
+	cfg = config_load(path, &errs);
+	if (cfg == NULL)
+		goto out;
+	if (tls_global_init(err, sizeof(err)) != 0) {
+		config_error_add(&errs, path, 0, "%s", err);
+		goto out;
+	}
+	srv = server_new(NULL);
+	if (srv != NULL && server_apply(srv, cfg, false, &errs) == 0) {
+		printf("%s: configuration OK (%zu service%s)\n", path,
+		    cfg->nservices, cfg->nservices == 1 ? "" : "s");
+		rc = 0;
+	}
+	server_free(srv);
+	tls_global_deinit();
+out:
+	config_errors_print(&errs, stderr);
+	config_errors_free(&errs);
+	config_free(cfg);
+	return rc;
+}
+
+static void
+log_privileges(const struct global_config *g)
+{
+	struct log_line l;
+
+	if (g->user[0] == '\0') {
+		if (geteuid() == 0) {
+			log_line_begin(&l, LOG_WARN, "privileges");
+			log_str(&l, "msg", "running as root: set [global] user "
+			    "(or User= in the systemd unit) to drop privileges");
+			log_line_end(&l);
+		}
+		return;
+	}
+	log_line_begin(&l, LOG_INFO, "privileges");
+	log_str(&l, "user", g->user);
+	log_uint(&l, "uid", g->uid);
+	log_str(&l, "group", g->group[0] ? g->group : "-");
+	log_uint(&l, "gid", g->gid);
+	log_line_end(&l);
+}
+
+static int
+run(const char *path)
+{
+	struct config_errors errs = { NULL, 0 };
+	struct daemon d = { .config_path = path };
+	struct config *cfg;
+	struct ev_loop *loop;
+	struct log_line l;
+	ev_signal sigterm, sigint, sighup;
+	char err[256];
+
+	log_use_journal(log_fd_is_journal(2));
+	cfg = config_load(path, &errs);
+	if (cfg == NULL) {
+		config_errors_print(&errs, stderr);
+		config_errors_free(&errs);
+		return 1;
+	}
+	apply_log_settings(cfg);
+	log_line_begin(&l, LOG_INFO, "start");
+	log_str(&l, "version", TLSFWD_VERSION);
+	log_str(&l, "config", path);
+	log_str(&l, "gnutls", gnutls_check_version(NULL));
+	log_line_end(&l);
+	if (tls_global_init(err, sizeof(err)) != 0) {
+		fprintf(stderr, "tlsfwd: %s\n", err);
+		config_free(cfg);
+		return 1;
+	}
+	loop = ev_default_loop(EVFLAG_AUTO);
+	d.srv = loop != NULL ? server_new(loop) : NULL;
+	if (d.srv == NULL) {
+		fprintf(stderr, "tlsfwd: cannot create the event loop\n");
+		config_free(cfg);
+		return 1;
+	}
+	if (server_inherit_fds(d.srv, &errs) != 0 ||
+	    server_apply(d.srv, cfg, true, &errs) != 0) {
+		config_errors_print(&errs, stderr);
+		config_errors_free(&errs);
+		config_free(cfg);
+		server_free(d.srv);
+		tls_global_deinit();
+		return 1;
+	}
+	/* Listeners are bound and trust is loaded: root is no longer needed. */
+	if (privdrop(&cfg->global, err, sizeof(err)) != 0) {
+		fprintf(stderr, "tlsfwd: %s\n", err);
+		server_free(d.srv);
+		tls_global_deinit();
+		return 1;
+	}
+	log_privileges(&cfg->global);
+	log_config_warnings(cfg);
+
+	ev_signal_init(&sigterm, signal_stop_cb, SIGTERM);
+	ev_signal_init(&sigint, signal_stop_cb, SIGINT);
+	ev_signal_init(&sighup, signal_reload_cb, SIGHUP);
+	sigterm.data = sigint.data = sighup.data = &d;
+	ev_signal_start(loop, &sigterm);
+	ev_signal_start(loop, &sigint);
+	ev_signal_start(loop, &sighup);
+
+	server_log_listening(d.srv, false);
+	notify_init(&d.notifier, d.srv);
+	notify_ready(&d.notifier);
+	ev_run(loop, 0);
+
+	notify_stop(&d.notifier);
+	server_free(d.srv);
+	log_msg(LOG_INFO, "exit", "stopped");
+	tls_global_deinit();
+	ev_loop_destroy(loop);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *path = DEFAULT_CONFIG;
-	struct config_errors errs = { NULL, 0 };
-	struct config *cfg;
-	struct server *srv;
-	struct ev_loop *loop;
-	ev_signal sigterm, sigint, sighup;
-	char err[256];
 	bool test_only = false;
 	int opt;
 
@@ -116,70 +306,7 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-
 	/* A peer closing mid-write must be an error code, not a dead process. */
 	signal(SIGPIPE, SIG_IGN);
-
-	cfg = config_load(path, &errs);
-	if (cfg == NULL) {
-		config_errors_print(&errs, stderr);
-		config_errors_free(&errs);
-		return 1;
-	}
-	if (tls_global_init(err, sizeof(err)) != 0) {
-		fprintf(stderr, "tlsfwd: %s\n", err);
-		config_free(cfg);
-		return 1;
-	}
-	loop = ev_default_loop(EVFLAG_AUTO);
-	if (loop == NULL) {
-		fprintf(stderr, "tlsfwd: cannot create the event loop\n");
-		return 1;
-	}
-	if (!test_only) {
-		log_setup(cfg->global.log_level, cfg->global.log_format, 2);
-		struct log_line l;
-
-		log_line_begin(&l, LOG_INFO, "start");
-		log_str(&l, "version", TLSFWD_VERSION);
-		log_str(&l, "config", path);
-		log_strf(&l, "gnutls", "%s", gnutls_check_version(NULL));
-		log_line_end(&l);
-	}
-	srv = server_new(loop, cfg, !test_only, &errs);
-	if (srv == NULL || errs.n > 0) {
-		config_errors_print(&errs, stderr);
-		config_errors_free(&errs);
-		server_free(srv);
-		config_free(cfg);
-		tls_global_deinit();
-		return 1;
-	}
-	if (test_only) {
-		printf("%s: configuration OK (%zu service%s)\n", path,
-		    cfg->nservices, cfg->nservices == 1 ? "" : "s");
-		server_free(srv);
-		config_free(cfg);
-		tls_global_deinit();
-		return 0;
-	}
-	log_verify_none_warnings(cfg);
-
-	ev_signal_init(&sigterm, signal_stop_cb, SIGTERM);
-	ev_signal_init(&sigint, signal_stop_cb, SIGINT);
-	ev_signal_init(&sighup, signal_hup_cb, SIGHUP);
-	sigterm.data = sigint.data = srv;
-	ev_signal_start(loop, &sigterm);
-	ev_signal_start(loop, &sigint);
-	ev_signal_start(loop, &sighup);
-
-	server_start(srv);
-	ev_run(loop, 0);
-
-	server_free(srv);
-	log_msg(LOG_INFO, "exit", "stopped");
-	config_free(cfg);
-	tls_global_deinit();
-	ev_loop_destroy(loop);
-	return 0;
+	return test_only ? check_config(path) : run(path);
 }

@@ -1,17 +1,59 @@
-/* server.c - one event loop's world: services, listeners, connections. */
+/* server.c - one event loop's world: configurations, services, connections. */
 #include "server.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "log.h"
 
+struct server *
+server_new(struct ev_loop *loop)
+{
+	struct server *srv = calloc(1, sizeof(*srv));
+
+	if (srv != NULL)
+		srv->loop = loop;
+	return srv;
+}
+
+int
+server_inherit_fds(struct server *srv, struct config_errors *errs)
+{
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(1, &names);
+
+	if (n < 0) {
+		config_error_add(errs, "socket activation", 0,
+		    "LISTEN_FDS: %s", strerror(-n));
+		return -1;
+	}
+	if (n == 0)
+		return 0;
+	srv->inherited = calloc((size_t)n, sizeof(*srv->inherited));
+	if (srv->inherited == NULL) {
+		for (int i = 0; names != NULL && i < n; i++)
+			free(names[i]);
+		free(names);
+		config_error_add(errs, "socket activation", 0, "out of memory");
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		srv->inherited[i].fd = SD_LISTEN_FDS_START + i;
+		srv->inherited[i].name = names != NULL ? names[i] : NULL;
+	}
+	free(names);
+	srv->ninherited = (size_t)n;
+	return 0;
+}
+
 /*
- * Resolves the upstream once, at start-up: getaddrinfo() blocks, so it must
- * not run on the connection path. A failure is not fatal: the service still
- * listens and logs stage=resolve for each client, so the cause is visible.
+ * Resolves the upstream once per configuration: getaddrinfo() blocks, so it
+ * must not run on the connection path. A failure is not fatal: the service
+ * still listens and logs stage=resolve for each client, so the cause shows.
  */
 static void
 service_resolve(struct service *svc)
@@ -33,47 +75,161 @@ service_resolve(struct service *svc)
 		snprintf(svc->resolve_error, sizeof(svc->resolve_error),
 		    "cannot resolve %s: %s", sc->upstream.host,
 		    gai_strerror(rc));
-		log_line_begin(&l, LOG_WARN, "resolve");
-		log_str(&l, "service", sc->name);
-		log_strf(&l, "upstream", "%s:%u", sc->upstream.host,
-		    sc->upstream.port);
-		log_str(&l, "error", svc->resolve_error);
-		log_line_end(&l);
-		return;
+	} else {
+		for (struct addrinfo *ai = svc->addrs; ai; ai = ai->ai_next)
+			n++;
 	}
-	for (struct addrinfo *ai = svc->addrs; ai != NULL; ai = ai->ai_next)
-		n++;
-	log_line_begin(&l, LOG_INFO, "resolve");
+	log_line_begin(&l, rc != 0 ? LOG_WARN : LOG_INFO, "resolve");
 	log_str(&l, "service", sc->name);
 	log_strf(&l, "upstream", "%s:%u", sc->upstream.host,
 	    sc->upstream.port);
-	log_uint(&l, "addresses", n);
+	if (rc != 0)
+		log_str(&l, "error", svc->resolve_error);
+	else
+		log_uint(&l, "addresses", n);
 	log_line_end(&l);
 }
 
-struct server *
-server_new(struct ev_loop *loop, struct config *cfg, bool bind,
+static void
+generation_free(struct generation *gen, struct ev_loop *loop)
+{
+	for (size_t i = 0; i < gen->nservices; i++) {
+		struct service *svc = &gen->services[i];
+
+		listener_close(&svc->listener, loop);
+		if (svc->tls_ready)
+			tls_service_deinit(&svc->tls);
+		if (svc->addrs != NULL)
+			freeaddrinfo(svc->addrs);
+	}
+	free(gen->services);
+	config_free(gen->cfg);
+	free(gen);
+}
+
+/* Whether a service of the new configuration already claimed l. */
+static bool
+takeover_claimed(const struct generation *gen, size_t upto,
+    const struct listener *l)
+{
+	for (size_t i = 0; i < upto; i++)
+		if (gen->services[i].takeover == l)
+			return true;
+	return false;
+}
+
+/*
+ * The current listener that new service number idx of gen can keep: an
+ * inherited one by service name; a bound one by address, first for the
+ * service of the same name, then for any (a renamed service keeps its
+ * socket); port 0 only ever carries over to the same name.
+ */
+static struct listener *
+find_takeover(struct server *srv, const struct generation *gen, size_t idx)
+{
+	const struct service_config *sc = gen->services[idx].cfg;
+	struct generation *old = srv->gen;
+
+	for (int pass = 0; old != NULL && pass < 2; pass++) {
+		for (size_t i = 0; i < old->nservices; i++) {
+			struct service *svc = &old->services[i];
+			struct listener *l = &svc->listener;
+			bool same_name = strcmp(svc->cfg->name, sc->name) == 0;
+
+			if (l->fd < 0 || takeover_claimed(gen, idx, l) ||
+			    (pass == 0 && !same_name))
+				continue;
+			if (l->inherited ? same_name : pass == 0 ?
+			    listen_addr_equal(&svc->cfg->listen, &sc->listen) :
+			    listen_addr_same(&svc->cfg->listen, &sc->listen))
+				return l;
+		}
+	}
+	return NULL;
+}
+
+static struct inherited_fd *
+find_inherited(struct server *srv, const char *name)
+{
+	for (size_t i = 0; i < srv->ninherited; i++) {
+		struct inherited_fd *in = &srv->inherited[i];
+
+		if (!in->used && in->name != NULL && strcmp(in->name, name) == 0)
+			return in;
+	}
+	return NULL;
+}
+
+/* Gives a new service its listener: kept, inherited, or bound anew. */
+static int
+service_listen(struct server *srv, struct generation *gen, size_t idx,
     struct config_errors *errs)
 {
-	struct service_config *sc;
-	struct server *srv;
+	struct service *svc = &gen->services[idx];
+	const struct service_config *sc = svc->cfg;
+	const char *path = svc->gen->cfg->path;
+	struct inherited_fd *in;
 	char err[512];
-	size_t i = 0;
 
-	srv = calloc(1, sizeof(*srv));
-	if (srv == NULL || (srv->services = calloc(cfg->nservices,
-	    sizeof(*srv->services))) == NULL) {
-		free(srv);
-		config_error_add(errs, cfg->path, 0, "out of memory");
-		return NULL;
+	svc->takeover = find_takeover(srv, gen, idx);
+	if (svc->takeover != NULL)
+		return 0;
+	if (srv->gen == NULL && (in = find_inherited(srv, sc->name)) != NULL) {
+		if (listener_adopt(&svc->listener, in->fd, svc, err,
+		    sizeof(err)) != 0) {
+			config_error_add(errs, path, sc->line, "[%s]: socket "
+			    "activation: %s", sc->name, err);
+			return -1;
+		}
+		in->used = true;
+		return 0;
 	}
-	srv->loop = loop;
-	srv->cfg = cfg;
-	srv->nservices = cfg->nservices;
-	for (sc = cfg->services; sc != NULL; sc = sc->next, i++) {
-		struct service *svc = &srv->services[i];
+	if (listener_open(&svc->listener, &sc->listen, svc, err,
+	    sizeof(err)) != 0) {
+		config_error_add(errs, path, sc->listen_line, "[%s]: listen: %s",
+		    sc->name, err);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+retire(struct server *srv, struct generation *gen)
+{
+	for (size_t i = 0; i < gen->nservices; i++)
+		listener_close(&gen->services[i].listener, srv->loop);
+	if (gen->nconns == 0) {
+		generation_free(gen, srv->loop);
+		return;
+	}
+	gen->next = srv->retired;
+	srv->retired = gen;
+}
+
+int
+server_apply(struct server *srv, struct config *cfg, bool bind,
+    struct config_errors *errs)
+{
+	struct generation *gen;
+	size_t nerr = errs->n;
+	char err[512];
+	size_t i;
+
+	gen = calloc(1, sizeof(*gen));
+	if (gen == NULL || (gen->services = calloc(cfg->nservices,
+	    sizeof(*gen->services))) == NULL) {
+		free(gen);
+		config_error_add(errs, cfg->path, 0, "out of memory");
+		return -1;
+	}
+	gen->cfg = cfg;
+	gen->nservices = cfg->nservices;
+	i = 0;
+	for (struct service_config *sc = cfg->services; sc; sc = sc->next) {
+		struct service *svc = &gen->services[i++];
 
 		svc->cfg = sc;
+		svc->gen = gen;
 		svc->srv = srv;
 		svc->listener.fd = -1;
 		if (tls_service_init(&svc->tls, sc, err, sizeof(err)) != 0) {
@@ -84,42 +240,88 @@ server_new(struct ev_loop *loop, struct config *cfg, bool bind,
 		}
 		svc->tls_ready = true;
 	}
-	if (errs->n > 0 || !bind)
-		return srv;
-	for (i = 0; i < srv->nservices; i++) {
-		struct service *svc = &srv->services[i];
-
-		if (listener_open(&svc->listener, &svc->cfg->listen, svc, err,
-		    sizeof(err)) != 0) {
-			config_error_add(errs, cfg->path, svc->cfg->listen_line,
-			    "[%s]: listen: %s", svc->cfg->name, err);
-			continue;
-		}
-		service_resolve(svc);
+	for (i = 0; bind && errs->n == nerr && i < gen->nservices; i++)
+		(void)service_listen(srv, gen, i, errs);
+	for (size_t k = 0; srv->gen == NULL && k < srv->ninherited; k++) {
+		if (!srv->inherited[k].used)
+			config_error_add(errs, "socket activation", 0, "fd %d "
+			    "named '%s' matches no service", srv->inherited[k].fd,
+			    srv->inherited[k].name ? srv->inherited[k].name :
+			    "(none)");
 	}
-	return srv;
+	if (errs->n > nerr) {
+		/* Nothing changes: new sockets close, kept ones stay. */
+		gen->cfg = NULL;
+		generation_free(gen, srv->loop);
+		return -1;
+	}
+	if (!bind) {
+		gen->cfg = NULL;	/* -t: checked, nothing to run */
+		generation_free(gen, srv->loop);
+		return 0;
+	}
+	/* Commit: every step from here on cannot fail. */
+	for (i = 0; i < gen->nservices; i++) {
+		struct service *svc = &gen->services[i];
+
+		svc->kept = svc->takeover != NULL;
+		if (svc->kept)
+			listener_move(&svc->listener, svc->takeover, svc,
+			    srv->loop);
+		svc->takeover = NULL;
+		service_resolve(svc);
+		listener_start(&svc->listener, srv->loop);
+	}
+	if (srv->gen != NULL)
+		retire(srv, srv->gen);
+	srv->gen = gen;
+	return 0;
 }
 
 void
-server_start(struct server *srv)
+server_log_listening(struct server *srv, bool only_new)
 {
 	struct log_line l;
 
-	for (size_t i = 0; i < srv->nservices; i++) {
-		struct service *svc = &srv->services[i];
+	for (size_t i = 0; i < srv->gen->nservices; i++) {
+		struct service *svc = &srv->gen->services[i];
 
-		listener_start(&svc->listener, srv->loop);
+		if (only_new && svc->kept)
+			continue;
 		log_line_begin(&l, LOG_INFO, "listening");
 		log_str(&l, "service", svc->cfg->name);
 		log_str(&l, "listen", svc->listener.bound);
+		if (svc->listener.inherited)
+			log_str(&l, "inherited", "yes");
 		log_strf(&l, "upstream", "%s:%u", svc->cfg->upstream.host,
 		    svc->cfg->upstream.port);
 		log_str(&l, "verify", verify_mode_name(svc->cfg->verify));
 		log_line_end(&l);
 	}
+	if (only_new)
+		return;
 	log_line_begin(&l, LOG_INFO, "ready");
-	log_uint(&l, "services", srv->nservices);
+	log_uint(&l, "services", srv->gen->nservices);
 	log_line_end(&l);
+}
+
+static const char *
+plural(uint64_t n, const char *one, const char *many)
+{
+	return n == 1 ? one : many;
+}
+
+void
+server_status(const struct server *srv, char *buf, size_t buflen)
+{
+	size_t nsvc = srv->gen != NULL ? srv->gen->nservices : 0;
+
+	snprintf(buf, buflen, "%s%zu %s, %zu active %s, %llu %s, %llu failed",
+	    srv->status_note, nsvc, plural(nsvc, "service", "services"),
+	    srv->nconns, plural(srv->nconns, "connection", "connections"),
+	    (unsigned long long)srv->handshakes_ok,
+	    plural(srv->handshakes_ok, "handshake", "handshakes"),
+	    (unsigned long long)srv->handshakes_failed);
 }
 
 void
@@ -153,25 +355,37 @@ server_begin_shutdown(struct server *srv)
 		return;
 	}
 	srv->draining = true;
-	for (size_t i = 0; i < srv->nservices; i++)
-		listener_close(&srv->services[i].listener, srv->loop);
+	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices; i++)
+		listener_close(&srv->gen->services[i].listener, srv->loop);
 	log_line_begin(&l, LOG_INFO, "drain");
 	log_uint(&l, "connections", srv->nconns);
-	log_uint(&l, "timeout_ms", srv->cfg->global.shutdown_timeout_ms);
+	log_uint(&l, "timeout_ms", srv->gen->cfg->global.shutdown_timeout_ms);
 	log_line_end(&l);
 	if (srv->nconns == 0) {
 		ev_break(srv->loop, EVBREAK_ALL);
 		return;
 	}
 	ev_timer_init(&srv->drain_timer, drain_timeout_cb,
-	    (ev_tstamp)srv->cfg->global.shutdown_timeout_ms / 1e3, 0.);
+	    (ev_tstamp)srv->gen->cfg->global.shutdown_timeout_ms / 1e3, 0.);
 	srv->drain_timer.data = srv;
 	ev_timer_start(srv->loop, &srv->drain_timer);
 }
 
 void
-server_conn_closed(struct server *srv)
+server_conn_closed(struct server *srv, struct generation *gen)
 {
+	struct generation **pp;
+
+	/* A retired configuration goes with its last connection. */
+	if (gen != srv->gen && gen->nconns == 0) {
+		for (pp = &srv->retired; *pp != NULL; pp = &(*pp)->next) {
+			if (*pp == gen) {
+				*pp = gen->next;
+				generation_free(gen, srv->loop);
+				break;
+			}
+		}
+	}
 	if (srv->draining && srv->nconns == 0) {
 		ev_timer_stop(srv->loop, &srv->drain_timer);
 		ev_break(srv->loop, EVBREAK_ALL);
@@ -184,15 +398,19 @@ server_free(struct server *srv)
 	if (srv == NULL)
 		return;
 	server_close_all(srv, "shutdown");
-	for (size_t i = 0; i < srv->nservices; i++) {
-		struct service *svc = &srv->services[i];
+	while (srv->retired != NULL) {
+		struct generation *next = srv->retired->next;
 
-		listener_close(&svc->listener, srv->loop);
-		if (svc->tls_ready)
-			tls_service_deinit(&svc->tls);
-		if (svc->addrs != NULL)
-			freeaddrinfo(svc->addrs);
+		generation_free(srv->retired, srv->loop);
+		srv->retired = next;
 	}
-	free(srv->services);
+	if (srv->gen != NULL)
+		generation_free(srv->gen, srv->loop);
+	for (size_t i = 0; i < srv->ninherited; i++) {
+		if (!srv->inherited[i].used)
+			close(srv->inherited[i].fd);
+		free(srv->inherited[i].name);
+	}
+	free(srv->inherited);
 	free(srv);
 }

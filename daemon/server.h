@@ -1,4 +1,4 @@
-/* server.h - one event loop's world: services, listeners, connections. */
+/* server.h - one event loop's world: configurations, services, connections. */
 #ifndef TLSFWD_SERVER_H
 #define TLSFWD_SERVER_H
 
@@ -12,19 +12,41 @@
 #include "tls.h"
 
 struct server;
+struct generation;
 struct conn;
 
 /* A configured service, live: trust loaded, upstream resolved, listening. */
 struct service {
 	const struct service_config	*cfg;
+	struct generation		*gen;
 	struct server			*srv;
 	struct tls_service		 tls;
 	bool				 tls_ready;
 	struct addrinfo			*addrs;		/* NULL if unresolved */
 	char				 resolve_error[HOST_MAX + 128];
 	struct listener			 listener;
-	uint64_t			 handshakes_ok;
-	uint64_t			 handshakes_failed;
+	struct listener			*takeover;	/* reload: old one to keep */
+	bool				 kept;		/* listener carried over */
+};
+
+/*
+ * One loaded configuration and its services. A reload makes a new one; the
+ * old one is retired and freed when its last connection ends, so open
+ * connections finish on the configuration they started with.
+ */
+struct generation {
+	struct config		*cfg;
+	struct service		*services;
+	size_t			 nservices;
+	size_t			 nconns;
+	struct generation	*next;		/* in srv->retired */
+};
+
+/* A socket passed by the service manager (socket activation). */
+struct inherited_fd {
+	int	 fd;
+	char	*name;
+	bool	 used;
 };
 
 /*
@@ -32,31 +54,49 @@ struct service {
  * so that one loop per thread can run later without shared mutable state.
  */
 struct server {
-	struct ev_loop	*loop;
-	struct config	*cfg;
-	struct service	*services;
-	size_t		 nservices;
-	struct conn	*conns;		/* all open connections */
-	size_t		 nconns;
-	uint64_t	 next_conn_id;
-	bool		 draining;
-	ev_timer	 drain_timer;
+	struct ev_loop		*loop;
+	struct generation	*gen;		/* the current configuration */
+	struct generation	*retired;
+	struct conn		*conns;		/* all open connections */
+	size_t			 nconns;
+	uint64_t		 next_conn_id;
+	uint64_t		 handshakes_ok;
+	uint64_t		 handshakes_failed;
+	struct inherited_fd	*inherited;
+	size_t			 ninherited;
+	bool			 draining;
+	ev_timer		 drain_timer;
+	char			 status_note[96];	/* e.g. a failed reload */
 };
 
+struct server *server_new(struct ev_loop *loop);
 /*
- * Builds services from cfg: loads trust for each. With bind, also resolves
- * upstreams and binds listeners. Every error goes to errs (FILE:LINE).
+ * Takes the sockets systemd passed (LISTEN_FDS); they are matched to services
+ * by name when the first configuration is applied. Errors go to errs.
  */
-struct server *server_new(struct ev_loop *loop, struct config *cfg, bool bind,
+int	server_inherit_fds(struct server *srv, struct config_errors *errs);
+/*
+ * Builds services from cfg (trust, and with bind: upstream addresses and
+ * listeners, reusing the current ones whose address is unchanged) and
+ * makes it current, taking cfg over. Without bind (-t) it only checks, and
+ * cfg stays the caller's. On any error, reported to errs, nothing changes
+ * and cfg stays the caller's.
+ */
+int	server_apply(struct server *srv, struct config *cfg, bool bind,
 	    struct config_errors *errs);
-/* Starts accepting on every listener; logs event=ready. */
-void	server_start(struct server *srv);
+/*
+ * event=listening for each service (only_new: for listeners a reload just
+ * opened), then, at start-up, event=ready.
+ */
+void	server_log_listening(struct server *srv, bool only_new);
+/* "3 services, 12 active connections, 1532 handshakes, 4 failed" */
+void	server_status(const struct server *srv, char *buf, size_t buflen);
 /* Stops accepting; ends the loop once connections finish or time runs out. */
 void	server_begin_shutdown(struct server *srv);
 /* Closes every connection now. */
 void	server_close_all(struct server *srv, const char *reason);
-/* Called by conn.c when a connection ends. */
-void	server_conn_closed(struct server *srv);
+/* Called by conn.c when a connection of gen ends. */
+void	server_conn_closed(struct server *srv, struct generation *gen);
 void	server_free(struct server *srv);
 
 #endif

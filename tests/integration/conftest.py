@@ -6,7 +6,10 @@ so the same suite runs against the normal and the ASan+UBSan build.
 
 import os
 import resource
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -109,29 +112,43 @@ def service(pki):
 
 @pytest.fixture
 def start_tlsfwd(tlsfwd_bin, tmp_path):
-    """start_tlsfwd({name: service_dict}, global_opts=None, ready=True, nofile=None) -> Tlsfwd.
+    """start_tlsfwd({name: service_dict}, global_opts=None, ready=True, nofile=None,
+    env=None, argv=None, listen_fds=None, journal_stream=False, confdir=None) -> Tlsfwd.
 
     Writes the INI, starts `tlsfwd -c FILE`, waits for event=ready and reads the
     ports from the event=listening lines. At teardown: closes client sockets,
     SIGTERMs tlsfwd and fails the test on a sanitizer report, a non-zero exit,
     unparsable log lines, or a connection without exactly one handshake and
     one close line.
+
+    env: extra environment (see H.Tlsfwd); argv: command wrapper such as
+    H.with_listen_pid; listen_fds: sockets (fds) passed at 3, 4, ... like
+    systemd does; journal_stream: set JOURNAL_STREAM to tlsfwd's stderr;
+    confdir: directory for the config file and run files instead of tmp_path.
     """
     procs = []
 
-    def start(services, global_opts=None, ready=True, name="tlsfwd.ini", nofile=None):
+    def start(services, global_opts=None, ready=True, name="tlsfwd.ini", nofile=None,
+              env=None, argv=None, listen_fds=None, journal_stream=False, confdir=None):
         g = {"log_level": "info", "log_format": "logfmt", "shutdown_timeout": "2s"}
         g.update(global_opts or {})
-        path = tmp_path / ("%d-%s" % (len(procs), name))
+        base = Path(confdir) if confdir is not None else tmp_path
+        path = base / ("%d-%s" % (len(procs), name))
         path.write_text(H.render_ini(g, services))
-        workdir = tmp_path / ("run%d" % len(procs))
+        workdir = base / ("run%d" % len(procs))
         workdir.mkdir()
         preexec = None
         if nofile is not None:
             def preexec():
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        pass_fds = ()
+        if listen_fds:
+            preexec = H.fds_at_3(listen_fds, then=preexec)
+            pass_fds = range(3, 3 + len(listen_fds))
         fwd = H.Tlsfwd(tlsfwd_bin, str(path), log_format=g["log_format"], workdir=str(workdir),
-                       preexec_fn=preexec)
+                       preexec_fn=preexec, env=env, argv=argv, pass_fds=pass_fds,
+                       journal_stream=journal_stream)
+        fwd.global_opts = g
         fwd.clients = []
         procs.append(fwd)
         if ready:
@@ -147,6 +164,34 @@ def start_tlsfwd(tlsfwd_bin, tmp_path):
         problems += fwd.stop()
     if problems:
         pytest.fail("tlsfwd teardown checks failed:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def short_dir():
+    """A fresh directory with a short path (AF_UNIX paths are limited to 107
+    bytes; pytest's tmp_path can be long), mode 0755. Removed at teardown."""
+    dirs = []
+
+    def make(prefix="tlsfwd-"):
+        d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+        os.chmod(d, 0o755)
+        dirs.append(d)
+        return d
+    yield make
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def notify(short_dir, cleanup):
+    """notify() -> H.NotifySocket bound in a fresh short directory; pass
+    env={"NOTIFY_SOCKET": n.path} to start_tlsfwd. Request it before
+    start_tlsfwd so that it outlives tlsfwd (STOPPING=1 at teardown)."""
+    def make():
+        n = H.NotifySocket(os.path.join(short_dir("tlsfwd-n"), "notify"))
+        cleanup.append(n)
+        return n
+    return make
 
 
 @pytest.fixture

@@ -169,10 +169,34 @@ def render_ini(global_opts, services):
 # the daemon
 # ---------------------------------------------------------------------------
 
+# The variables of systemd's protocols (sd_notify, socket activation, watchdog,
+# journal stream). tlsfwd children never inherit them from the test's own
+# environment (the suite may itself run under systemd); tests set them.
+SYSTEMD_ENV = ("NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES",
+               "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+
+
+def child_env(extra=None):
+    """os.environ without SYSTEMD_ENV, updated by extra (a None value removes)."""
+    env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_ENV}
+    for k, v in (extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
+    return env
+
+
 class Tlsfwd:
     """A running tlsfwd; stderr is drained into self.lines / self.records."""
 
-    def __init__(self, binary, config_path, log_format="logfmt", workdir=None, preexec_fn=None):
+    def __init__(self, binary, config_path, log_format="logfmt", workdir=None, preexec_fn=None,
+                 env=None, argv=None, pass_fds=(), journal_stream=False):
+        """env: extra environment variables (None values remove one); the
+        systemd protocol variables (SYSTEMD_ENV) are never inherited from the
+        test's own environment. argv: function mapping the command list
+        [binary, -c, config] to the one to run (e.g. through `sh -c`).
+        journal_stream: set JOURNAL_STREAM to the dev:ino of tlsfwd's stderr."""
         self.binary = binary
         self.config_path = config_path
         self.log_format = log_format
@@ -183,20 +207,71 @@ class Tlsfwd:
         self.ports = {}
         self.listen = {}
         self.expect_exit = False
+        self.global_opts = None  # set by the start_tlsfwd fixture (for write_config)
         self._cond = threading.Condition()
         self._eof = False
         out_path = os.path.join(workdir or os.path.dirname(config_path), "tlsfwd.stdout")
         self._stdout = open(out_path, "wb")
+        # Our own pipe rather than subprocess.PIPE, so that its identity (what
+        # systemd puts in JOURNAL_STREAM) is known before the child starts.
+        rfd, wfd = os.pipe()
+        st = os.fstat(wfd)
+        self.stderr_id = "%d:%d" % (st.st_dev, st.st_ino)
+        full_env = child_env(env)
+        if journal_stream:
+            full_env["JOURNAL_STREAM"] = self.stderr_id
+        cmd = [binary, "-c", config_path]
+        if argv is not None:
+            cmd = argv(cmd)
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([binary, "-c", config_path], stdin=subprocess.DEVNULL,
-                                     stdout=self._stdout, stderr=subprocess.PIPE,
-                                     preexec_fn=preexec_fn)
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._stdout,
+                                         stderr=wfd, preexec_fn=preexec_fn, env=full_env,
+                                         pass_fds=tuple(pass_fds))
+        except BaseException:
+            os.close(rfd)
+            raise
+        finally:
+            os.close(wfd)
+        self._stderr = os.fdopen(rfd, "rb")
         self._thread = threading.Thread(target=self._drain, name="tlsfwd-stderr", daemon=True)
         self._thread.start()
 
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def write_config(self, services, global_opts=None):
+        """Replace the config file (atomically) with the fixture's [global]
+        defaults updated by global_opts, and `services`; returns the text."""
+        g = dict(self.global_opts or {})
+        g.update(global_opts or {})
+        text = render_ini(g, services)
+        tmp = self.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.config_path)
+        return text
+
+    def reload(self, timeout=10.0):
+        """SIGHUP, then wait for the next event=reload line; returns (index, record)
+        where index is where the log stood when the signal was sent."""
+        with self._cond:
+            start = len(self.records)
+        self.signal(signal.SIGHUP)
+        rec = self.wait_for(lambda r: r.get("event") == "reload", timeout, start,
+                            "event=reload after SIGHUP")[1]
+        return start, rec
+
+    def mark(self):
+        """The current number of log lines (a start index for wait_for)."""
+        with self._cond:
+            return len(self.records)
+
     # -- stderr ----------------------------------------------------------------
     def _drain(self):
-        f = self.proc.stderr
+        f = self._stderr
         try:
             for raw in iter(f.readline, b""):
                 try:
@@ -215,6 +290,7 @@ class Tlsfwd:
                     self.records.append(rec)
                     self._cond.notify_all()
         finally:
+            f.close()
             with self._cond:
                 self._eof = True
                 self._cond.notify_all()
@@ -363,10 +439,15 @@ class Tlsfwd:
         return problems
 
 
-def run_tlsfwd(binary, args, timeout=15):
-    """Run tlsfwd to completion (for -t/-V/-h); asserts no sanitizer report."""
-    r = subprocess.run([binary] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=timeout)
+def run_tlsfwd(binary, args, timeout=15, env=None, argv=None, preexec_fn=None, pass_fds=()):
+    """Run tlsfwd to completion (for -t/-V/-h); asserts no sanitizer report.
+    env/argv as for Tlsfwd (systemd variables are not inherited)."""
+    cmd = [binary] + list(args)
+    if argv is not None:
+        cmd = argv(cmd)
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout, env=child_env(env),
+                       preexec_fn=preexec_fn, pass_fds=tuple(pass_fds))
     for m in SANITIZER_MARKERS:
         assert m not in r.stderr, "sanitizer report:\n" + r.stderr.decode("utf-8", "replace")
     return r
@@ -882,3 +963,220 @@ def wait_count(fwd, event, n, timeout=20.0, **fields):
                                  % (len(found), n, event, fwd.log_text(20)))
         with fwd._cond:
             fwd._cond.wait(min(left, 0.5))
+
+
+# ---------------------------------------------------------------------------
+# systemd protocols: sd_notify, socket activation, journal, /proc
+# ---------------------------------------------------------------------------
+
+def with_listen_pid(cmd):
+    """argv wrapper: run cmd through `sh -c` that sets LISTEN_PID to its own pid
+    and execs cmd, so that LISTEN_PID is the pid of tlsfwd itself."""
+    return ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"'] + list(cmd)
+
+
+def with_watchdog_pid(cmd):
+    """argv wrapper: WATCHDOG_PID = the pid of tlsfwd itself."""
+    return ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$0" "$@"'] + list(cmd)
+
+
+def fds_at_3(fds, then=None):
+    """preexec_fn putting fds at 3, 4, ... in the child (with pass_fds=range(3, 3+n)),
+    the way systemd passes sockets. `then`: another preexec_fn to run after."""
+    fds = list(fds)
+
+    def preexec():
+        import fcntl
+        tmp = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in fds]
+        for i, t in enumerate(tmp):
+            os.dup2(t, 3 + i, inheritable=True)
+            os.close(t)
+        if then is not None:
+            then()
+    return preexec
+
+
+def listening_sockets(pid):
+    """{port: socket inode} of the TCP sockets in LISTEN state that process pid holds."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            link = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        m = re.match(r"^socket:\[(\d+)\]$", link)
+        if m:
+            inodes.add(int(m.group(1)))
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fl = row.split()
+            if fl[3] == "0A" and int(fl[9]) in inodes:
+                out[int(fl[1].rsplit(":", 1)[1], 16)] = int(fl[9])
+    return out
+
+
+def proc_status(pid):
+    """/proc/PID/status as {key: value string}."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+class _DgramReceiver:
+    """An AF_UNIX datagram socket bound at `path`, drained by a thread into
+    self.msgs: list of (monotonic time, parsed dict, raw bytes, sender pid)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.msgs = []
+        self.errors = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o666)        # a daemon that dropped privileges must still send
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.settimeout(0.2)
+        self._t = threading.Thread(target=self._loop, name="dgram-" + os.path.basename(path),
+                                   daemon=True)
+        self._t.start()
+
+    def parse(self, data, fds):
+        raise NotImplementedError
+
+    def _loop(self):
+        creds_len = socket.CMSG_SPACE(12)
+        fds_len = socket.CMSG_SPACE(4 * 8)
+        while not self._stop:
+            try:
+                data, anc, _flags, _addr = self.sock.recvmsg(1 << 20, creds_len + fds_len)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            t = time.monotonic()
+            pid, fds = None, []
+            for level, typ, cdata in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                    pid = int.from_bytes(cdata[0:4], "little", signed=True)
+                elif level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                    n = len(cdata) // 4
+                    fds += [int.from_bytes(cdata[4 * i:4 * i + 4], "little") for i in range(n)]
+            try:
+                parsed = self.parse(data, fds)
+            except Exception as e:  # noqa: BLE001 - reported by the tests
+                parsed = None
+                self.errors.append((bytes(data), e))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            with self._cond:
+                self.msgs.append((t, parsed, bytes(data), pid))
+                self._cond.notify_all()
+
+    def mark(self):
+        with self._cond:
+            return len(self.msgs)
+
+    def wait(self, pred, timeout=10.0, start=0, what="datagram"):
+        """Wait for a parsed message satisfying pred; returns (index, time, dict)."""
+        deadline = time.monotonic() + timeout
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self.msgs):
+                    t, m, _raw, _pid = self.msgs[i]
+                    if m is not None and pred(m):
+                        return i, t, m
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out after %.1fs waiting for %s on %s; got:\n%s"
+                                         % (timeout, what, self.path, self.dump()))
+                self._cond.wait(left)
+
+    def parsed(self, start=0):
+        with self._cond:
+            return [m for _t, m, _r, _p in self.msgs[start:] if m is not None]
+
+    def dump(self, last=20):
+        with self._cond:
+            return "\n".join("%.3f pid=%s %r" % (t, pid, raw[:300])
+                             for t, _m, raw, pid in self.msgs[-last:])
+
+    def close(self):
+        self._stop = True
+        _close(self.sock)
+        self._t.join(2)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class NotifySocket(_DgramReceiver):
+    """A NOTIFY_SOCKET: each datagram is newline-separated KEY=VALUE assignments."""
+
+    def parse(self, data, fds):
+        out = {}
+        for line in data.decode("utf-8").split("\n"):
+            if not line:
+                continue
+            k, eq, v = line.partition("=")
+            if not eq:
+                raise ValueError("notify line without '=': %r" % line)
+            out[k] = v
+        return out
+
+    def wait_key(self, key, value=None, timeout=10.0, start=0):
+        return self.wait(lambda m: key in m and (value is None or m[key] == value), timeout,
+                         start, "%s=%s" % (key, "*" if value is None else value))
+
+
+def parse_journal_native(data):
+    """journald's native protocol: `KEY=VALUE\\n`, or `KEY\\n` + 64-bit LE length +
+    value + `\\n` for binary values. Returns {KEY: str}; a repeated key -> list."""
+    out = {}
+    i, n = 0, len(data)
+    while i < n:
+        nl = data.index(b"\n", i)
+        eq = data.find(b"=", i, nl)
+        if eq >= 0:
+            key, val = data[i:eq], data[eq + 1:nl]
+            i = nl + 1
+        else:
+            key = data[i:nl]
+            ln = int.from_bytes(data[nl + 1:nl + 9], "little")
+            val = data[nl + 9:nl + 9 + ln]
+            if len(val) != ln or data[nl + 9 + ln:nl + 10 + ln] != b"\n":
+                raise ValueError("bad binary field %r" % key)
+            i = nl + 10 + ln
+        if not re.match(rb"^[A-Z0-9_]+$", key) or key.startswith(b"_"):
+            raise ValueError("invalid journal field name %r" % key)
+        k, v = key.decode(), val.decode("utf-8", "surrogateescape")
+        if k in out:
+            out[k] = (out[k] if isinstance(out[k], list) else [out[k]]) + [v]
+        else:
+            out[k] = v
+    return out
+
+
+class JournalSocket(_DgramReceiver):
+    """Stands in for /run/systemd/journal/socket (large entries may come as a memfd)."""
+
+    def parse(self, data, fds):
+        if not data and fds:
+            size = os.fstat(fds[0]).st_size
+            data = os.pread(fds[0], size, 0)
+        return parse_journal_native(data)
