@@ -15,7 +15,7 @@ WARN	:= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 CFLAGS	?= -O2 -g
 CFLAGS	+= -std=c11 -D_GNU_SOURCE -DTLSFWD_VERSION='"$(VERSION)"' $(WARN) \
 	   $(shell pkg-config --cflags gnutls inih libsystemd)
-LIBS	:= $(shell pkg-config --libs gnutls inih libsystemd) -lev
+LIBS	:= $(shell pkg-config --libs gnutls inih libsystemd) -lev -lm
 
 # SAN=1: AddressSanitizer + UndefinedBehaviorSanitizer, any report is fatal.
 ifeq ($(SAN),1)

@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <errno.h>
+#include <gnutls/gnutls.h>
 #include <ini.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -90,6 +91,8 @@ verify_mode_name(enum verify_mode mode)
 		return "chain";
 	case VERIFY_NONE:
 		return "none";
+	case VERIFY_PIN:
+		return "pin";
 	}
 	return "?";
 }
@@ -98,6 +101,11 @@ static void
 service_free(struct service_config *svc)
 {
 	free(svc->ca_file);
+	free(svc->crl_file);
+	free(svc->cert_file);
+	free(svc->key_file);
+	free(svc->key_password_file);
+	free(svc->tls_priority);
 	free(svc);
 }
 
@@ -179,6 +187,8 @@ section_begin(struct parse_ctx *p, const char *name)
 	svc->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	svc->handshake_timeout_ms = DEFAULT_HANDSHAKE_TIMEOUT_MS;
 	svc->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+	svc->session_cache = true;
+	svc->ocsp = OCSP_TRY;
 	*tail = svc;
 	p->cfg->nservices++;
 	p->svc = svc;
@@ -297,33 +307,49 @@ reader_string(char *str, int num, void *stream)
 
 enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP };
 enum { K_LISTEN, K_UPSTREAM, K_SNI, K_VERIFY, K_VERIFY_HOSTNAME, K_CA_FILE,
-    K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT, K_IDLE_TIMEOUT };
+    K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT, K_IDLE_TIMEOUT, K_CRL_FILE,
+    K_CERT_FILE, K_KEY_FILE, K_KEY_PASSWORD_FILE, K_PIN_SHA256, K_ALPN,
+    K_ALPN_REQUIRED, K_TLS_MIN_VERSION, K_TLS_MAX_VERSION, K_TLS_PRIORITY,
+    K_SESSION_CACHE, K_OCSP };
 
 struct key_def {
 	const char	*name;
 	int		 id;
+	bool		 repeatable;
 };
 
 static const struct key_def global_keys[] = {
-	{ "log_level", K_LOG_LEVEL },
-	{ "log_format", K_LOG_FORMAT },
-	{ "shutdown_timeout", K_SHUTDOWN_TIMEOUT },
-	{ "user", K_USER },
-	{ "group", K_GROUP },
-	{ NULL, 0 },
+	{ "log_level", K_LOG_LEVEL, false },
+	{ "log_format", K_LOG_FORMAT, false },
+	{ "shutdown_timeout", K_SHUTDOWN_TIMEOUT, false },
+	{ "user", K_USER, false },
+	{ "group", K_GROUP, false },
+	{ NULL, 0, false },
 };
 
 static const struct key_def service_keys[] = {
-	{ "listen", K_LISTEN },
-	{ "upstream", K_UPSTREAM },
-	{ "sni", K_SNI },
-	{ "verify", K_VERIFY },
-	{ "verify_hostname", K_VERIFY_HOSTNAME },
-	{ "ca_file", K_CA_FILE },
-	{ "connect_timeout", K_CONNECT_TIMEOUT },
-	{ "handshake_timeout", K_HANDSHAKE_TIMEOUT },
-	{ "idle_timeout", K_IDLE_TIMEOUT },
-	{ NULL, 0 },
+	{ "listen", K_LISTEN, false },
+	{ "upstream", K_UPSTREAM, false },
+	{ "sni", K_SNI, false },
+	{ "verify", K_VERIFY, false },
+	{ "verify_hostname", K_VERIFY_HOSTNAME, false },
+	{ "ca_file", K_CA_FILE, false },
+	{ "connect_timeout", K_CONNECT_TIMEOUT, false },
+	{ "handshake_timeout", K_HANDSHAKE_TIMEOUT, false },
+	{ "idle_timeout", K_IDLE_TIMEOUT, false },
+	{ "crl_file", K_CRL_FILE, false },
+	{ "cert_file", K_CERT_FILE, false },
+	{ "key_file", K_KEY_FILE, false },
+	{ "key_password_file", K_KEY_PASSWORD_FILE, false },
+	{ "pin_sha256", K_PIN_SHA256, true },
+	{ "alpn", K_ALPN, false },
+	{ "alpn_required", K_ALPN_REQUIRED, false },
+	{ "tls_min_version", K_TLS_MIN_VERSION, false },
+	{ "tls_max_version", K_TLS_MAX_VERSION, false },
+	{ "tls_priority", K_TLS_PRIORITY, false },
+	{ "session_cache", K_SESSION_CACHE, false },
+	{ "ocsp", K_OCSP, false },
+	{ NULL, 0, false },
 };
 
 /* Finds name in keys, reports unknown or repeated keys; -1 if unusable. */
@@ -334,7 +360,7 @@ key_lookup(struct parse_ctx *p, const struct key_def *keys, const char *name,
 	for (const struct key_def *k = keys; k->name != NULL; k++) {
 		if (strcmp(k->name, name) != 0)
 			continue;
-		if (*seen & (1u << k->id)) {
+		if ((*seen & (1u << k->id)) && !k->repeatable) {
 			config_error_add(p->errs, p->path, p->line,
 			    "%s: '%s' given twice%s", where, name,
 			    p->line_indented ? " (an indented line continues "
@@ -424,6 +450,111 @@ global_key(struct parse_ctx *p, const char *name, const char *value)
 	}
 }
 
+/* A path key: kept with its line, and it must be readable (not pkcs11:). */
+static void
+set_path(struct parse_ctx *p, const char *name, const char *value,
+    char **out, int *line, bool pkcs11_ok)
+{
+	*line = p->line;
+	free(*out);
+	*out = strdup(value);
+	if (*out == NULL)
+		config_error_add(p->errs, p->path, p->line, "out of memory");
+	else if (pkcs11_ok && strncmp(value, "pkcs11:", 7) == 0)
+		return;
+	else if (access(value, R_OK) != 0)
+		config_error_add(p->errs, p->path, p->line,
+		    "%s: cannot read '%s': %s", name, value, strerror(errno));
+}
+
+static void
+set_bool(struct parse_ctx *p, const char *name, const char *value,
+    bool *out)
+{
+	char err[PARSE_ERR_MAX];
+	int v;
+
+	if (parse_bool(value, &v, err, sizeof(err)) != 0)
+		config_error_add(p->errs, p->path, p->line, "%s: %s", name,
+		    err);
+	else
+		*out = v != 0;
+}
+
+static void
+set_tls_version(struct parse_ctx *p, const char *name, const char *value,
+    int *out)
+{
+	if (strcmp(value, "TLS1.2") == 0)
+		*out = 12;
+	else if (strcmp(value, "TLS1.3") == 0)
+		*out = 13;
+	else
+		config_error_add(p->errs, p->path, p->line,
+		    "%s: expected TLS1.2 or TLS1.3, got '%s'", name, value);
+}
+
+/* "h2,http/1.1": protocols offered in order. */
+static void
+set_alpn(struct parse_ctx *p, struct service_config *svc, const char *value)
+{
+	const char *s = value;
+
+	svc->nalpn = 0;
+	while (*s != '\0') {
+		const char *end = strchr(s, ',');
+		size_t n = end != NULL ? (size_t)(end - s) : strlen(s);
+
+		while (n > 0 && isspace((unsigned char)*s))
+			s++, n--;
+		while (n > 0 && isspace((unsigned char)s[n - 1]))
+			n--;
+		if (n == 0 || n > 255 || svc->nalpn == ALPN_MAX) {
+			config_error_add(p->errs, p->path, p->line,
+			    "alpn: expected up to %d comma-separated protocol "
+			    "names of 1-255 bytes, got '%s'", ALPN_MAX, value);
+			svc->nalpn = 0;
+			return;
+		}
+		memcpy(svc->alpn[svc->nalpn], s, n);
+		svc->alpn[svc->nalpn++][n] = '\0';
+		if (end == NULL)
+			break;
+		s = end + 1;
+		if (*s == '\0') {
+			config_error_add(p->errs, p->path, p->line,
+			    "alpn: trailing comma in '%s'", value);
+			return;
+		}
+	}
+}
+
+static void
+add_pin(struct parse_ctx *p, struct service_config *svc, const char *value)
+{
+	gnutls_datum_t in = { (unsigned char *)(uintptr_t)value,
+	    (unsigned int)strlen(value) }, out = { NULL, 0 };
+	const char *b64 = value;
+
+	svc->pin_line = p->line;
+	if (strncmp(b64, "sha256/", 7) == 0)
+		in.data += 7, in.size -= 7;
+	if (svc->npins == PINS_MAX) {
+		config_error_add(p->errs, p->path, p->line,
+		    "pin_sha256: at most %d pins", PINS_MAX);
+		return;
+	}
+	if (gnutls_base64_decode2(&in, &out) < 0 || out.size != 32) {
+		config_error_add(p->errs, p->path, p->line, "pin_sha256: '%s' "
+		    "is not the base64 of a SHA-256 digest (44 characters)",
+		    value);
+		gnutls_free(out.data);
+		return;
+	}
+	memcpy(svc->pins[svc->npins++], out.data, 32);
+	gnutls_free(out.data);
+}
+
 static void
 service_key(struct parse_ctx *p, const char *name, const char *value)
 {
@@ -474,10 +605,12 @@ service_key(struct parse_ctx *p, const char *name, const char *value)
 			svc->verify = VERIFY_CHAIN;
 		else if (strcmp(value, "none") == 0)
 			svc->verify = VERIFY_NONE;
+		else if (strcmp(value, "pin") == 0)
+			svc->verify = VERIFY_PIN;
 		else
 			config_error_add(p->errs, p->path, p->line,
-			    "verify: expected full, chain or none, got '%s'",
-			    value);
+			    "verify: expected full, chain, pin or none, got "
+			    "'%s'", value);
 		break;
 	case K_VERIFY_HOSTNAME:
 		if (value[0] == '\0' || strlen(value) > HOST_MAX)
@@ -489,16 +622,8 @@ service_key(struct parse_ctx *p, const char *name, const char *value)
 			    sizeof(svc->verify_hostname), "%s", value);
 		break;
 	case K_CA_FILE:
-		svc->ca_file_line = p->line;
-		free(svc->ca_file);
-		svc->ca_file = strdup(value);
-		if (svc->ca_file == NULL)
-			config_error_add(p->errs, p->path, p->line,
-			    "out of memory");
-		else if (access(value, R_OK) != 0)
-			config_error_add(p->errs, p->path, p->line,
-			    "ca_file: cannot read '%s': %s", value,
-			    strerror(errno));
+		set_path(p, name, value, &svc->ca_file, &svc->ca_file_line,
+		    false);
 		break;
 	case K_CONNECT_TIMEOUT:
 		set_duration(p, name, value, &svc->connect_timeout_ms);
@@ -508,6 +633,59 @@ service_key(struct parse_ctx *p, const char *name, const char *value)
 		break;
 	case K_IDLE_TIMEOUT:
 		set_duration(p, name, value, &svc->idle_timeout_ms);
+		break;
+	case K_CRL_FILE:
+		set_path(p, name, value, &svc->crl_file, &svc->crl_file_line,
+		    false);
+		break;
+	case K_CERT_FILE:
+		set_path(p, name, value, &svc->cert_file, &svc->cert_file_line,
+		    true);
+		break;
+	case K_KEY_FILE:
+		set_path(p, name, value, &svc->key_file, &svc->key_file_line,
+		    true);
+		break;
+	case K_KEY_PASSWORD_FILE:
+		set_path(p, name, value, &svc->key_password_file,
+		    &svc->key_password_file_line, false);
+		break;
+	case K_PIN_SHA256:
+		add_pin(p, svc, value);
+		break;
+	case K_ALPN:
+		set_alpn(p, svc, value);
+		break;
+	case K_ALPN_REQUIRED:
+		set_bool(p, name, value, &svc->alpn_required);
+		break;
+	case K_TLS_MIN_VERSION:
+		set_tls_version(p, name, value, &svc->tls_min_version);
+		break;
+	case K_TLS_MAX_VERSION:
+		set_tls_version(p, name, value, &svc->tls_max_version);
+		break;
+	case K_TLS_PRIORITY:
+		svc->tls_priority_line = p->line;
+		free(svc->tls_priority);
+		if ((svc->tls_priority = strdup(value)) == NULL)
+			config_error_add(p->errs, p->path, p->line,
+			    "out of memory");
+		break;
+	case K_SESSION_CACHE:
+		set_bool(p, name, value, &svc->session_cache);
+		break;
+	case K_OCSP:
+		if (strcmp(value, "off") == 0)
+			svc->ocsp = OCSP_OFF;
+		else if (strcmp(value, "try") == 0)
+			svc->ocsp = OCSP_TRY;
+		else if (strcmp(value, "require") == 0)
+			svc->ocsp = OCSP_REQUIRE;
+		else
+			config_error_add(p->errs, p->path, p->line,
+			    "ocsp: expected off, try or require, got '%s'",
+			    value);
 		break;
 	default:
 		break;
@@ -584,6 +762,35 @@ listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
 	return listen_addr_equal(a, b);
 }
 
+/* Rules between the TLS keys of one service. */
+static void
+validate_tls(struct parse_ctx *p, struct service_config *svc)
+{
+	if ((svc->cert_file == NULL) != (svc->key_file == NULL))
+		config_error_add(p->errs, p->path, svc->cert_file != NULL ?
+		    svc->cert_file_line : svc->key_file_line, "[%s]: cert_file "
+		    "and key_file go together", svc->name);
+	if (svc->key_password_file != NULL && svc->key_file == NULL)
+		config_error_add(p->errs, p->path,
+		    svc->key_password_file_line, "[%s]: key_password_file "
+		    "without key_file", svc->name);
+	if (svc->verify == VERIFY_PIN && svc->npins == 0)
+		config_error_add(p->errs, p->path, svc->line, "[%s]: verify = "
+		    "pin needs at least one pin_sha256", svc->name);
+	if (svc->verify == VERIFY_NONE && svc->npins > 0)
+		config_error_add(p->errs, p->path, svc->pin_line, "[%s]: "
+		    "pin_sha256 is not checked with verify = none (use verify "
+		    "= pin)", svc->name);
+	if (svc->alpn_required && svc->nalpn == 0)
+		config_error_add(p->errs, p->path, svc->line, "[%s]: "
+		    "alpn_required = yes needs alpn", svc->name);
+	if (svc->tls_min_version != TLS_VERSION_DEFAULT &&
+	    svc->tls_max_version != TLS_VERSION_DEFAULT &&
+	    svc->tls_min_version > svc->tls_max_version)
+		config_error_add(p->errs, p->path, svc->line, "[%s]: "
+		    "tls_min_version is above tls_max_version", svc->name);
+}
+
 /* Fills defaults that depend on other keys, and checks cross-key rules. */
 static void
 validate(struct parse_ctx *p)
@@ -623,6 +830,7 @@ validate(struct parse_ctx *p)
 			    sizeof(svc->verify_hostname), "%s",
 			    svc->sni[0] != '\0' ? svc->sni :
 			    svc->upstream.host);
+		validate_tls(p, svc);
 		if (!(svc->keys_seen & (1u << K_LISTEN)))
 			continue;
 		for (other = cfg->services; other != svc;

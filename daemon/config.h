@@ -13,7 +13,12 @@
 
 #define SERVICE_NAME_MAX 64
 
-enum verify_mode { VERIFY_FULL, VERIFY_CHAIN, VERIFY_NONE };
+enum verify_mode { VERIFY_FULL, VERIFY_CHAIN, VERIFY_NONE, VERIFY_PIN };
+enum ocsp_mode { OCSP_OFF, OCSP_TRY, OCSP_REQUIRE };
+
+#define PINS_MAX	8
+#define ALPN_MAX	8
+#define TLS_VERSION_DEFAULT 0	/* tls_min/max_version not set */
 
 struct service_config {
 	char			name[SERVICE_NAME_MAX + 1];
@@ -27,6 +32,26 @@ struct service_config {
 	char			verify_hostname[HOST_MAX + 1];
 	char		       *ca_file;	/* NULL = system trust */
 	int			ca_file_line;
+	char		       *crl_file;
+	int			crl_file_line;
+	char		       *cert_file;	/* client certificate, or NULL */
+	int			cert_file_line;
+	char		       *key_file;
+	int			key_file_line;
+	char		       *key_password_file;
+	int			key_password_file_line;
+	unsigned char		pins[PINS_MAX][32];	/* SPKI SHA-256 */
+	int			npins;
+	int			pin_line;
+	char			alpn[ALPN_MAX][256];	/* offered, in order */
+	int			nalpn;
+	bool			alpn_required;
+	int			tls_min_version;	/* 12, 13 or default */
+	int			tls_max_version;
+	char		       *tls_priority;	/* NULL = tlsfwd's default */
+	int			tls_priority_line;
+	bool			session_cache;
+	enum ocsp_mode		ocsp;
 	uint64_t		connect_timeout_ms;
 	uint64_t		handshake_timeout_ms;
 	uint64_t		idle_timeout_ms;

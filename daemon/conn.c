@@ -175,6 +175,8 @@ conn_log_handshake_failure(struct conn *c, const char *result,
 	} else if (c->err.alert[0] != '\0') {
 		log_str(&l, "alert_sent", c->err.alert);
 	}
+	if (c->tls != NULL)
+		tls_log_checks(&l, c->tls, &c->tlsc);
 	if (c->t_connected > 0) {
 		log_ms(&l, "connect_ms", c->t_connected - c->t_start);
 		log_ms(&l, "handshake_ms", conn_now_ms() - c->t_connected);
@@ -379,7 +381,11 @@ conn_handshake_failed(struct conn *c, int rc)
 	int level, alert;
 
 	c->err.gnutls_rc = rc;
-	if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+	if (c->tlsc.verify_failed) {
+		/* Our verification callback said no, and why. */
+		stage = "verify";
+		c->err.text = c->tlsc.error;
+	} else if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
 		stage = "verify";
 		tls_verify_failure_text(c->tls, verify_text,
 		    sizeof(verify_text));
@@ -417,14 +423,30 @@ static void
 conn_handshake_done(struct conn *c)
 {
 	struct log_line l;
+	gnutls_datum_t alpn;
 
+	/* The protocol said yes; the service may still want an ALPN answer. */
+	if (c->svc->cfg->alpn_required &&
+	    gnutls_alpn_get_selected_protocol(c->tls, &alpn) != 0) {
+		(void)gnutls_alert_send(c->tls, GNUTLS_AL_FATAL,
+		    GNUTLS_A_NO_APPLICATION_PROTOCOL);
+		tls_alert_name(GNUTLS_A_NO_APPLICATION_PROTOCOL, c->err.alert,
+		    sizeof(c->err.alert));
+		c->err.text = "the upstream selected no ALPN protocol "
+		    "(alpn_required = yes)";
+		conn_log_handshake_failure(c, "fail", "handshake", NULL);
+		c->err.text = NULL;
+		conn_close(c, "handshake_failed");
+		return;
+	}
+	tls_session_established(c->tls, &c->tlsc);
 	c->t_established = conn_now_ms();
 	c->srv->handshakes_ok++;
 	log_line_begin(&l, LOG_INFO, "handshake");
 	conn_log_ids(&l, c);
 	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
 	log_str(&l, "result", "ok");
-	tls_log_established(&l, c->tls, c->svc->cfg->verify);
+	tls_log_established(&l, c->tls, &c->tlsc);
 	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
 	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
 	log_line_end(&l);
@@ -446,7 +468,10 @@ conn_handshake_step(struct conn *c)
 	if (c->tls == NULL) {
 		char err[256];
 
-		if (tls_session_new(&c->tls, &c->svc->tls, c->svc->cfg, err,
+		c->tlsc.sc = c->svc->cfg;
+		c->tlsc.t = &c->svc->tls;
+		c->tlsc.addr = c->upstream;
+		if (tls_session_new(&c->tls, &c->tlsc, err,
 		    sizeof(err)) != 0) {
 			c->err.text = err;
 			conn_log_handshake_failure(c, "fail", "handshake",

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "relay.h"
+#include "tls.h"
 
 struct service;
 struct server;
@@ -45,6 +46,7 @@ struct conn {
 	ev_io			 c_rd, c_wr, u_rd, u_wr;
 	ev_timer		 timer;		/* the current state's limit */
 	gnutls_session_t	 tls;
+	struct tls_conn		 tlsc;		/* verification results */
 
 	const struct addrinfo	*next_addr;	/* next upstream address to try */
 	char			 client[56];

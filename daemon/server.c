@@ -1,10 +1,13 @@
 /* server.c - one event loop's world: configurations, services, connections. */
 #include "server.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -193,6 +196,65 @@ service_listen(struct server *srv, struct generation *gen, size_t idx,
 	return 0;
 }
 
+/* Warns about a client key others can read: it is an identity. */
+static void
+service_check_key_perms(const struct service *svc)
+{
+	const char *key = svc->cfg->key_file;
+	struct log_line l;
+	struct stat st;
+
+	if (key == NULL || strncmp(key, "pkcs11:", 7) == 0 ||
+	    stat(key, &st) != 0 || (st.st_mode & 077) == 0)
+		return;
+	log_line_begin(&l, LOG_WARN, "config");
+	log_str(&l, "service", svc->cfg->name);
+	log_strf(&l, "msg", "key_file %s is readable by group or others "
+	    "(mode %04o): chmod 600 it", key, (unsigned)(st.st_mode & 07777));
+	log_line_end(&l);
+}
+
+/* Days before a client certificate's end that warnings start. */
+#define CERT_EXPIRY_WARN_DAYS 14
+
+static void
+service_check_expiry(const struct service *svc)
+{
+	char subject[512], when[32];
+	struct log_line l;
+	struct tm tm;
+	time_t end = tls_service_cert_expiry(&svc->tls, subject,
+	    sizeof(subject));
+	double days;
+
+	if (end == 0 || end == (time_t)-1)
+		return;
+	days = difftime(end, time(NULL)) / 86400.;
+	if (days > CERT_EXPIRY_WARN_DAYS)
+		return;
+	gmtime_r(&end, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	log_line_begin(&l, LOG_WARN, "cert_expiry");
+	log_str(&l, "service", svc->cfg->name);
+	log_str(&l, "subject", subject);
+	log_str(&l, "not_after", when);
+	log_strf(&l, "days_left", "%ld", (long)floor(days));
+	log_str(&l, "msg", days < 0 ? "the client certificate has expired" :
+	    "the client certificate expires soon");
+	log_line_end(&l);
+}
+
+static void
+expiry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct server *srv = w->data;
+
+	(void)loop;
+	(void)revents;
+	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices; i++)
+		service_check_expiry(&srv->gen->services[i]);
+}
+
 static void
 retire(struct server *srv, struct generation *gen)
 {
@@ -232,10 +294,12 @@ server_apply(struct server *srv, struct config *cfg, bool bind,
 		svc->gen = gen;
 		svc->srv = srv;
 		svc->listener.fd = -1;
-		if (tls_service_init(&svc->tls, sc, err, sizeof(err)) != 0) {
-			config_error_add(errs, cfg->path, sc->ca_file != NULL ?
-			    sc->ca_file_line : sc->line, "[%s]: %s", sc->name,
-			    err);
+		int errline;
+
+		if (tls_service_init(&svc->tls, sc, err, sizeof(err),
+		    &errline) != 0) {
+			config_error_add(errs, cfg->path, errline, "[%s]: %s",
+			    sc->name, err);
 			continue;
 		}
 		svc->tls_ready = true;
@@ -270,11 +334,19 @@ server_apply(struct server *srv, struct config *cfg, bool bind,
 			    srv->loop);
 		svc->takeover = NULL;
 		service_resolve(svc);
+		service_check_key_perms(svc);
+		service_check_expiry(svc);
 		listener_start(&svc->listener, srv->loop);
 	}
 	if (srv->gen != NULL)
 		retire(srv, srv->gen);
 	srv->gen = gen;
+	if (!ev_is_active(&srv->expiry_timer)) {
+		ev_timer_init(&srv->expiry_timer, expiry_timer_cb, 86400.,
+		    86400.);
+		srv->expiry_timer.data = srv;
+		ev_timer_start(srv->loop, &srv->expiry_timer);
+	}
 	return 0;
 }
 
@@ -397,6 +469,8 @@ server_free(struct server *srv)
 {
 	if (srv == NULL)
 		return;
+	if (srv->loop != NULL)
+		ev_timer_stop(srv->loop, &srv->expiry_timer);
 	server_close_all(srv, "shutdown");
 	while (srv->retired != NULL) {
 		struct generation *next = srv->retired->next;

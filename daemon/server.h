@@ -66,6 +66,7 @@ struct server {
 	size_t			 ninherited;
 	bool			 draining;
 	ev_timer		 drain_timer;
+	ev_timer		 expiry_timer;	/* daily client cert check */
 	char			 status_note[96];	/* e.g. a failed reload */
 };
 

@@ -2,8 +2,12 @@
 #include "tls.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <gnutls/abstract.h>
+#include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /*
@@ -34,14 +38,57 @@ tls_global_deinit(void)
 	gnutls_global_deinit();
 }
 
+/* The first line of path, for an encrypted key's password. */
+static int
+read_password(const char *path, char *buf, size_t buflen, char *err,
+    size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	size_t n;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "key_password_file: cannot open '%s': %s",
+		    path, strerror(errno));
+		return -1;
+	}
+	if (fgets(buf, (int)buflen, f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	n = strcspn(buf, "\r\n");
+	buf[n] = '\0';
+	return 0;
+}
+
+/* The configured policy, narrowed to tls_min/max_version when given. */
+static void
+build_priority(const struct service_config *sc, char *buf, size_t buflen)
+{
+	int lo = sc->tls_min_version ? sc->tls_min_version : 12;
+	int hi = sc->tls_max_version ? sc->tls_max_version : 13;
+	size_t n;
+
+	n = (size_t)snprintf(buf, buflen, "%s", sc->tls_priority != NULL ?
+	    sc->tls_priority : TLS_DEFAULT_PRIORITY);
+	if (sc->tls_min_version == TLS_VERSION_DEFAULT &&
+	    sc->tls_max_version == TLS_VERSION_DEFAULT)
+		return;
+	if (n < buflen)
+		n += (size_t)snprintf(buf + n, buflen - n, ":-VERS-ALL");
+	for (int v = hi; v >= lo && n < buflen; v--)
+		n += (size_t)snprintf(buf + n, buflen - n, ":+VERS-TLS1.%d",
+		    v - 10);
+}
+
 int
 tls_service_init(struct tls_service *t, const struct service_config *sc,
-    char *err, size_t errlen)
+    char *err, size_t errlen, int *errline)
 {
 	const char *errpos = NULL;
+	char priority[1024], password[1024];
 	int rc;
 
 	memset(t, 0, sizeof(*t));
+	*errline = sc->line;
 	rc = gnutls_certificate_allocate_credentials(&t->creds);
 	if (rc < 0) {
 		snprintf(err, errlen, "cannot allocate credentials: %s",
@@ -49,6 +96,7 @@ tls_service_init(struct tls_service *t, const struct service_config *sc,
 		return -1;
 	}
 	if (sc->ca_file != NULL) {
+		*errline = sc->ca_file_line;
 		rc = gnutls_certificate_set_x509_trust_file(t->creds,
 		    sc->ca_file, GNUTLS_X509_FMT_PEM);
 		if (rc <= 0) {
@@ -68,13 +116,52 @@ tls_service_init(struct tls_service *t, const struct service_config *sc,
 		}
 	}
 	t->ca_count = (unsigned int)rc;
-	rc = gnutls_priority_init2(&t->priority, TLS_DEFAULT_PRIORITY, &errpos,
-	    0);
+	if (sc->crl_file != NULL) {
+		*errline = sc->crl_file_line;
+		rc = gnutls_certificate_set_x509_crl_file(t->creds,
+		    sc->crl_file, GNUTLS_X509_FMT_PEM);
+		if (rc <= 0) {
+			snprintf(err, errlen, "crl_file: no CRL loaded from "
+			    "'%s': %s", sc->crl_file, rc == 0 ? "the file "
+			    "holds no PEM CRL" : gnutls_strerror(rc));
+			goto fail;
+		}
+	}
+	if (sc->cert_file != NULL) {
+		*errline = sc->key_file_line;
+		password[0] = '\0';
+		if (sc->key_password_file != NULL && read_password(
+		    sc->key_password_file, password, sizeof(password), err,
+		    errlen) != 0) {
+			*errline = sc->key_password_file_line;
+			goto fail;
+		}
+		/* GnuTLS takes PEM paths and pkcs11: URIs alike. */
+		rc = gnutls_certificate_set_x509_key_file2(t->creds,
+		    sc->cert_file, sc->key_file, GNUTLS_X509_FMT_PEM,
+		    sc->key_password_file != NULL ? password : NULL, 0);
+		gnutls_memset(password, 0, sizeof(password));
+		if (rc < 0) {
+			snprintf(err, errlen, "key_file: cannot load the client "
+			    "certificate '%s' with key '%s': %s", sc->cert_file,
+			    sc->key_file, gnutls_strerror(rc));
+			goto fail;
+		}
+	}
+	build_priority(sc, priority, sizeof(priority));
+	rc = gnutls_priority_init2(&t->priority, priority, &errpos, 0);
 	if (rc < 0) {
-		snprintf(err, errlen, "TLS priority: %s at '%s'",
-		    gnutls_strerror(rc), errpos ? errpos : "?");
+		*errline = sc->tls_priority != NULL ? sc->tls_priority_line :
+		    sc->line;
+		snprintf(err, errlen, "tls_priority: %s at '%s'",
+		    gnutls_strerror(rc), errpos != NULL ? errpos : "?");
 		goto fail;
 	}
+	for (int i = 0; i < sc->nalpn; i++) {
+		t->alpn[i].data = (unsigned char *)(uintptr_t)sc->alpn[i];
+		t->alpn[i].size = (unsigned int)strlen(sc->alpn[i]);
+	}
+	t->nalpn = (unsigned int)sc->nalpn;
 	return 0;
 fail:
 	tls_service_deinit(t);
@@ -84,6 +171,8 @@ fail:
 void
 tls_service_deinit(struct tls_service *t)
 {
+	for (unsigned int i = 0; i < t->ncached; i++)
+		gnutls_free(t->cache[i].data.data);
 	if (t->priority != NULL)
 		gnutls_priority_deinit(t->priority);
 	if (t->creds != NULL)
@@ -91,20 +180,240 @@ tls_service_deinit(struct tls_service *t)
 	memset(t, 0, sizeof(*t));
 }
 
-int
-tls_session_new(gnutls_session_t *out, const struct tls_service *t,
-    const struct service_config *sc, char *err, size_t errlen)
+time_t
+tls_service_cert_expiry(const struct tls_service *t, char *subject,
+    size_t subjectlen)
 {
+	gnutls_x509_crt_t *crts = NULL;
+	gnutls_datum_t dn = { NULL, 0 };
+	unsigned int n = 0;
+	time_t expiry = 0;
+
+	subject[0] = '\0';
+	if (gnutls_certificate_get_x509_crt(t->creds, 0, &crts, &n) < 0)
+		return 0;
+	if (n > 0) {
+		expiry = gnutls_x509_crt_get_expiration_time(crts[0]);
+		if (gnutls_x509_crt_get_dn3(crts[0], &dn, 0) == 0) {
+			snprintf(subject, subjectlen, "%.*s", (int)dn.size,
+			    dn.data);
+			gnutls_free(dn.data);
+		}
+	}
+	for (unsigned int i = 0; i < n; i++)
+		gnutls_x509_crt_deinit(crts[i]);
+	gnutls_free(crts);
+	return expiry;
+}
+
+/* ----- session resumption ----- */
+
+static struct tls_cached_session *
+cache_find(struct tls_service *t, const char *addr)
+{
+	for (unsigned int i = 0; i < t->ncached; i++)
+		if (strcmp(t->cache[i].addr, addr) == 0)
+			return &t->cache[i];
+	return NULL;
+}
+
+/* Keeps the session's latest resumption data for its upstream address. */
+static void
+cache_store(gnutls_session_t s, struct tls_conn *tc)
+{
+	struct tls_service *t = tc->t;
+	struct tls_cached_session *e = cache_find(t, tc->addr);
+	gnutls_datum_t data = { NULL, 0 };
+
+	if (gnutls_session_get_data2(s, &data) < 0)
+		return;
+	if (e == NULL) {
+		if (t->ncached < TLS_SESSION_CACHE_MAX) {
+			e = &t->cache[t->ncached++];
+		} else {
+			e = &t->cache[t->cache_next];
+			t->cache_next = (t->cache_next + 1) %
+			    TLS_SESSION_CACHE_MAX;
+		}
+		snprintf(e->addr, sizeof(e->addr), "%s", tc->addr);
+	}
+	gnutls_free(e->data.data);
+	e->data = data;
+}
+
+/* TLS 1.3 tickets arrive after the handshake: keep each as it comes. */
+static int
+ticket_hook(gnutls_session_t s, unsigned int htype, unsigned int when,
+    unsigned int incoming, const gnutls_datum_t *msg)
+{
+	(void)htype;
+	(void)when;
+	(void)incoming;
+	(void)msg;
+	if (gnutls_protocol_get_version(s) == GNUTLS_TLS1_3)
+		cache_store(s, gnutls_session_get_ptr(s));
+	return 0;
+}
+
+void
+tls_session_established(gnutls_session_t s, struct tls_conn *tc)
+{
+	/* TLS 1.2 session data is complete now; 1.3 waits for a ticket. */
+	if (tc->sc->session_cache &&
+	    gnutls_protocol_get_version(s) != GNUTLS_TLS1_3)
+		cache_store(s, tc);
+}
+
+/* ----- verification ----- */
+
+/* "sha256/BASE64" of the leaf certificate's SubjectPublicKeyInfo. */
+static int
+leaf_spki_sha256(gnutls_session_t s, unsigned char digest[32])
+{
+	const gnutls_datum_t *certs;
+	gnutls_pubkey_t key;
+	gnutls_datum_t spki = { NULL, 0 };
+	unsigned int n = 0;
+	int rc;
+
+	certs = gnutls_certificate_get_peers(s, &n);
+	if (certs == NULL || n == 0 || gnutls_pubkey_init(&key) < 0)
+		return -1;
+	rc = gnutls_pubkey_import_x509_raw(key, &certs[0],
+	    GNUTLS_X509_FMT_DER, 0);
+	if (rc >= 0)
+		rc = gnutls_pubkey_export2(key, GNUTLS_X509_FMT_DER, &spki);
+	if (rc >= 0)
+		rc = gnutls_hash_fast(GNUTLS_DIG_SHA256, spki.data, spki.size,
+		    digest);
+	gnutls_free(spki.data);
+	gnutls_pubkey_deinit(key);
+	return rc < 0 ? -1 : 0;
+}
+
+static int
+check_pins(gnutls_session_t s, struct tls_conn *tc)
+{
+	const struct service_config *sc = tc->sc;
+	unsigned char digest[32];
+	gnutls_datum_t in = { digest, sizeof(digest) }, b64 = { NULL, 0 };
+
+	if (leaf_spki_sha256(s, digest) != 0) {
+		tc->pin = TLS_PIN_FAIL;
+		snprintf(tc->error, sizeof(tc->error), "public key pin: "
+		    "cannot read the upstream's public key");
+		return -1;
+	}
+	for (int i = 0; i < sc->npins; i++) {
+		/* Public values: no need for a constant-time compare. */
+		if (memcmp(sc->pins[i], digest, sizeof(digest)) == 0) {
+			tc->pin = TLS_PIN_OK;
+			return 0;
+		}
+	}
+	tc->pin = TLS_PIN_FAIL;
+	if (gnutls_base64_encode2(&in, &b64) < 0)
+		b64.size = 0;
+	snprintf(tc->error, sizeof(tc->error), "public key pin mismatch: the "
+	    "upstream's key is sha256/%.*s, which matches none of the %d "
+	    "pin_sha256", (int)b64.size, b64.data ? (char *)b64.data : "?",
+	    sc->npins);
+	gnutls_free(b64.data);
+	return -1;
+}
+
+/*
+ * Runs inside gnutls_handshake() once the upstream's certificate is in:
+ * chain and hostname (per verify), the stapled OCSP answer, then the pins.
+ * A non-zero return ends the handshake with GNUTLS_E_CERTIFICATE_ERROR;
+ * tc says why.
+ */
+static int
+tls_verify_cb(gnutls_session_t s)
+{
+	struct tls_conn *tc = gnutls_session_get_ptr(s);
+	const struct service_config *sc = tc->sc;
+	gnutls_typed_vdata_st data[2];
+	gnutls_datum_t text = { NULL, 0 };
+	unsigned int status = 0, n = 0;
+	int rc;
+
+	if (sc->verify == VERIFY_FULL || sc->verify == VERIFY_CHAIN) {
+		if (sc->verify == VERIFY_FULL) {
+			data[n].type = GNUTLS_DT_DNS_HOSTNAME;
+			data[n].data = (unsigned char *)(uintptr_t)
+			    sc->verify_hostname;
+			data[n++].size = 0;
+		}
+		data[n].type = GNUTLS_DT_KEY_PURPOSE_OID;
+		data[n].data = (unsigned char *)(uintptr_t)
+		    GNUTLS_KP_TLS_WWW_SERVER;
+		data[n++].size = 0;
+		rc = gnutls_certificate_verify_peers(s, data, n, &status);
+		if (rc < 0) {
+			snprintf(tc->error, sizeof(tc->error), "cannot verify "
+			    "the certificate: %s", gnutls_strerror(rc));
+			goto fail;
+		}
+		if (sc->ocsp != OCSP_OFF)
+			tc->ocsp = gnutls_ocsp_status_request_is_checked(s,
+			    0) ? TLS_OCSP_GOOD : TLS_OCSP_NONE;
+		if (status != 0) {
+			if ((status & GNUTLS_CERT_REVOKED) &&
+			    gnutls_ocsp_status_request_is_checked(s,
+			    GNUTLS_OCSP_SR_IS_AVAIL))
+				tc->ocsp = TLS_OCSP_REVOKED;
+			if (gnutls_certificate_verification_status_print(
+			    status, GNUTLS_CRT_X509, &text, 0) == 0) {
+				snprintf(tc->error, sizeof(tc->error), "%s",
+				    (const char *)text.data);
+				gnutls_free(text.data);
+			} else {
+				snprintf(tc->error, sizeof(tc->error), "%s",
+				    gnutls_strerror(
+				    GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR));
+			}
+			goto fail;
+		}
+		if (sc->ocsp == OCSP_REQUIRE && tc->ocsp != TLS_OCSP_GOOD) {
+			snprintf(tc->error, sizeof(tc->error), "no valid OCSP "
+			    "response was stapled (ocsp = require)");
+			goto fail;
+		}
+	}
+	if (sc->npins > 0 && check_pins(s, tc) != 0)
+		goto fail;
+	return 0;
+fail:
+	tc->verify_failed = true;
+	return -1;
+}
+
+int
+tls_session_new(gnutls_session_t *out, struct tls_conn *tc, char *err,
+    size_t errlen)
+{
+	const struct service_config *sc = tc->sc;
+	struct tls_service *t = tc->t;
+	struct tls_cached_session *cached;
+	unsigned int flags = GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL;
 	gnutls_session_t s;
 	const char *what;
 	int rc;
 
 	*out = NULL;
-	rc = gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
+	/*
+	 * GnuTLS 3.7 always asks for a staple and checks one it gets (a
+	 * revoked one fails even with ocsp = off); ocsp only decides whether
+	 * a missing one matters and what the log says.
+	 */
+	tc->ocsp = TLS_OCSP_OFF;
+	rc = gnutls_init(&s, flags);
 	if (rc < 0) {
 		snprintf(err, errlen, "gnutls_init: %s", gnutls_strerror(rc));
 		return -1;
 	}
+	gnutls_session_set_ptr(s, tc);
 	what = "gnutls_priority_set";
 	rc = gnutls_priority_set(s, t->priority);
 	if (rc < 0)
@@ -120,15 +429,27 @@ tls_session_new(gnutls_session_t *out, const struct tls_service *t,
 		if (rc < 0)
 			goto fail;
 	}
+	if (t->nalpn > 0) {
+		what = "gnutls_alpn_set_protocols";
+		rc = gnutls_alpn_set_protocols(s, t->alpn, t->nalpn, 0);
+		if (rc < 0)
+			goto fail;
+	}
 	/*
-	 * GnuTLS verifies inside the handshake and fails it with
-	 * GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR, so no byte is ever relayed
-	 * over an unverified session. A NULL hostname checks the chain only.
+	 * Verification happens inside the handshake, which fails on any
+	 * problem: no byte is ever relayed over an unverified session.
 	 */
-	if (sc->verify == VERIFY_FULL)
-		gnutls_session_set_verify_cert(s, sc->verify_hostname, 0);
-	else if (sc->verify == VERIFY_CHAIN)
-		gnutls_session_set_verify_cert(s, NULL, 0);
+	if (sc->verify != VERIFY_NONE)
+		gnutls_session_set_verify_function(s, tls_verify_cb);
+	if (sc->session_cache) {
+		cached = cache_find(t, tc->addr);
+		if (cached != NULL)
+			(void)gnutls_session_set_data(s, cached->data.data,
+			    cached->data.size);
+		gnutls_handshake_set_hook_function(s,
+		    GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST,
+		    ticket_hook);
+	}
 	/* Our own timer bounds the handshake; GnuTLS must not. */
 	gnutls_handshake_set_timeout(s, 0);
 	*out = s;
@@ -138,6 +459,8 @@ fail:
 	gnutls_deinit(s);
 	return -1;
 }
+
+/* ----- reporting ----- */
 
 void
 tls_alert_name(int alert, char *buf, size_t buflen)
@@ -180,47 +503,71 @@ tls_verify_failure_text(gnutls_session_t s, char *buf, size_t buflen)
 	}
 }
 
-/* Adds the subject and issuer of the upstream's leaf certificate. */
+/* Adds key= with the subject DN of a DER certificate, or "-". */
 static void
-log_peer_names(struct log_line *l, gnutls_session_t s)
+log_cert_dn(struct log_line *l, const char *key, const gnutls_datum_t *der,
+    bool issuer)
 {
-	const gnutls_datum_t *certs;
 	gnutls_x509_crt_t crt;
 	gnutls_datum_t dn = { NULL, 0 };
-	unsigned int n = 0;
+	int rc = -1;
 
-	certs = gnutls_certificate_get_peers(s, &n);
-	if (certs == NULL || n == 0 || gnutls_x509_crt_init(&crt) < 0) {
-		log_str(l, "peer", "-");
-		log_str(l, "issuer", "-");
-		return;
+	if (der != NULL && gnutls_x509_crt_init(&crt) == 0) {
+		if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0)
+			rc = issuer ? gnutls_x509_crt_get_issuer_dn3(crt, &dn,
+			    0) : gnutls_x509_crt_get_dn3(crt, &dn, 0);
+		gnutls_x509_crt_deinit(crt);
 	}
-	if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
-	    gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0) {
-		log_strn(l, "peer", (const char *)dn.data, dn.size);
+	if (rc == 0) {
+		log_strn(l, key, (const char *)dn.data, dn.size);
 		gnutls_free(dn.data);
 	} else {
-		log_str(l, "peer", "-");
+		log_str(l, key, "-");
 	}
-	if (gnutls_x509_crt_get_issuer_dn3(crt, &dn, 0) == 0) {
-		log_strn(l, "issuer", (const char *)dn.data, dn.size);
-		gnutls_free(dn.data);
+}
+
+void
+tls_log_checks(struct log_line *l, gnutls_session_t s,
+    const struct tls_conn *tc)
+{
+	static const char *const pin_word[] = {
+		[TLS_PIN_NONE] = "-", [TLS_PIN_OK] = "ok",
+		[TLS_PIN_FAIL] = "fail",
+	};
+	static const char *const ocsp_word[] = {
+		[TLS_OCSP_OFF] = "off", [TLS_OCSP_NONE] = "none",
+		[TLS_OCSP_GOOD] = "good", [TLS_OCSP_REVOKED] = "revoked",
+	};
+
+	/*
+	 * A resumed session shows no certificate: its checks ran when it was
+	 * first made, and the log says so rather than "none".
+	 */
+	if (s != NULL && gnutls_session_is_resumed(s)) {
+		log_str(l, "pin", tc->sc->npins > 0 ? "resumed" : "-");
+		log_str(l, "ocsp", tc->sc->ocsp != OCSP_OFF &&
+		    tc->sc->verify != VERIFY_NONE &&
+		    tc->sc->verify != VERIFY_PIN ? "resumed" : "off");
 	} else {
-		log_str(l, "issuer", "-");
+		log_str(l, "pin", pin_word[tc->pin]);
+		log_str(l, "ocsp", ocsp_word[tc->ocsp]);
 	}
-	gnutls_x509_crt_deinit(crt);
+	log_cert_dn(l, "client_cert", s != NULL ?
+	    gnutls_certificate_get_ours(s) : NULL, false);
 }
 
 void
 tls_log_established(struct log_line *l, gnutls_session_t s,
-    enum verify_mode mode)
+    const struct tls_conn *tc)
 {
 	static const char *const verify_word[] = {
 		[VERIFY_FULL] = "ok", [VERIFY_CHAIN] = "chain",
-		[VERIFY_NONE] = "off",
+		[VERIFY_NONE] = "off", [VERIFY_PIN] = "pin",
 	};
+	const gnutls_datum_t *certs;
 	gnutls_datum_t alpn;
 	const char *group;
+	unsigned int n = 0;
 
 	if (!l->enabled)
 		return;
@@ -234,6 +581,9 @@ tls_log_established(struct log_line *l, gnutls_session_t s,
 	else
 		log_str(l, "alpn", "-");
 	log_str(l, "resumed", gnutls_session_is_resumed(s) ? "yes" : "no");
-	log_str(l, "verify", verify_word[mode]);
-	log_peer_names(l, s);
+	log_str(l, "verify", verify_word[tc->sc->verify]);
+	tls_log_checks(l, s, tc);
+	certs = gnutls_certificate_get_peers(s, &n);
+	log_cert_dn(l, "peer", n > 0 ? &certs[0] : NULL, false);
+	log_cert_dn(l, "issuer", n > 0 ? &certs[0] : NULL, true);
 }

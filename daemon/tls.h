@@ -3,36 +3,81 @@
 #define TLSFWD_TLS_H
 
 #include <gnutls/gnutls.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
+
+/* Latest session data per upstream address, for resumption. */
+#define TLS_SESSION_CACHE_MAX 16
+
+struct tls_cached_session {
+	char		addr[56];
+	gnutls_datum_t	data;
+};
 
 /* What a service needs to start sessions; loaded once, shared by all. */
 struct tls_service {
 	gnutls_certificate_credentials_t	creds;
 	gnutls_priority_t			priority;
+	gnutls_datum_t				alpn[ALPN_MAX];
+	unsigned int				nalpn;
 	unsigned int				ca_count;
+	struct tls_cached_session		cache[TLS_SESSION_CACHE_MAX];
+	unsigned int				ncached;
+	unsigned int				cache_next;	/* to replace */
+};
+
+enum tls_pin_result { TLS_PIN_NONE, TLS_PIN_OK, TLS_PIN_FAIL };
+enum tls_ocsp_result { TLS_OCSP_OFF, TLS_OCSP_NONE, TLS_OCSP_GOOD,
+    TLS_OCSP_REVOKED };
+
+/*
+ * One connection's TLS context, filled by the verification callback and
+ * read by the handshake log line. Lives in the connection.
+ */
+struct tls_conn {
+	const struct service_config	*sc;
+	struct tls_service		*t;
+	const char			*addr;	/* upstream, the cache key */
+	bool				 verify_failed;
+	enum tls_pin_result		 pin;
+	enum tls_ocsp_result		 ocsp;
+	char				 error[512];	/* why verify failed */
 };
 
 int	tls_global_init(char *err, size_t errlen);
 void	tls_global_deinit(void);
 
-/* Loads trust (ca_file or the system store) and the priority for sc. */
+/*
+ * Loads trust (ca_file or the system store), CRL, client certificate and
+ * the priority for sc. On failure, *errline is the config line to blame.
+ */
 int	tls_service_init(struct tls_service *t, const struct service_config *sc,
-	    char *err, size_t errlen);
+	    char *err, size_t errlen, int *errline);
 void	tls_service_deinit(struct tls_service *t);
+/* The client certificate's expiry, or 0 if none. */
+time_t	tls_service_cert_expiry(const struct tls_service *t, char *subject,
+	    size_t subjectlen);
 
 /*
- * A non-blocking client session for sc: SNI, trust, and verification per
- * sc->verify. The caller sets the transport.
+ * A non-blocking client session for sc: SNI, ALPN, trust, verification per
+ * sc->verify through tc, resumption data for tc->addr. The caller sets the
+ * transport.
  */
-int	tls_session_new(gnutls_session_t *out, const struct tls_service *t,
-	    const struct service_config *sc, char *err, size_t errlen);
+int	tls_session_new(gnutls_session_t *out, struct tls_conn *tc, char *err,
+	    size_t errlen);
+/* After a successful handshake: keep the session for resumption. */
+void	tls_session_established(gnutls_session_t s, struct tls_conn *tc);
 
-/* Adds version, cipher, group, alpn, resumed, verify, peer, issuer. */
+/* Adds version, cipher, group, alpn, resumed, verify, peer, issuer, ... */
 void	tls_log_established(struct log_line *l, gnutls_session_t s,
-	    enum verify_mode mode);
+	    const struct tls_conn *tc);
+/* pin=, ocsp= and client_cert= for a handshake line, success or not. */
+void	tls_log_checks(struct log_line *l, gnutls_session_t s,
+	    const struct tls_conn *tc);
 /* Why verification failed, as GnuTLS words it. */
 void	tls_verify_failure_text(gnutls_session_t s, char *buf, size_t buflen);
 /* "handshake_failure" for GNUTLS_A_HANDSHAKE_FAILURE. */

@@ -346,7 +346,7 @@ def _config_keys():
     for table, kind in (("global_keys", "global"), ("service_keys", "service")):
         m = re.search(r"%s\[\] = \{(.*?)\};" % table, src, re.S)
         assert m, "%s not found in daemon/config.c" % table
-        out[kind] = re.findall(r'\{ "([a-z_]+)", K_', m.group(1))
+        out[kind] = re.findall(r'\{ "([a-z_0-9]+)", K_', m.group(1))
         assert out[kind]
     return out
 

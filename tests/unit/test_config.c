@@ -417,7 +417,7 @@ test_err_bad_verify(void **state)
 {
 	(void)state;
 	expect_one_error(SVC "verify = maybe\n", 4,
-	    "verify: expected full, chain or none, got 'maybe'");
+	    "verify: expected full, chain, pin or none, got 'maybe'");
 	expect_one_error(SVC "verify = FULL\n", 4, "verify: expected full");
 	expect_one_error(SVC "verify =\n", 4, "verify: expected full, chain "
 	    "or none, got ''");
