@@ -419,8 +419,83 @@ test_err_bad_verify(void **state)
 	expect_one_error(SVC "verify = maybe\n", 4,
 	    "verify: expected full, chain, pin or none, got 'maybe'");
 	expect_one_error(SVC "verify = FULL\n", 4, "verify: expected full");
-	expect_one_error(SVC "verify =\n", 4, "verify: expected full, chain "
-	    "or none, got ''");
+	expect_one_error(SVC "verify =\n", 4, "verify: expected full, chain, "
+	    "pin or none, got ''");
+}
+
+/* A valid pin: base64 of SHA-256(""). */
+#define PIN "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+
+static void
+test_err_tls_keys(void **state)
+{
+	(void)state;
+	expect_one_error(SVC "alpn = ,\n", 4, "alpn:");
+	expect_one_error(SVC "alpn = h2,\n", 4, "alpn: trailing comma");
+	expect_one_error(SVC "alpn_required = yes\n", 1,
+	    "[s]: alpn_required = yes needs alpn");
+	expect_one_error(SVC "alpn_required = often\n", 4,
+	    "alpn_required: expected yes or no");
+	expect_one_error(SVC "tls_min_version = TLS1.1\n", 4,
+	    "tls_min_version: expected TLS1.2 or TLS1.3, got 'TLS1.1'");
+	expect_one_error(SVC "tls_max_version = 1.3\n", 4,
+	    "tls_max_version: expected TLS1.2 or TLS1.3");
+	expect_one_error(SVC "tls_min_version = TLS1.3\n"
+	    "tls_max_version = TLS1.2\n", 1,
+	    "[s]: tls_min_version is above tls_max_version");
+	expect_one_error(SVC "pin_sha256 = abc\n", 4,
+	    "pin_sha256: 'abc' is not the base64 of a SHA-256 digest");
+	expect_one_error(SVC "pin_sha256 = YWJj\n", 4, "pin_sha256: 'YWJj'");
+	expect_one_error(SVC "verify = pin\n", 1,
+	    "[s]: verify = pin needs at least one pin_sha256");
+	expect_one_error(SVC "verify = none\npin_sha256 = " PIN "\n", 5,
+	    "pin_sha256 is not checked with verify = none");
+	expect_one_error(SVC "cert_file = /etc/hostname\n", 4,
+	    "[s]: cert_file and key_file go together");
+	expect_one_error(SVC "key_file = /etc/hostname\n", 4,
+	    "[s]: cert_file and key_file go together");
+	expect_one_error(SVC "cert_file = /etc/hostname\n"
+	    "key_file = /etc/hostname\n"
+	    "key_password_file = /nonexistent/pass\n", 6,
+	    "key_password_file: cannot read '/nonexistent/pass'");
+	expect_one_error(SVC "crl_file = /nonexistent/crl.pem\n", 4,
+	    "crl_file: cannot read '/nonexistent/crl.pem'");
+	expect_one_error(SVC "session_cache = maybe\n", 4,
+	    "session_cache: expected yes or no");
+	expect_one_error(SVC "ocsp = sometimes\n", 4,
+	    "ocsp: expected off, try or require, got 'sometimes'");
+	expect_one_error(SVC "ocsp = try\nocsp = off\n", 5,
+	    "'ocsp' given twice");
+}
+
+static void
+test_tls_keys_parsed(void **state)
+{
+	const struct service_config *sc;
+
+	(void)state;
+	sc = service(load_ok(SVC "alpn = h2, http/1.1\n"
+	    "pin_sha256 = " PIN "\npin_sha256 = sha256/" PIN "\n"
+	    "tls_max_version = TLS1.2\nsession_cache = no\n"
+	    "ocsp = require\ncert_file = pkcs11:token=t;object=o\n"
+	    "key_file = pkcs11:token=t;object=o\n"), "s");
+	assert_int_equal(sc->nalpn, 2);
+	assert_string_equal(sc->alpn[0], "h2");
+	assert_string_equal(sc->alpn[1], "http/1.1");
+	assert_int_equal(sc->npins, 2);
+	assert_memory_equal(sc->pins[0], sc->pins[1], 32);
+	assert_int_equal(sc->tls_min_version, TLS_VERSION_DEFAULT);
+	assert_int_equal(sc->tls_max_version, 12);
+	assert_false(sc->session_cache);
+	assert_int_equal(sc->ocsp, OCSP_REQUIRE);
+	assert_string_equal(sc->cert_file, "pkcs11:token=t;object=o");
+
+	sc = service(load_ok(SVC), "s");
+	assert_true(sc->session_cache);
+	assert_int_equal(sc->ocsp, OCSP_TRY);
+	assert_int_equal(sc->nalpn, 0);
+	assert_false(sc->alpn_required);
+	assert_null(sc->cert_file);
 }
 
 static void
@@ -874,8 +949,8 @@ test_load_file_errors(void **state)
 	snprintf(want, sizeof(want), "%s:2: shutdown_timeout: must be greater "
 	    "than 0", path);
 	assert_string_equal(E.msgs[0], want);
-	snprintf(want, sizeof(want), "%s:6: verify: expected full, chain or "
-	    "none, got 'sometimes'", path);
+	snprintf(want, sizeof(want), "%s:6: verify: expected full, chain, "
+	    "pin or none, got 'sometimes'", path);
 	assert_string_equal(E.msgs[1], want);
 }
 
@@ -997,6 +1072,8 @@ main(void)
 		T(test_err_missing_listen),
 		T(test_err_missing_both),
 		T(test_err_bad_verify),
+		T(test_err_tls_keys),
+		T(test_tls_keys_parsed),
 		T(test_err_bad_log_level),
 		T(test_err_bad_log_format),
 		T(test_err_bad_sni),
