@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+/* The record says where the event was; the logger's own line would not. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 #include <math.h>
 #include <stdarg.h>

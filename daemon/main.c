@@ -99,10 +99,14 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	notify_reloading(&d->notifier);
 	log_msg(LOG_INFO, "signal", "SIGHUP: reloading %s", d->config_path);
 	cfg = config_load(d->config_path, &errs);
-	if (cfg != NULL && (strcmp(cfg->global.user, cur->user) != 0 ||
-	    strcmp(cfg->global.group, cur->group) != 0))
+	if (cfg != NULL && strcmp(cfg->global.user, cur->user) != 0)
 		config_error_add(&errs, d->config_path, cfg->global.user_line,
-		    "[global] user/group: a change needs a restart");
+		    "[global] user: a change needs a restart");
+	else if (cfg != NULL && strcmp(cfg->global.group, cur->group) != 0)
+		config_error_add(&errs, d->config_path,
+		    cfg->global.group_line ? cfg->global.group_line :
+		    cfg->global.user_line,
+		    "[global] group: a change needs a restart");
 	if (cfg != NULL && (errs.n > 0 ||
 	    server_apply(srv, cfg, true, &errs) != 0)) {
 		config_free(cfg);
