@@ -33,7 +33,8 @@ UNITS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*
 DEB_PKGS := gcc make pkg-config libgnutls28-dev libev-dev libinih-dev \
 	    libsystemd-dev \
 	    libcmocka-dev clang python3 python3-pytest gnutls-bin openssl \
-	    curl ca-certificates systemd mandoc groff-base man-db strace
+	    curl ca-certificates systemd mandoc groff-base man-db strace \
+	    softhsm2
 
 SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
