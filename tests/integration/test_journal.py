@@ -138,17 +138,6 @@ def check_record(rec):
     return parsed
 
 
-def echo_once(port, data=b"ping"):
-    s = H.connect(port, 5)
-    try:
-        s.sendall(data)
-        assert H.recv_exact(s, len(data)) == data
-        s.shutdown(socket.SHUT_WR)
-        assert H.recv_all(s) == b""
-    finally:
-        s.close()
-
-
 def test_records_go_to_the_journal(journal, ssl_upstream, service, start_tlsfwd):
     j = journal()
     up = ssl_upstream(H.echo_handler)
@@ -161,7 +150,7 @@ def test_records_go_to_the_journal(journal, ssl_upstream, service, start_tlsfwd)
              for m in js.parsed() if m.get("TLSFWD_EVENT") == "listening"}
     assert set(ports) == {"good", "bad"}, js.dump()
 
-    echo_once(ports["good"])
+    H.echo_once(ports["good"])
     b = H.connect(ports["bad"], 5)
     try:
         data, _how = H.recv_closed(b)
@@ -217,7 +206,7 @@ def test_unreachable_journal_falls_back_to_stderr(how, journal, ssl_upstream, se
     fwd = start_tlsfwd({"svc": service(up.port)}, argv=j.argv, journal_stream=True,
                        ready=False)
     fwd.wait_ready(5)
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
     hs = fwd.wait_event("handshake", 5, service="svc")
     assert hs["result"] == "ok", hs
     assert list(hs)[:3] == ["ts", "level", "event"], "not the usual stderr line: %r" % hs
@@ -230,7 +219,7 @@ def test_other_journal_stream_keeps_stderr(journal, ssl_upstream, service, start
     up = ssl_upstream(H.echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, argv=j.argv,
                        env={"JOURNAL_STREAM": "1:1"})
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
     fwd.wait_event("close", 5, service="svc")
     assert j.sock.parsed() == [], "sent to the journal although stderr is not it:\n" + \
         j.sock.dump()

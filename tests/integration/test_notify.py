@@ -24,17 +24,6 @@ def counts(status):
     return tuple(int(x) for x in m.groups())
 
 
-def echo_once(port, data=b"ping"):
-    s = H.connect(port, 5)
-    try:
-        s.sendall(data)
-        assert H.recv_exact(s, len(data)) == data
-        s.shutdown(socket.SHUT_WR)
-        assert H.recv_all(s) == b""
-    finally:
-        s.close()
-
-
 def test_ready_only_when_listeners_accept(ssl_upstream, service, notify, start_tlsfwd):
     up = ssl_upstream(H.echo_handler)
     n = notify()
@@ -63,7 +52,7 @@ def test_ready_only_when_listeners_accept(ssl_upstream, service, notify, start_t
     assert fwd.ports["b"] in held, "READY=1 before service b listened: %r" % held
     c.sendall(b"hello")
     assert H.recv_exact(c, 5) == b"hello"
-    echo_once(fwd.ports["b"])
+    H.echo_once(fwd.ports["b"])
 
 
 def test_status_counts_rate_limited_and_only_on_change(ssl_upstream, service, notify,
@@ -84,8 +73,8 @@ def test_status_counts_rate_limited_and_only_on_change(ssl_upstream, service, no
     n.wait(lambda m: "STATUS" in m and counts(m["STATUS"]) == (2, 1, 1, 0), 4, ri + 1,
            "STATUS 2 services, 1 active connection, 1 handshake, 0 failed")
 
-    echo_once(fwd.ports["good"])
-    echo_once(fwd.ports["good"])
+    H.echo_once(fwd.ports["good"])
+    H.echo_once(fwd.ports["good"])
     b = H.connect(fwd.ports["bad"])           # upstream refuses: a failed handshake
     fwd.clients.append(b)
     data, _how = H.recv_closed(b)
@@ -154,7 +143,7 @@ def test_reload_notifications(ssl_upstream, service, notify, start_tlsfwd):
     assert m, "after a failed reload, STATUS should match %r: %r" % (FAILED_RELOAD_RE.pattern, rd)
     assert int(m.group(1)) == 2, rd
     assert counts(m.group(2)) == (1, 0, 0, 0), rd
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
 
 
 def test_stopping_on_sigterm(ssl_upstream, service, notify, start_tlsfwd):
@@ -189,7 +178,7 @@ def test_watchdog_keepalives(how, ssl_upstream, service, notify, start_tlsfwd):
     got = [t for t, m, _r, _p in n.msgs[ri + 1:] if m and m.get("WATCHDOG") == "1"
            and t <= deadline]
     assert len(got) <= 40, "%d WATCHDOG=1 in 1.5s: far more often than every ~100ms" % len(got)
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
 
 
 def test_no_watchdog_for_another_pid(ssl_upstream, service, notify, start_tlsfwd):

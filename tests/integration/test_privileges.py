@@ -14,28 +14,6 @@ import tlsfwd_helpers as H
 NOBODY = 65534
 
 
-def line_of(text, section, key):
-    lines = text.split("\n")
-    start = lines.index("[%s]" % section)
-    for i in range(start + 1, len(lines)):
-        if lines[i].startswith("["):
-            break
-        if lines[i].split(" = ", 1)[0] == key:
-            return i + 1
-    raise KeyError((section, key))
-
-
-def echo_once(port, data=b"ping"):
-    s = H.connect(port, 5)
-    try:
-        s.sendall(data)
-        assert H.recv_exact(s, len(data)) == data
-        s.shutdown(socket.SHUT_WR)
-        assert H.recv_all(s) == b""
-    finally:
-        s.close()
-
-
 def ids(status, key):
     return status[key].split()
 
@@ -75,12 +53,12 @@ def test_drop_to_nobody(group, world_readable, ssl_upstream, service, notify, st
     assert p["level"] == "info", p
     assert (p.get("user"), str(p.get("uid")), p.get("group"), str(p.get("gid"))) == (
         "nobody", str(NOBODY), "nogroup", str(NOBODY)), p
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
 
     # Reload as nobody: the config and CA file are re-read without root.
     _m, rec = fwd.reload()
     assert rec.get("result") == "ok", rec
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
     assert ids(H.proc_status(fwd.pid), "Uid") == [str(NOBODY)] * 4
 
 
@@ -94,7 +72,7 @@ def test_root_without_user_is_warned_once(ssl_upstream, service, start_tlsfwd):
     assert lines[0]["level"] == "warn", lines[0]
     assert "root" in str(lines[0].get("msg", "")), lines[0]
     assert ids(H.proc_status(fwd.pid), "Uid")[0] == "0"
-    echo_once(fwd.ports["a"])
+    H.echo_once(fwd.ports["a"])
 
 
 UNKNOWN = {
@@ -114,7 +92,7 @@ def test_unknown_user_or_group(case, check, tlsfwd_bin, service, tmp_path):
     r = H.run_tlsfwd(tlsfwd_bin, (["-t"] if check else []) + ["-c", str(cfg)], timeout=10)
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode == 1, "rc=%d; stderr:\n%s" % (r.returncode, err)
-    want = "%s:%d: " % (cfg, line_of(text, "global", key))
+    want = "%s:%d: " % (cfg, H.line_of(text, "global", key))
     hits = [ln for ln in err.splitlines() if want in ln]
     assert hits, "want an error %r...; stderr:\n%s" % (want, err)
     assert any(re.search(r"\b%s\b" % key, ln) for ln in hits), hits

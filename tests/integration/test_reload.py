@@ -18,18 +18,6 @@ import tlsfwd_helpers as H
 ERR_RE = re.compile(r"^(.*):(\d+): (\S.*)$")
 
 
-def line_of(text, section, key):
-    """1-based line number of `key = ...` in [section] of a rendered INI."""
-    lines = text.split("\n")
-    start = lines.index("[%s]" % section)
-    for i in range(start + 1, len(lines)):
-        if lines[i].startswith("["):
-            break
-        if lines[i].split(" = ", 1)[0] == key:
-            return i + 1
-    raise KeyError((section, key))
-
-
 def config_errors(fwd, start):
     """The event=config error lines logged since index start: [(line, message)]."""
     out = []
@@ -44,17 +32,6 @@ def config_errors(fwd, start):
         if r.get("event") == "reload":
             break
     return out
-
-
-def echo_once(port, data=b"ping", timeout=5):
-    s = H.connect(port, timeout)
-    try:
-        s.sendall(data)
-        assert H.recv_exact(s, len(data)) == data
-        s.shutdown(socket.SHUT_WR)
-        assert H.recv_all(s) == b""
-    finally:
-        s.close()
 
 
 def assert_refused(port):
@@ -97,8 +74,8 @@ def test_reload_keeps_adds_and_removes_listeners(ssl_upstream, service, start_tl
     assert gone_port not in held, "the removed service still listens: %r" % held
     assert set(held) == {fixed, added["new"]}, held
     assert_refused(gone_port)
-    echo_once(fixed)
-    echo_once(added["new"])
+    H.echo_once(fixed)
+    H.echo_once(added["new"])
 
     g.sendall(b"after")                        # continues on the old configuration
     assert H.recv_exact(g, 5) == b"after"
@@ -156,7 +133,7 @@ def test_reload_errors_keep_the_old_configuration(ssl_upstream, service, start_t
     # b removed, c added, two errors in a: nothing of it may take effect.
     text = fwd.write_config({"a": dict(a, verify="maybe", connect_timeout="5x"),
                              "c": service(up.port)})
-    want = {line_of(text, "a", "verify"), line_of(text, "a", "connect_timeout")}
+    want = {H.line_of(text, "a", "verify"), H.line_of(text, "a", "connect_timeout")}
     mark, rec = fwd.reload()
     assert rec.get("result") == "fail" and rec.get("level") == "error", rec
     assert str(rec.get("errors")) == "2", rec
@@ -166,8 +143,8 @@ def test_reload_errors_keep_the_old_configuration(ssl_upstream, service, start_t
     assert any("maybe" in m or "verify" in m for _, m in errs), errs
     assert new_listening(fwd, mark) == {}, "a failed reload opened listeners"
     assert set(H.listening_sockets(fwd.pid)) == set(ports.values())
-    echo_once(ports["a"])
-    echo_once(ports["b"])
+    H.echo_once(ports["a"])
+    H.echo_once(ports["b"])
 
     # Fixed: now it applies.
     fwd.write_config({"a": a, "c": service(up.port)})
@@ -175,7 +152,7 @@ def test_reload_errors_keep_the_old_configuration(ssl_upstream, service, start_t
     assert rec.get("result") == "ok", rec
     assert set(new_listening(fwd, mark)) == {"c"}
     assert_refused(ports["b"])
-    echo_once(ports["a"])
+    H.echo_once(ports["a"])
 
 
 def test_reload_cannot_change_user(ssl_upstream, service, start_tlsfwd):
@@ -189,10 +166,10 @@ def test_reload_cannot_change_user(ssl_upstream, service, start_tlsfwd):
     errs = config_errors(fwd, mark)
     assert len(errs) == 1, errs
     assert "needs a restart" in errs[0][1], errs
-    assert errs[0][0] == line_of(text, "global", "user"), (errs, text)
+    assert errs[0][0] == H.line_of(text, "global", "user"), (errs, text)
     with open("/proc/%d/status" % fwd.pid) as f:
         assert "\nUid:\t0\t" in f.read(), "privileges changed by a failed reload"
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
 
 
 def test_reload_cannot_change_group(ssl_upstream, service, start_tlsfwd, short_dir, pki):
@@ -212,11 +189,11 @@ def test_reload_cannot_change_group(ssl_upstream, service, start_tlsfwd, short_d
     assert rec.get("result") == "fail" and str(rec.get("errors")) == "1", rec
     errs = config_errors(fwd, mark)
     # (the contract does not say which of the two lines; the group's would be more precise)
-    assert len(errs) == 1 and errs[0][0] in (line_of(text, "global", "group"),
-                                             line_of(text, "global", "user")), errs
+    assert len(errs) == 1 and errs[0][0] in (H.line_of(text, "global", "group"),
+                                             H.line_of(text, "global", "user")), errs
     assert "needs a restart" in errs[0][1], errs
     assert H.proc_status(fwd.pid)["Gid"].split() == ["65534"] * 4
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])
 
 
 def test_reload_under_load(ssl_upstream, service, start_tlsfwd, client):
@@ -239,7 +216,7 @@ def test_reload_under_load(ssl_upstream, service, start_tlsfwd, client):
             i += 1
             msg = b"req-%d" % i
             try:
-                echo_once(fixed, msg, timeout=5)
+                H.echo_once(fixed, msg, timeout=5)
                 ok[0] += 1
             except Exception as e:  # noqa: BLE001 - every failure is reported
                 failures.append("connection %d at %.3f: %r" % (i, time.monotonic(), e))
@@ -275,7 +252,7 @@ def test_reload_under_load(ssl_upstream, service, start_tlsfwd, client):
     mark, rec = fwd.reload()
     assert rec.get("result") == "fail" and str(rec.get("errors")) == "1", rec
     errs = config_errors(fwd, mark)
-    assert [n for n, _ in errs] == [line_of(text, "svc", "verify")], errs
-    echo_once(fixed)
+    assert [n for n, _ in errs] == [H.line_of(text, "svc", "verify")], errs
+    H.echo_once(fixed)
     long_lived.sendall(b"end")
     assert H.recv_exact(long_lived, 3) == b"end"

@@ -18,17 +18,6 @@ def tcp_listener():
     return s
 
 
-def echo_once(port, data=b"ping"):
-    s = H.connect(port, 5)
-    try:
-        s.sendall(data)
-        assert H.recv_exact(s, len(data)) == data
-        s.shutdown(socket.SHUT_WR)
-        assert H.recv_all(s) == b""
-    finally:
-        s.close()
-
-
 def test_inherited_listener_is_served_and_others_bind(ssl_upstream, service, start_tlsfwd):
     up = ssl_upstream(H.echo_handler)
     ls = tcp_listener()
@@ -56,8 +45,8 @@ def test_inherited_listener_is_served_and_others_bind(ssl_upstream, service, sta
     assert set(held) == {port, fwd.ports["other"]}, (
         "tlsfwd should listen on exactly the inherited socket and other's own: %r" % held)
 
-    echo_once(port)
-    echo_once(fwd.ports["other"])
+    H.echo_once(port)
+    H.echo_once(fwd.ports["other"])
     assert len(fwd.find("handshake", service="svc", result="ok")) == 1
 
 
@@ -75,8 +64,8 @@ def test_two_inherited_listeners(ssl_upstream, service, start_tlsfwd):
     assert fwd.ports == {"a": pa, "b": pb}, fwd.log_text()
     assert all(r.get("inherited") == "yes" for r in fwd.find("listening")), fwd.log_text()
     assert set(H.listening_sockets(fwd.pid)) == {pa, pb}
-    echo_once(pa)
-    echo_once(pb)
+    H.echo_once(pa)
+    H.echo_once(pb)
     assert len(fwd.find("handshake", service="a", result="ok")) == 1
     assert len(fwd.find("handshake", service="b", result="ok")) == 1
 
@@ -125,4 +114,4 @@ def test_fds_for_another_pid_are_ignored(ssl_upstream, service, start_tlsfwd):
     assert len(lines) == 1, lines
     assert lines[0].get("inherited") != "yes", lines[0]
     assert fwd.ports["svc"] != port, "used an fd passed for another pid"
-    echo_once(fwd.ports["svc"])
+    H.echo_once(fwd.ports["svc"])

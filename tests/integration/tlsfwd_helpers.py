@@ -161,7 +161,9 @@ def render_ini(global_opts, services):
         for k, v in opts.items():
             if v is None:
                 continue
-            lines.append("%s = %s" % (k, v))
+            # a list or tuple value repeats the key (e.g. several pin_sha256 lines)
+            for one in (v if isinstance(v, (list, tuple)) else [v]):
+                lines.append("%s = %s" % (k, one))
     return "\n".join(lines) + "\n"
 
 
@@ -1180,3 +1182,186 @@ class JournalSocket(_DgramReceiver):
             size = os.fstat(fds[0]).st_size
             data = os.pread(fds[0], size, 0)
         return parse_journal_native(data)
+
+
+# ---------------------------------------------------------------------------
+# TLS feature helpers (client certificates, pins, OCSP, -t checks)
+# ---------------------------------------------------------------------------
+
+HTTP_REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+CONFIG_ERROR_RE = re.compile(r"^(.+?):(\d+): (.+)$")
+
+
+def www_fetch(sock):
+    """HTTP/1.0 GET through tlsfwd to an `openssl s_server -www`; returns the page.
+    The client then half-closes as HTTP/1.0 clients do."""
+    sock.sendall(HTTP_REQUEST)
+    page = recv_all(sock)
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    return page
+
+
+def spki_pin(cert):
+    """base64(SHA-256(DER SubjectPublicKeyInfo)) of a PEM certificate, computed with
+    the openssl CLI as an operator would:
+    openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64"""
+    def run(args, data):
+        r = subprocess.run(args, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=30, check=True)
+        return r.stdout
+    pub = run(["openssl", "x509", "-in", cert, "-pubkey", "-noout"], b"")
+    der = run(["openssl", "pkey", "-pubin", "-outform", "DER"], pub)
+    dig = run(["openssl", "dgst", "-sha256", "-binary"], der)
+    return run(["base64"], dig).decode().strip()
+
+
+def cert_not_after(cert):
+    """notAfter of a PEM certificate as an aware UTC datetime."""
+    import datetime
+    out = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-enddate"],
+                         stdout=subprocess.PIPE, check=True, timeout=30).stdout.decode()
+    text = out.strip().split("=", 1)[1].replace(" GMT", "")
+    dt = datetime.datetime.strptime(" ".join(text.split()), "%b %d %H:%M:%S %Y")
+    return dt.replace(tzinfo=datetime.timezone.utc)
+
+
+def ini_line(text, section, key, nth=0):
+    """1-based line number of the nth `key = ...` line of [section] in INI text."""
+    cur = None
+    seen = 0
+    for i, ln in enumerate(text.split("\n"), 1):
+        st = ln.strip()
+        if st.startswith("[") and st.endswith("]"):
+            cur = st[1:-1]
+            continue
+        if cur == section and "=" in st and st.split("=", 1)[0].strip() == key:
+            if seen == nth:
+                return i
+            seen += 1
+    raise KeyError("no %s line #%d in [%s]" % (key, nth, section))
+
+
+def section_line(text, section):
+    for i, ln in enumerate(text.split("\n"), 1):
+        if ln.strip() == "[%s]" % section:
+            return i
+    raise KeyError(section)
+
+
+def check_config(binary, path, timeout=15):
+    """Run `tlsfwd -t -c path`; return (rc, [(file, line, message)], stderr text).
+    Every non-empty stderr line that is not FILE:LINE: message is returned with
+    file=None so that a test can see it."""
+    r = run_tlsfwd(binary, ["-t", "-c", str(path)], timeout=timeout)
+    err = r.stderr.decode("utf-8", "replace")
+    out = []
+    for ln in err.splitlines():
+        if not ln.strip():
+            continue
+        m = CONFIG_ERROR_RE.match(ln)
+        if m:
+            out.append((m.group(1), int(m.group(2)), m.group(3)))
+        else:
+            out.append((None, 0, ln))
+    return r.returncode, out, err
+
+
+def assert_refused_through(fwd, sock):
+    """The client of a refused handshake gets no upstream byte and a closed
+    connection; returns (handshake record, close record)."""
+    send_quiet(sock, HTTP_REQUEST)
+    data, _how = recv_closed(sock)
+    assert data == b"", "upstream bytes were relayed despite a refused handshake: %r" % data[:80]
+    hs = fwd.conn_of(sock)
+    cl = fwd.wait_close(hs["conn"])
+    assert cl["reason"] == "handshake_failed", (hs, cl)
+    assert num(cl["bytes_down"]) == 0, cl
+    return hs, cl
+
+
+def read_client_hello(conn, timeout=SOCK_TIMEOUT):
+    """Read one TLS ClientHello from a raw socket; return {extension type: data}.
+    Handles a ClientHello split over several records."""
+    conn.settimeout(timeout)
+    buf = bytearray()
+    body = bytearray()
+
+    def need(n):
+        while len(buf) < n:
+            d = conn.recv(65536)
+            if not d:
+                raise AssertionError("EOF inside the ClientHello")
+            buf.extend(d)
+
+    while True:
+        need(5)
+        if buf[0] != 22:
+            raise AssertionError("not a handshake record: %r" % bytes(buf[:5]))
+        ln = int.from_bytes(buf[3:5], "big")
+        need(5 + ln)
+        body += buf[5:5 + ln]
+        del buf[:5 + ln]
+        if len(body) >= 4 and len(body) >= 4 + int.from_bytes(body[1:4], "big"):
+            break
+    if body[0] != 1:
+        raise AssertionError("not a ClientHello: type %d" % body[0])
+    msg = bytes(body[4:4 + int.from_bytes(body[1:4], "big")])
+    i = 2 + 32                                   # legacy_version, random
+    i += 1 + msg[i]                              # session id
+    i += 2 + int.from_bytes(msg[i:i + 2], "big")  # cipher suites
+    i += 1 + msg[i]                              # compression methods
+    exts = {}
+    end = i + 2 + int.from_bytes(msg[i:i + 2], "big")
+    i += 2
+    while i < end:
+        typ = int.from_bytes(msg[i:i + 2], "big")
+        ln = int.from_bytes(msg[i + 2:i + 4], "big")
+        exts[typ] = msg[i + 4:i + 4 + ln]
+        i += 4 + ln
+    return exts
+
+
+EXT_STATUS_REQUEST = 5
+EXT_ALPN = 16
+
+
+def alpn_offered(exts):
+    """The ALPN protocol names of a ClientHello (read_client_hello), in order, or None."""
+    data = exts.get(EXT_ALPN)
+    if data is None:
+        return None
+    out = []
+    i = 2
+    while i < len(data):
+        n = data[i]
+        out.append(data[i + 1:i + 1 + n].decode("ascii", "replace"))
+        i += 1 + n
+    return out
+
+
+def echo_once(port, data=b"ping", timeout=5):
+    """One connection through tlsfwd to an echo upstream: send, read it back,
+    half-close, and see the clean end."""
+    s = connect(port, timeout)
+    try:
+        s.sendall(data)
+        assert recv_exact(s, len(data)) == data
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+    finally:
+        s.close()
+
+
+def line_of(text, section, key):
+    """1-based line number of `key = ...` in [section] of a rendered INI."""
+    lines = text.split("\n")
+    start = lines.index("[%s]" % section)
+    for i in range(start + 1, len(lines)):
+        if lines[i].startswith("["):
+            break
+        if lines[i].split(" = ", 1)[0] == key:
+            return i + 1
+    raise KeyError((section, key))
