@@ -419,10 +419,54 @@ conn_handshake_failed(struct conn *c, int rc)
 	conn_close(c, "handshake_failed");
 }
 
+/* The one handshake line of a connection whose TLS is up and verified. */
+static void
+conn_log_handshake_ok(struct conn *c)
+{
+	struct log_line l;
+
+	c->srv->handshakes_ok++;
+	log_line_begin(&l, LOG_INFO, "handshake");
+	conn_log_ids(&l, c);
+	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
+	log_str(&l, "result", "ok");
+	tls_log_established(&l, c->tls, &c->tlsc);
+	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
+	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
+	log_line_end(&l);
+}
+
+void
+conn_handshake_confirmed(struct conn *c)
+{
+	c->verdict_pending = false;
+	c->t_established = conn_now_ms();
+	conn_log_handshake_ok(c);
+}
+
+void
+conn_handshake_refused(struct conn *c, int gnutls_rc)
+{
+	const char *result = "fail", *from = NULL;
+
+	c->verdict_pending = false;
+	c->err.gnutls_rc = gnutls_rc;
+	if (gnutls_rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+		result = "alert";
+		from = "upstream";
+		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
+		    sizeof(c->err.alert));
+	} else if (gnutls_rc == GNUTLS_E_PUSH_ERROR ||
+	    gnutls_rc == GNUTLS_E_PULL_ERROR) {
+		c->err.sys_errno = c->io_errno;
+	}
+	conn_log_handshake_failure(c, result, "handshake", from);
+	conn_close(c, "handshake_failed");
+}
+
 static void
 conn_handshake_done(struct conn *c)
 {
-	struct log_line l;
 	gnutls_datum_t alpn;
 
 	/* The protocol said yes; the service may still want an ALPN answer. */
@@ -441,15 +485,15 @@ conn_handshake_done(struct conn *c)
 	}
 	tls_session_established(c->tls, &c->tlsc);
 	c->t_established = conn_now_ms();
-	c->srv->handshakes_ok++;
-	log_line_begin(&l, LOG_INFO, "handshake");
-	conn_log_ids(&l, c);
-	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
-	log_str(&l, "result", "ok");
-	tls_log_established(&l, c->tls, &c->tlsc);
-	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
-	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
-	log_line_end(&l);
+	/*
+	 * In TLS 1.3 our Finished ends our handshake before the upstream has
+	 * judged the client certificate it asked for: its verdict is its
+	 * next record. Relay meanwhile (no upstream byte can come first).
+	 */
+	c->verdict_pending = gnutls_protocol_get_version(c->tls) ==
+	    GNUTLS_TLS1_3 && gnutls_certificate_client_get_request_status(c->tls);
+	if (!c->verdict_pending)
+		conn_log_handshake_ok(c);
 	relay_start(c);
 }
 
@@ -570,6 +614,11 @@ conn_close(struct conn *c, const char *reason)
 	bool clean = strcmp(reason, "done") == 0;
 
 	assert(c->magic == CONN_MAGIC);
+	if (c->verdict_pending) {
+		/* Ended for another reason before a verdict: none was a no. */
+		c->verdict_pending = false;
+		conn_log_handshake_ok(c);
+	}
 	if (clean && c->relay.upstream_truncated)
 		reason = "upstream_truncated", clean = false;
 	log_line_begin(&l, clean ? LOG_INFO : LOG_WARN, "close");

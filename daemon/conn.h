@@ -56,6 +56,7 @@ struct conn {
 	ev_tstamp		 last_activity;	/* for the idle timeout */
 
 	struct relay		 relay;
+	bool			 verdict_pending;	/* see conn_handshake_done */
 	struct conn_error	 err;
 	int			 io_errno;	/* last transport errno */
 };
@@ -74,5 +75,14 @@ void	conn_set_state(struct conn *c, enum conn_state state);
 void	conn_close(struct conn *c, const char *reason);
 
 double	conn_now_ms(void);
+
+/*
+ * TLS 1.3 with a client certificate requested: the upstream judges it after
+ * our Finished, so the handshake line waits for its verdict. The first record
+ * from the upstream confirms; an alert or an end before any record refuses.
+ */
+void	conn_handshake_confirmed(struct conn *c);
+/* Logs the handshake as refused (rc, the upstream's answer) and closes. */
+void	conn_handshake_refused(struct conn *c, int gnutls_rc);
 
 #endif

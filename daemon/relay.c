@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -64,6 +65,11 @@ relay_activity(struct conn *c)
 static enum step
 relay_fail(struct conn *c, const char *reason, int sys_errno, int gnutls_rc)
 {
+	if (c->verdict_pending && strcmp(reason, "upstream_error") == 0) {
+		/* The upstream's answer to our Finished was no. */
+		conn_handshake_refused(c, gnutls_rc);
+		return STEP_CLOSED;
+	}
 	c->err.sys_errno = sys_errno;
 	c->err.gnutls_rc = gnutls_rc;
 	if (gnutls_rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
@@ -233,10 +239,19 @@ u2c_fill(struct conn *c)
 			return relay_fail(c, "upstream_error", ENOMEM, 0);
 		n = gnutls_record_recv(c->tls, b->data + b->tail,
 		    RELAY_BUF_SIZE - b->tail);
+		if (c->verdict_pending && (n > 0 || c->tlsc.upstream_spoke))
+			conn_handshake_confirmed(c);
 		if (n > 0) {
 			b->tail += (uint32_t)n;
 			relay_activity(c);
 			continue;
+		}
+		if (c->verdict_pending && (n == 0 ||
+		    n == GNUTLS_E_PREMATURE_TERMINATION)) {
+			/* Gone before any record: that was a refusal. */
+			conn_handshake_refused(c, n == 0 ?
+			    GNUTLS_E_SESSION_EOF : (int)n);
+			return STEP_CLOSED;
 		}
 		switch (n) {
 		case 0:				/* close_notify */

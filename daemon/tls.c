@@ -250,8 +250,14 @@ ticket_hook(gnutls_session_t s, unsigned int htype, unsigned int when,
 	(void)when;
 	(void)incoming;
 	(void)msg;
-	if (gnutls_protocol_get_version(s) == GNUTLS_TLS1_3)
-		cache_store(s, gnutls_session_get_ptr(s));
+	if (gnutls_protocol_get_version(s) == GNUTLS_TLS1_3) {
+		struct tls_conn *tc = gnutls_session_get_ptr(s);
+
+		/* A ticket after our Finished: the upstream accepted us. */
+		tc->upstream_spoke = true;
+		if (tc->sc->session_cache)
+			cache_store(s, tc);
+	}
 	return 0;
 }
 
@@ -446,10 +452,9 @@ tls_session_new(gnutls_session_t *out, struct tls_conn *tc, char *err,
 		if (cached != NULL)
 			(void)gnutls_session_set_data(s, cached->data.data,
 			    cached->data.size);
-		gnutls_handshake_set_hook_function(s,
-		    GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST,
-		    ticket_hook);
 	}
+	gnutls_handshake_set_hook_function(s,
+	    GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST, ticket_hook);
 	/* Our own timer bounds the handshake; GnuTLS must not. */
 	gnutls_handshake_set_timeout(s, 0);
 	*out = s;

@@ -43,6 +43,7 @@ struct tls_conn {
 	struct tls_service		*t;
 	const char			*addr;	/* upstream, the cache key */
 	bool				 verify_failed;
+	bool				 upstream_spoke;	/* sent a record */
 	enum tls_pin_result		 pin;
 	enum tls_ocsp_result		 ocsp;
 	char				 error[512];	/* why verify failed */

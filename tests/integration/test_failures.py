@@ -223,19 +223,22 @@ def test_upstream_closes_during_handshake(raw_upstream, service, start_tlsfwd, c
     assert hs.get("error"), hs
 
 
-def test_upstream_alert_while_relaying(ssl_upstream, pki, service, start_tlsfwd, client):
+def test_tls13_client_cert_refusal_is_a_handshake_failure(ssl_upstream, pki, service,
+                                                          start_tlsfwd, client):
     """TLS 1.3 server demanding a client certificate: the client side of the
-    handshake completes, then the upstream sends certificate_required."""
+    handshake completes, then the upstream sends certificate_required. tlsfwd
+    waits for that verdict, so the handshake line reports the refusal."""
     up = ssl_upstream(H.echo_handler, min_version=ssl.TLSVersion.TLSv1_3, client_ca=pki["ca"])
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     s = client(fwd)
     data, how = H.recv_closed(s)
     assert data == b""
     hs = fwd.conn_of(s)
-    assert hs["result"] == "ok" and hs["version"] == "TLS1.3", hs
+    assert hs["result"] == "alert" and hs["stage"] == "handshake", hs
+    assert hs["alert"] == "certificate_required" and hs["alert_from"] == "upstream", hs
+    assert hs["level"] == "warn", hs
     cl = fwd.wait_close(hs["conn"])
-    assert cl["reason"] == "upstream_alert", cl
-    assert cl["alert"] == "certificate_required", cl
+    assert cl["reason"] == "handshake_failed", cl
     assert cl["level"] == "warn", cl
 
 
