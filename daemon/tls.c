@@ -413,7 +413,8 @@ tls_session_new(gnutls_session_t *out, struct tls_conn *tc, char *err,
 	 * revoked one fails even with ocsp = off); ocsp only decides whether
 	 * a missing one matters and what the log says.
 	 */
-	tc->ocsp = TLS_OCSP_OFF;
+	tc->ocsp = sc->ocsp == OCSP_OFF || sc->verify == VERIFY_NONE ||
+	    sc->verify == VERIFY_PIN ? TLS_OCSP_OFF : TLS_OCSP_UNCHECKED;
 	rc = gnutls_init(&s, flags);
 	if (rc < 0) {
 		snprintf(err, errlen, "gnutls_init: %s", gnutls_strerror(rc));
@@ -540,7 +541,8 @@ tls_log_checks(struct log_line *l, gnutls_session_t s,
 		[TLS_PIN_FAIL] = "fail",
 	};
 	static const char *const ocsp_word[] = {
-		[TLS_OCSP_OFF] = "off", [TLS_OCSP_NONE] = "none",
+		[TLS_OCSP_OFF] = "off", [TLS_OCSP_UNCHECKED] = "-",
+		[TLS_OCSP_NONE] = "none",
 		[TLS_OCSP_GOOD] = "good", [TLS_OCSP_REVOKED] = "revoked",
 	};
 

@@ -31,8 +31,8 @@ struct tls_service {
 };
 
 enum tls_pin_result { TLS_PIN_NONE, TLS_PIN_OK, TLS_PIN_FAIL };
-enum tls_ocsp_result { TLS_OCSP_OFF, TLS_OCSP_NONE, TLS_OCSP_GOOD,
-    TLS_OCSP_REVOKED };
+enum tls_ocsp_result { TLS_OCSP_OFF, TLS_OCSP_UNCHECKED, TLS_OCSP_NONE,
+    TLS_OCSP_GOOD, TLS_OCSP_REVOKED };
 
 /*
  * One connection's TLS context, filled by the verification callback and

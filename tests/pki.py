@@ -32,6 +32,23 @@ Files (each certificate FOO.pem comes with its key FOO.key):
     client.pem             client-auth leaf by ca (CN=tlsfwd test client)
     weird.pem              leaf by ca for localhost whose subject has a quote,
                            a backslash, a space and non-ASCII UTF-8 in O=
+
+TLS-feature extras (client certificates, OCSP, CRL, expiry):
+
+    client-enc.key         client.key encrypted (PKCS#8, AES-256) with the
+                           password in client-enc.pass (first line)
+    inter-client.pem       client-auth leaf by inter-ca (CN=tlsfwd intermediate
+                           client); inter-client-chain.pem adds inter-ca.pem
+    client-soon.pem        client-auth leaf by ca (CN=tlsfwd expiring client)
+                           valid for 5 days from now
+    muststaple.pem         leaf by ca for localhost with the TLS feature
+                           extension status_request ("must-staple")
+    ocsp.pem               OCSP responder by ca (extendedKeyUsage OCSPSigning)
+    revoked.pem            leaf by ca for localhost, listed in ca.crl
+    ca.crl                 PEM CRL by ca listing revoked.pem
+    ocsp-good.der          OCSP response (by ocsp.pem): server.pem good
+    ocsp-revoked.der       OCSP response (by ocsp.pem): server.pem revoked
+    ocsp-muststaple-good.der  OCSP response (by ocsp.pem): muststaple.pem good
 """
 
 import os
@@ -124,6 +141,53 @@ def _expired(d, ca, ca_key):
     return cert, key
 
 
+def _serial(cert, d):
+    out = _run(["openssl", "x509", "-in", cert, "-noout", "-serial"], d).stdout.decode()
+    return out.strip().split("=", 1)[1].upper()
+
+
+def _subject(cert, d):
+    out = _run(["openssl", "x509", "-in", cert, "-noout", "-subject", "-nameopt", "compat"],
+               d).stdout.decode()
+    return out.strip().split("=", 1)[1].strip()
+
+
+def _ocsp_response(d, name, ca, responder, responder_key, cert, status):
+    """A DER OCSP response for `cert`, signed by `responder`, built from an
+    `openssl ca`-style index.txt in which cert is 'V' (valid) or 'R' (revoked)."""
+    index = os.path.join(d, name + ".index.txt")
+    if status == "V":
+        fields = ["V", "301231000000Z", "", _serial(cert, d), "unknown", _subject(cert, d)]
+    else:
+        fields = ["R", "301231000000Z", "240101000000Z,keyCompromise", _serial(cert, d),
+                  "unknown", _subject(cert, d)]
+    _write(d, name + ".index.txt", "\t".join(fields) + "\n")
+    out = os.path.join(d, name + ".der")
+    _run(["openssl", "ocsp", "-index", index, "-rsigner", responder, "-rkey", responder_key,
+          "-CA", ca, "-issuer", ca, "-cert", cert, "-no_nonce", "-respout", out,
+          "-ndays", "1"], d)
+    os.unlink(index)
+    for extra in (index + ".attr",):
+        if os.path.exists(extra):
+            os.unlink(extra)
+    return out
+
+
+def _crl(d, ca, ca_key, revoked_certs):
+    """A PEM CRL by ca listing revoked_certs (certtool)."""
+    if shutil.which("certtool") is None:
+        raise RuntimeError("certtool (gnutls-bin) is needed to make the CRL")
+    listed = _cat(d, "crl-revoked-list.pem", revoked_certs)
+    tmpl = _write(d, "crl.tmpl", "crl_next_update = 30\ncrl_number = 1\n")
+    out = os.path.join(d, "ca.crl")
+    _run(["certtool", "--generate-crl", "--load-ca-privkey", ca_key,
+          "--load-ca-certificate", ca, "--load-certificate", listed,
+          "--template", tmpl, "--outfile", out], d)
+    os.unlink(tmpl)
+    os.unlink(listed)
+    return out
+
+
 def _cat(d, name, parts):
     path = os.path.join(d, name)
     with open(path, "w") as out:
@@ -139,7 +203,11 @@ def make_pki(directory):
     Keys: ca, ca_key, server, server_key, server_chain, inter_ca, inter_server,
     inter_server_key, inter_server_chain, wrong, wrong_key, expired, expired_key,
     selfsigned, selfsigned_key, other_ca, untrusted, untrusted_key, client,
-    client_key, weird, weird_key.
+    client_key, weird, weird_key; and for the TLS features: client_enc_key,
+    client_enc_pass, inter_client, inter_client_key, inter_client_chain,
+    client_soon, client_soon_key, muststaple, muststaple_key,
+    ocsp, ocsp_key, revoked, revoked_key, crl, ocsp_good, ocsp_revoked,
+    ocsp_muststaple_good.
     """
     d = os.path.abspath(directory)
     os.makedirs(d, exist_ok=True)
@@ -188,10 +256,55 @@ def make_pki(directory):
         d, "weird", "/O=" + WEIRD_ORG.replace("\\", "\\\\") + "/CN=localhost",
         p["ca"], p["ca_key"], _server_ext())
 
+    _tls_extras(d, p)
+
     for f in os.listdir(d):
         if f.endswith(".srl"):
             os.unlink(os.path.join(d, f))
     return p
+
+
+CLIENT_KEY_PASSWORD = "correct horse battery"
+
+
+def _tls_extras(d, p):
+    """Client-key, OCSP, CRL and expiry material for the TLS feature tests."""
+    client_ext = ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
+                  "extendedKeyUsage=clientAuth"]
+    p["client_enc_key"] = os.path.join(d, "client-enc.key")
+    _run(["openssl", "pkcs8", "-topk8", "-in", p["client_key"], "-out", p["client_enc_key"],
+          "-v2", "aes-256-cbc", "-passout", "pass:" + CLIENT_KEY_PASSWORD], d)
+    os.chmod(p["client_enc_key"], 0o600)
+    p["client_enc_pass"] = _write(d, "client-enc.pass", CLIENT_KEY_PASSWORD + "\n")
+    os.chmod(p["client_enc_pass"], 0o600)
+
+    p["inter_client"], p["inter_client_key"] = _signed(
+        d, "inter-client", "/O=tlsfwd tests/CN=tlsfwd intermediate client", p["inter_ca"],
+        p["inter_ca_key"], client_ext)
+    p["inter_client_chain"] = _cat(d, "inter-client-chain.pem", [p["inter_client"], p["inter_ca"]])
+
+    p["client_soon"], p["client_soon_key"] = _signed(
+        d, "client-soon", "/O=tlsfwd tests/CN=tlsfwd expiring client", p["ca"], p["ca_key"],
+        client_ext, days=5)
+
+    p["muststaple"], p["muststaple_key"] = _signed(
+        d, "muststaple", "/O=tlsfwd tests must-staple/CN=localhost", p["ca"], p["ca_key"],
+        _server_ext() + ["1.3.6.1.5.5.7.1.24=DER:30:03:02:01:05"])
+    p["ocsp"], p["ocsp_key"] = _signed(
+        d, "ocsp", "/O=tlsfwd tests/CN=tlsfwd Test OCSP Responder", p["ca"], p["ca_key"],
+        ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
+         "extendedKeyUsage=critical,OCSPSigning", "authorityKeyIdentifier=keyid"])
+    p["revoked"], p["revoked_key"] = _signed(
+        d, "revoked", "/O=tlsfwd tests revoked/CN=localhost", p["ca"], p["ca_key"],
+        _server_ext())
+    p["crl"] = _crl(d, p["ca"], p["ca_key"], [p["revoked"]])
+
+    p["ocsp_good"] = _ocsp_response(d, "ocsp-good", p["ca"], p["ocsp"], p["ocsp_key"],
+                                    p["server"], "V")
+    p["ocsp_revoked"] = _ocsp_response(d, "ocsp-revoked", p["ca"], p["ocsp"], p["ocsp_key"],
+                                       p["server"], "R")
+    p["ocsp_muststaple_good"] = _ocsp_response(d, "ocsp-muststaple-good", p["ca"], p["ocsp"],
+                                               p["ocsp_key"], p["muststaple"], "V")
 
 
 def main(argv):

@@ -202,3 +202,23 @@ def client(start_tlsfwd):
         fwd.clients.append(s)
         return s
     return make
+
+
+@pytest.fixture
+def check_ini(tlsfwd_bin, tmp_path):
+    """check_ini({name: service_dict}, global_opts=None) -> (rc, errors, text, path).
+
+    Writes the INI like start_tlsfwd does and runs `tlsfwd -t -c FILE`; errors is
+    a list of (file, line, message) from H.check_config."""
+    count = [0]
+
+    def run(services, global_opts=None):
+        g = {"log_level": "info", "log_format": "logfmt", "shutdown_timeout": "2s"}
+        g.update(global_opts or {})
+        text = H.render_ini(g, services)
+        path = tmp_path / ("check%d.ini" % count[0])
+        count[0] += 1
+        path.write_text(text)
+        rc, errors, _err = H.check_config(tlsfwd_bin, path)
+        return rc, errors, text, str(path)
+    return run

@@ -829,8 +829,8 @@ def closed_port():
 class OpenSSLServer:
     """`openssl s_server -accept 0 ...`; port parsed from its `ACCEPT ...:PORT` line."""
 
-    def __init__(self, cert, key, *extra, chain=None, timeout=10.0):
-        args = ["openssl", "s_server", "-accept", "0", "-cert", cert, "-key", key]
+    def __init__(self, cert, key, *extra, chain=None, timeout=10.0, accept=0):
+        args = ["openssl", "s_server", "-accept", str(accept), "-cert", cert, "-key", key]
         if chain:
             args += ["-cert_chain", chain]
         args += list(extra)
@@ -849,6 +849,9 @@ class OpenSSLServer:
                     m = re.match(r"^ACCEPT\s+(?:\S*):(\d+)\s*$", ln)
                     if m:
                         self.port = int(m.group(1))
+                        break
+                    if accept and ln.strip() == "ACCEPT":   # a given port is not echoed
+                        self.port = int(accept)
                         break
                 if self.port is not None:
                     break

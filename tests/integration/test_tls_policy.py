@@ -1,0 +1,143 @@
+"""Protocol policy: tls_min_version, tls_max_version, tls_priority, and the
+default policy (TLS 1.2+, AEAD ciphers only)."""
+
+import pytest
+
+import tlsfwd_helpers as H
+
+
+def ok_through(fwd, s):
+    page = H.www_fetch(s)
+    assert page.startswith(b"HTTP/1.0 200 ok"), page[:200]
+    hs = fwd.conn_of(s)
+    assert hs["result"] == "ok", hs
+    return hs, page
+
+
+def test_default_range_negotiates_tls13(openssl_server, service, start_tlsfwd, client):
+    srv = openssl_server("server", "-www")
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
+    hs, page = ok_through(fwd, client(fwd))
+    assert hs["version"] == "TLS1.3", hs
+    assert b"TLSv1.3" in page
+
+
+def test_default_range_accepts_tls12_server(openssl_server, service, start_tlsfwd, client):
+    srv = openssl_server("server", "-www", "-tls1_2")
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
+    hs, page = ok_through(fwd, client(fwd))
+    assert hs["version"] == "TLS1.2", hs
+    assert b"TLSv1.2" in page
+
+
+def test_max_version_tls12_against_tls13_server(openssl_server, service, start_tlsfwd, client):
+    srv = openssl_server("server", "-www")
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, tls_max_version="TLS1.2")})
+    hs, page = ok_through(fwd, client(fwd))
+    assert hs["version"] == "TLS1.2", hs
+    assert b"TLSv1.2" in page     # what the upstream says it negotiated
+
+
+def test_min_version_tls13_refuses_tls12_only_server(openssl_server, service, start_tlsfwd,
+                                                     client):
+    srv = openssl_server("server", "-www", "-tls1_2")
+    srv13 = openssl_server("server", "-www")
+    fwd = start_tlsfwd({
+        "svc": service("localhost:%d" % srv.port, tls_min_version="TLS1.3"),
+        "ok13": service("localhost:%d" % srv13.port, tls_min_version="TLS1.3"),
+    })
+    hs, _cl = H.assert_refused_through(fwd, client(fwd))
+    assert hs["level"] == "warn", hs
+    assert hs["result"] in ("alert", "fail"), hs
+    if hs["result"] == "alert":
+        assert (hs["alert"], hs["alert_from"]) == ("protocol_version", "upstream"), hs
+    else:
+        assert hs["stage"] == "handshake", hs
+        assert any(w in hs.get("error", "").lower() for w in ("version", "protocol")), hs
+
+    hs13, _ = ok_through(fwd, client(fwd, "ok13"))
+    assert hs13["version"] == "TLS1.3", hs13
+
+
+def test_max_version_tls12_refuses_tls13_only_server(openssl_server, service, start_tlsfwd,
+                                                     client):
+    srv = openssl_server("server", "-www", "-tls1_3")
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, tls_max_version="TLS1.2")})
+    hs, _cl = H.assert_refused_through(fwd, client(fwd))
+    assert hs["result"] in ("alert", "fail"), hs
+    if hs["result"] == "alert":
+        assert hs["alert"] == "protocol_version", hs
+
+
+def test_default_policy_refuses_cbc_only_server(openssl_server, service, start_tlsfwd, client):
+    """AEAD only by default: an upstream offering only CBC-mode suites is refused;
+    tls_priority = NORMAL (GnuTLS' own default) accepts it."""
+    cbc = ("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA")
+    srv = openssl_server("server", "-www", *cbc)
+    srv2 = openssl_server("server", "-www", *cbc)
+    fwd = start_tlsfwd({
+        "strict": service("localhost:%d" % srv.port),
+        "normal": service("localhost:%d" % srv2.port, tls_priority="NORMAL"),
+    })
+    hs, _ = H.assert_refused_through(fwd, client(fwd, "strict"))
+    assert hs["result"] in ("alert", "fail"), hs
+    if hs["result"] == "alert":
+        assert hs["alert_from"] == "upstream", hs
+
+    hs2, _ = ok_through(fwd, client(fwd, "normal"))
+    assert hs2["version"] == "TLS1.2", hs2
+    assert "CBC" in hs2["cipher"], hs2
+
+
+def test_priority_string_selects_cipher(openssl_server, service, start_tlsfwd, client):
+    srv = openssl_server("server", "-www")
+    prio = "NORMAL:-VERS-ALL:+VERS-TLS1.2:-CIPHER-ALL:+CHACHA20-POLY1305"
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, tls_priority=prio)})
+    hs, page = ok_through(fwd, client(fwd))
+    assert hs["version"] == "TLS1.2", hs
+    assert "CHACHA20" in hs["cipher"], hs
+    assert b"CHACHA20" in page
+
+
+def _one_error(errors, path, lines, words):
+    assert errors and all(e[0] == path for e in errors), errors
+    assert len(errors) == 1, errors
+    assert errors[0][1] in lines, (errors, lines)
+    assert all(w in errors[0][2] for w in words), (errors, words)
+
+
+def test_invalid_priority_fails_check_naming_the_bad_part(service, check_ini):
+    rc, errors, text, path = check_ini({"svc": service("localhost:443",
+                                                       tls_priority="NORMAL:+BOGUS")})
+    assert rc == 1, errors
+    _one_error(errors, path, {H.ini_line(text, "svc", "tls_priority")},
+               ("tls_priority", "BOGUS"))
+
+
+@pytest.mark.parametrize("key,value", [("tls_min_version", "TLS1.1"),
+                                       ("tls_max_version", "1.3"),
+                                       ("tls_min_version", "tls13x")])
+def test_bad_version_word_fails_check(key, value, service, check_ini):
+    rc, errors, text, path = check_ini({"svc": service("localhost:443", **{key: value})})
+    assert rc == 1, errors
+    _one_error(errors, path, {H.ini_line(text, "svc", key)}, (key,))
+
+
+def test_min_above_max_fails_check(service, check_ini):
+    rc, errors, text, path = check_ini({"svc": service("localhost:443", tls_min_version="TLS1.3",
+                                                       tls_max_version="TLS1.2")})
+    assert rc == 1, errors
+    _one_error(errors, path, {H.section_line(text, "svc"),
+                              H.ini_line(text, "svc", "tls_min_version"),
+                              H.ini_line(text, "svc", "tls_max_version")},
+               ("tls_min_version",))
+
+
+def test_good_policy_values_pass_check(service, check_ini):
+    rc, errors, _text, _path = check_ini({
+        "a": service("localhost:443", tls_min_version="TLS1.3", tls_max_version="TLS1.3"),
+        "b": service("localhost:443", listen="127.0.0.1:1", tls_min_version="TLS1.2",
+                     tls_max_version="TLS1.2"),
+        "c": service("localhost:443", listen="127.0.0.1:2", tls_priority="SECURE256"),
+    })
+    assert rc == 0 and not errors, errors
