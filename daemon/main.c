@@ -1,6 +1,8 @@
 /* main.c - arguments, start-up, signals, reload, the event loop. */
 #include <ev.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +196,35 @@ log_privileges(const struct global_config *g)
 	log_line_end(&l);
 }
 
+/*
+ * Each connection holds two descriptors: take the whole hard limit (systemd's
+ * LimitNOFILE= sets it) so that the soft default of 1024 is not the ceiling.
+ */
+static void
+raise_nofile_limit(void)
+{
+	struct rlimit rl;
+	struct log_line l;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+			log_msg(LOG_WARN, "limits", "cannot raise RLIMIT_NOFILE "
+			    "to %llu: %s", (unsigned long long)rl.rlim_max,
+			    strerror(errno));
+			rl.rlim_cur = was;
+		}
+	}
+	log_line_begin(&l, LOG_INFO, "limits");
+	log_uint(&l, "nofile", rl.rlim_cur);
+	log_uint(&l, "nofile_was", was);
+	log_line_end(&l);
+}
+
 static int
 run(const char *path)
 {
@@ -218,6 +249,7 @@ run(const char *path)
 	log_str(&l, "config", path);
 	log_str(&l, "gnutls", gnutls_check_version(NULL));
 	log_line_end(&l);
+	raise_nofile_limit();
 	if (tls_global_init(err, sizeof(err)) != 0) {
 		fprintf(stderr, "tlsfwd: %s\n", err);
 		config_free(cfg);
