@@ -373,30 +373,33 @@ conn_connect_next(struct conn *c)
 
 /* ----- handshake ----- */
 
+bool
+conn_note_tls_error(struct conn *c, int rc)
+{
+	c->err.gnutls_rc = rc;
+	if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
+		    sizeof(c->err.alert));
+		return true;
+	}
+	if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR)
+		c->err.sys_errno = c->io_errno;
+	return false;
+}
+
 static void
 conn_handshake_failed(struct conn *c, int rc)
 {
 	const char *stage = "handshake", *result = "fail", *from = NULL;
-	char verify_text[512];
 	int level, alert;
 
-	c->err.gnutls_rc = rc;
-	if (c->tlsc.verify_failed) {
+	if (conn_note_tls_error(c, rc)) {
+		result = "alert";
+		from = "upstream";
+	} else if (c->tlsc.verify_failed) {
 		/* Our verification callback said no, and why. */
 		stage = "verify";
 		c->err.text = c->tlsc.error;
-	} else if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-		stage = "verify";
-		tls_verify_failure_text(c->tls, verify_text,
-		    sizeof(verify_text));
-		c->err.text = verify_text;
-	} else if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
-		result = "alert";
-		from = "upstream";
-		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
-		    sizeof(c->err.alert));
-	} else if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR) {
-		c->err.sys_errno = c->io_errno;
 	}
 	/*
 	 * Tell the upstream why we give up, when the protocol has words for
@@ -450,15 +453,9 @@ conn_handshake_refused(struct conn *c, int gnutls_rc)
 	const char *result = "fail", *from = NULL;
 
 	c->verdict_pending = false;
-	c->err.gnutls_rc = gnutls_rc;
-	if (gnutls_rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+	if (conn_note_tls_error(c, gnutls_rc)) {
 		result = "alert";
 		from = "upstream";
-		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
-		    sizeof(c->err.alert));
-	} else if (gnutls_rc == GNUTLS_E_PUSH_ERROR ||
-	    gnutls_rc == GNUTLS_E_PULL_ERROR) {
-		c->err.sys_errno = c->io_errno;
 	}
 	conn_log_handshake_failure(c, result, "handshake", from);
 	conn_close(c, "handshake_failed");

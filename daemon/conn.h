@@ -82,6 +82,12 @@ double	conn_now_ms(void);
  * from the upstream confirms; an alert or an end before any record refuses.
  */
 void	conn_handshake_confirmed(struct conn *c);
+/*
+ * Records GnuTLS error rc in c->err with what lies behind it: the alert
+ * received, or the transport's errno. True if it was an alert.
+ */
+bool	conn_note_tls_error(struct conn *c, int rc);
+
 /* Logs the handshake as refused (rc, the upstream's answer) and closes. */
 void	conn_handshake_refused(struct conn *c, int gnutls_rc);
 

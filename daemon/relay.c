@@ -71,15 +71,8 @@ relay_fail(struct conn *c, const char *reason, int sys_errno, int gnutls_rc)
 		return STEP_CLOSED;
 	}
 	c->err.sys_errno = sys_errno;
-	c->err.gnutls_rc = gnutls_rc;
-	if (gnutls_rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
-		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
-		    sizeof(c->err.alert));
+	if (gnutls_rc != 0 && conn_note_tls_error(c, gnutls_rc))
 		reason = "upstream_alert";
-	} else if (gnutls_rc == GNUTLS_E_PUSH_ERROR ||
-	    gnutls_rc == GNUTLS_E_PULL_ERROR) {
-		c->err.sys_errno = c->io_errno;
-	}
 	conn_close(c, reason);
 	return STEP_CLOSED;
 }

@@ -493,22 +493,6 @@ tls_error_is_transport(int rc)
 	    rc == GNUTLS_E_PREMATURE_TERMINATION || rc == GNUTLS_E_TIMEDOUT;
 }
 
-void
-tls_verify_failure_text(gnutls_session_t s, char *buf, size_t buflen)
-{
-	gnutls_datum_t out = { NULL, 0 };
-	unsigned int status = gnutls_session_get_verify_cert_status(s);
-
-	if (status != 0 && gnutls_certificate_verification_status_print(status,
-	    GNUTLS_CRT_X509, &out, 0) == 0) {
-		snprintf(buf, buflen, "%s", (const char *)out.data);
-		gnutls_free(out.data);
-	} else {
-		snprintf(buf, buflen, "%s", gnutls_strerror(
-		    GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR));
-	}
-}
-
 /* Adds key= with the subject DN of a DER certificate, or "-". */
 static void
 log_cert_dn(struct log_line *l, const char *key, const gnutls_datum_t *der,

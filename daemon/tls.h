@@ -79,8 +79,6 @@ void	tls_log_established(struct log_line *l, gnutls_session_t s,
 /* pin=, ocsp= and client_cert= for a handshake line, success or not. */
 void	tls_log_checks(struct log_line *l, gnutls_session_t s,
 	    const struct tls_conn *tc);
-/* Why verification failed, as GnuTLS words it. */
-void	tls_verify_failure_text(gnutls_session_t s, char *buf, size_t buflen);
 /* "handshake_failure" for GNUTLS_A_HANDSHAKE_FAILURE. */
 void	tls_alert_name(int alert, char *buf, size_t buflen);
 /* True for errors that are the transport's, not the TLS protocol's. */
