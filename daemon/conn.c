@@ -399,7 +399,8 @@ conn_handshake_failed(struct conn *c, int rc)
 	} else if (c->tlsc.verify_failed) {
 		/* Our verification callback said no, and why. */
 		stage = "verify";
-		c->err.text = c->tlsc.error;
+		c->err.text = c->tlsc.error != NULL ? c->tlsc.error :
+		    "certificate verification failed";
 	}
 	/*
 	 * Tell the upstream why we give up, when the protocol has words for
@@ -639,6 +640,7 @@ conn_close(struct conn *c, const char *reason)
 	ev_timer_stop(loop, &c->timer);
 	if (c->tls != NULL)
 		gnutls_deinit(c->tls);
+	tls_conn_clear(&c->tlsc);
 	if (c->ufd >= 0)
 		close(c->ufd);
 	close(c->cfd);

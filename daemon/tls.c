@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <gnutls/abstract.h>
 #include <gnutls/crypto.h>
 #include <gnutls/x509.h>
@@ -272,6 +273,33 @@ tls_session_established(gnutls_session_t s, struct tls_conn *tc)
 
 /* ----- verification ----- */
 
+/*
+ * Notes why verification failed. Kept on the heap: only failures pay for
+ * the text, not every connection.
+ */
+static void
+tc_fail(struct tls_conn *tc, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+tc_fail(struct tls_conn *tc, const char *fmt, ...)
+{
+	va_list ap;
+
+	free(tc->error);
+	va_start(ap, fmt);
+	if (vasprintf(&tc->error, fmt, ap) < 0)
+		tc->error = NULL;
+	va_end(ap);
+}
+
+void
+tls_conn_clear(struct tls_conn *tc)
+{
+	free(tc->error);
+	tc->error = NULL;
+}
+
 /* "sha256/BASE64" of the leaf certificate's SubjectPublicKeyInfo. */
 static int
 leaf_spki_sha256(gnutls_session_t s, unsigned char digest[32])
@@ -306,8 +334,8 @@ check_pins(gnutls_session_t s, struct tls_conn *tc)
 
 	if (leaf_spki_sha256(s, digest) != 0) {
 		tc->pin = TLS_PIN_FAIL;
-		snprintf(tc->error, sizeof(tc->error), "public key pin: "
-		    "cannot read the upstream's public key");
+		tc_fail(tc, "public key pin: cannot read the upstream's "
+		    "public key");
 		return -1;
 	}
 	for (int i = 0; i < sc->npins; i++) {
@@ -320,10 +348,9 @@ check_pins(gnutls_session_t s, struct tls_conn *tc)
 	tc->pin = TLS_PIN_FAIL;
 	if (gnutls_base64_encode2(&in, &b64) < 0)
 		b64.size = 0;
-	snprintf(tc->error, sizeof(tc->error), "public key pin mismatch: the "
-	    "upstream's key is sha256/%.*s, which matches none of the %d "
-	    "pin_sha256", (int)b64.size, b64.data ? (char *)b64.data : "?",
-	    sc->npins);
+	tc_fail(tc, "public key pin mismatch: the upstream's key is "
+	    "sha256/%.*s, which matches none of the %d pin_sha256",
+	    (int)b64.size, b64.data ? (char *)b64.data : "?", sc->npins);
 	gnutls_free(b64.data);
 	return -1;
 }
@@ -357,8 +384,8 @@ tls_verify_cb(gnutls_session_t s)
 		data[n++].size = 0;
 		rc = gnutls_certificate_verify_peers(s, data, n, &status);
 		if (rc < 0) {
-			snprintf(tc->error, sizeof(tc->error), "cannot verify "
-			    "the certificate: %s", gnutls_strerror(rc));
+			tc_fail(tc, "cannot verify the certificate: %s",
+			    gnutls_strerror(rc));
 			goto fail;
 		}
 		if (sc->ocsp != OCSP_OFF)
@@ -371,19 +398,17 @@ tls_verify_cb(gnutls_session_t s)
 				tc->ocsp = TLS_OCSP_REVOKED;
 			if (gnutls_certificate_verification_status_print(
 			    status, GNUTLS_CRT_X509, &text, 0) == 0) {
-				snprintf(tc->error, sizeof(tc->error), "%s",
-				    (const char *)text.data);
+				tc_fail(tc, "%s", (const char *)text.data);
 				gnutls_free(text.data);
 			} else {
-				snprintf(tc->error, sizeof(tc->error), "%s",
-				    gnutls_strerror(
+				tc_fail(tc, "%s", gnutls_strerror(
 				    GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR));
 			}
 			goto fail;
 		}
 		if (sc->ocsp == OCSP_REQUIRE && tc->ocsp != TLS_OCSP_GOOD) {
-			snprintf(tc->error, sizeof(tc->error), "no valid OCSP "
-			    "response was stapled (ocsp = require)");
+			tc_fail(tc, "no valid OCSP response was stapled "
+			    "(ocsp = require)");
 			goto fail;
 		}
 	}

@@ -46,8 +46,11 @@ struct tls_conn {
 	bool				 upstream_spoke;	/* sent a record */
 	enum tls_pin_result		 pin;
 	enum tls_ocsp_result		 ocsp;
-	char				 error[512];	/* why verify failed */
+	char				*error;		/* why verify failed */
 };
+
+/* Releases what verification left in tc. */
+void	tls_conn_clear(struct tls_conn *tc);
 
 int	tls_global_init(char *err, size_t errlen);
 void	tls_global_deinit(void);
