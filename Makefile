@@ -13,9 +13,9 @@ WARN	:= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
 	   -Wundef -Wvla
 CFLAGS	?= -O2 -g
-CFLAGS	+= -std=c11 -D_GNU_SOURCE -DTLSFWD_VERSION='"$(VERSION)"' $(WARN) \
+CFLAGS	+= -std=c11 -pthread -D_GNU_SOURCE -DTLSFWD_VERSION='"$(VERSION)"' $(WARN) \
 	   $(shell pkg-config --cflags gnutls inih libsystemd)
-LIBS	:= $(shell pkg-config --libs gnutls inih libsystemd) -lev -lm
+LIBS	:= $(shell pkg-config --libs gnutls inih libsystemd) -lev -lm -pthread
 
 # SAN=1: AddressSanitizer + UndefinedBehaviorSanitizer, any report is fatal.
 ifeq ($(SAN),1)

@@ -305,7 +305,8 @@ reader_string(char *str, int num, void *stream)
 	return reader_chunk_done(p, str, skip_rest_string);
 }
 
-enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP };
+enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP,
+    K_WORKERS };
 enum { K_LISTEN, K_UPSTREAM, K_SNI, K_VERIFY, K_VERIFY_HOSTNAME, K_CA_FILE,
     K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT, K_IDLE_TIMEOUT, K_CRL_FILE,
     K_CERT_FILE, K_KEY_FILE, K_KEY_PASSWORD_FILE, K_PIN_SHA256, K_ALPN,
@@ -324,6 +325,7 @@ static const struct key_def global_keys[] = {
 	{ "shutdown_timeout", K_SHUTDOWN_TIMEOUT, false },
 	{ "user", K_USER, false },
 	{ "group", K_GROUP, false },
+	{ "workers", K_WORKERS, false },
 	{ NULL, 0, false },
 };
 
@@ -417,6 +419,27 @@ global_key(struct parse_ctx *p, const char *name, const char *value)
 	case K_SHUTDOWN_TIMEOUT:
 		set_duration(p, name, value, &g->shutdown_timeout_ms);
 		break;
+	case K_WORKERS: {
+		char *end;
+		long n;
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		if (strcmp(value, "auto") == 0) {
+			g->workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ?
+			    WORKERS_MAX : (unsigned int)cpus;
+			break;
+		}
+		errno = 0;
+		n = strtol(value, &end, 10);
+		if (errno != 0 || end == value || *end != '\0' || n < 1 ||
+		    n > WORKERS_MAX)
+			config_error_add(p->errs, p->path, p->line, "workers: "
+			    "expected 1-%d or auto, got '%s'", WORKERS_MAX,
+			    value);
+		else
+			g->workers = (unsigned int)n;
+		break;
+	}
 	case K_USER: {
 		struct passwd *pw = getpwnam(value);
 
@@ -863,6 +886,7 @@ config_parse(struct parse_ctx *p, const char *path,
 	cfg->global.log_level = LOG_INFO;
 	cfg->global.log_format = LOG_FORMAT_LOGFMT;
 	cfg->global.shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
+	cfg->global.workers = 1;
 	p->path = path;
 	p->cfg = cfg;
 	p->errs = errs;
@@ -909,6 +933,44 @@ config_load(const char *path, struct config_errors *errs)
 	}
 	fclose(p.file);
 	return cfg;
+}
+
+/* Larger files are surely a mistake. */
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+char *
+config_read(const char *path, struct config_errors *errs)
+{
+	struct stat st;
+	char *text;
+	size_t n;
+	FILE *f;
+
+	f = fopen(path, "re");
+	if (f == NULL) {
+		config_error_add(errs, path, 0, "cannot open: %s",
+		    strerror(errno));
+		return NULL;
+	}
+	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > CONFIG_FILE_MAX) {
+		config_error_add(errs, path, 0, "not a regular file of at most "
+		    "%d bytes", CONFIG_FILE_MAX);
+		fclose(f);
+		return NULL;
+	}
+	text = malloc((size_t)st.st_size + 1);
+	n = text != NULL ? fread(text, 1, (size_t)st.st_size, f) : 0;
+	if (text == NULL || ferror(f)) {
+		config_error_add(errs, path, 0, "cannot read: %s",
+		    text == NULL ? "out of memory" : strerror(errno));
+		free(text);
+		fclose(f);
+		return NULL;
+	}
+	text[n] = '\0';
+	fclose(f);
+	return text;
 }
 
 struct config *

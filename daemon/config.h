@@ -12,6 +12,7 @@
 #include "parse.h"
 
 #define SERVICE_NAME_MAX 64
+#define WORKERS_MAX 64
 
 enum verify_mode { VERIFY_FULL, VERIFY_CHAIN, VERIFY_NONE, VERIFY_PIN };
 enum ocsp_mode { OCSP_OFF, OCSP_TRY, OCSP_REQUIRE };
@@ -63,6 +64,7 @@ struct global_config {
 	enum log_level	log_level;
 	enum log_format	log_format;
 	uint64_t	shutdown_timeout_ms;
+	unsigned int	workers;	/* event loops, one thread each */
 	char		user[64];	/* "" = keep the starting user */
 	char		group[64];	/* "" = the user's primary group */
 	uid_t		uid;		/* resolved at load time */
@@ -90,6 +92,11 @@ struct config_errors {
  * every error appended to errs. Does not touch the network or TLS.
  */
 struct config *config_load(const char *path, struct config_errors *errs);
+/*
+ * The file's text (caller frees), so that several loops can parse the very
+ * same configuration with config_load_string(); NULL with errs on failure.
+ */
+char	*config_read(const char *path, struct config_errors *errs);
 /* Same, from a string: path is used only in messages (tests, fuzzing). */
 struct config *config_load_string(const char *text, const char *path,
 	    struct config_errors *errs);

@@ -157,7 +157,7 @@ conn_log_handshake_failure(struct conn *c, const char *result,
 {
 	struct log_line l;
 
-	c->srv->handshakes_failed++;
+	__atomic_add_fetch(&c->srv->handshakes_failed, 1, __ATOMIC_RELAXED);
 	log_line_begin(&l, LOG_WARN, "handshake");
 	conn_log_ids(&l, c);
 	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
@@ -429,7 +429,7 @@ conn_log_handshake_ok(struct conn *c)
 {
 	struct log_line l;
 
-	c->srv->handshakes_ok++;
+	__atomic_add_fetch(&c->srv->handshakes_ok, 1, __ATOMIC_RELAXED);
 	log_line_begin(&l, LOG_INFO, "handshake");
 	conn_log_ids(&l, c);
 	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
@@ -569,7 +569,7 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 		return;
 	}
 	c->magic = CONN_MAGIC;
-	c->id = ++srv->next_conn_id;
+	c->id = srv->next_conn_id += srv->id_step;
 	c->svc = svc;
 	c->srv = srv;
 	c->cfd = cfd;
@@ -588,7 +588,7 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 	if (srv->conns != NULL)
 		srv->conns->prev = c;
 	srv->conns = c;
-	srv->nconns++;
+	__atomic_add_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
 	svc->gen->nconns++;
 
 	if (svc->addrs == NULL) {
@@ -652,7 +652,7 @@ conn_close(struct conn *c, const char *reason)
 		srv->conns = c->next;
 	if (c->next != NULL)
 		c->next->prev = c->prev;
-	srv->nconns--;
+	__atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
 	gen->nconns--;
 	c->magic = 0;
 	free(c);

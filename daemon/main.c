@@ -14,6 +14,7 @@
 #include "privdrop.h"
 #include "server.h"
 #include "tls.h"
+#include "worker.h"
 
 #ifndef TLSFWD_VERSION
 #define TLSFWD_VERSION "0.0.0-dev"
@@ -23,9 +24,29 @@
 /* What the signal handlers work on; lives in main()'s frame. */
 struct daemon {
 	const char	*config_path;
-	struct server	*srv;
+	struct server	*srv;		/* the main loop's */
+	struct worker	**workers;	/* loops 1..nworkers-1, or NULL */
+	unsigned int	 nworkers;	/* loops in all, main one included */
+	struct server	**group;	/* every loop's server, for STATUS= */
 	struct notifier	 notifier;
 };
+
+/* The file read once, parsed: every loop runs the very same text. */
+static struct config *
+load_config(const char *path, char **text, struct config_errors *errs)
+{
+	struct config *cfg;
+
+	*text = config_read(path, errs);
+	if (*text == NULL)
+		return NULL;
+	cfg = config_load_string(*text, path, errs);
+	if (cfg == NULL) {
+		free(*text);
+		*text = NULL;
+	}
+	return cfg;
+}
 
 static void
 usage(FILE *out)
@@ -75,6 +96,8 @@ signal_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	log_msg(LOG_INFO, "signal", "%s: stopping (send again to stop now)",
 	    strsignal(w->signum));
 	notify_stopping(&d->notifier);
+	for (unsigned int i = 1; i < d->nworkers; i++)
+		worker_stop(d->workers[i]);
 	server_begin_shutdown(d->srv);
 }
 
@@ -91,6 +114,7 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	struct config_errors errs = { NULL, 0 };
 	struct config *cfg;
 	struct log_line l;
+	char *text = NULL;
 
 	(void)loop;
 	(void)revents;
@@ -100,7 +124,10 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	notify_reloading(&d->notifier);
 	log_msg(LOG_INFO, "signal", "SIGHUP: reloading %s", d->config_path);
-	cfg = config_load(d->config_path, &errs);
+	cfg = load_config(d->config_path, &text, &errs);
+	if (cfg != NULL && cfg->global.workers != cur->workers)
+		config_error_add(&errs, d->config_path, 0,
+		    "[global] workers: a change needs a restart");
 	if (cfg != NULL && strcmp(cfg->global.user, cur->user) != 0)
 		config_error_add(&errs, d->config_path, cfg->global.user_line,
 		    "[global] user: a change needs a restart");
@@ -129,6 +156,15 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		    "reload failed (%zu error%s), running the previous "
 		    "configuration; ", errs.n, errs.n == 1 ? "" : "s");
 	} else {
+		/* The main loop has switched; the others follow it. */
+		for (unsigned int i = 1; i < d->nworkers; i++)
+			(void)worker_reload(d->workers[i], text,
+			    d->config_path, srv, &errs);
+		for (size_t i = 0; i < errs.n; i++) {
+			log_line_begin(&l, LOG_ERROR, "config");
+			log_str(&l, "error", errs.msgs[i]);
+			log_line_end(&l);
+		}
 		apply_log_settings(cfg);
 		srv->status_note[0] = '\0';
 		log_config_warnings(cfg);
@@ -139,6 +175,7 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_line_end(&l);
 	}
 	config_errors_free(&errs);
+	free(text);
 	notify_ready(&d->notifier);
 }
 
@@ -197,6 +234,67 @@ log_privileges(const struct global_config *g)
 }
 
 /*
+ * [global] workers = N: N-1 more loops, each in a thread of its own, on the
+ * same listening sockets. Their threads start after the privilege drop.
+ */
+static int
+start_workers(struct daemon *d, const char *text, struct config_errors *errs)
+{
+	unsigned int n = d->srv->gen->cfg->global.workers;
+	struct log_line l;
+
+	d->nworkers = 1;
+	if (n <= 1)
+		return 0;
+	d->workers = calloc(n, sizeof(*d->workers));
+	d->group = calloc(n, sizeof(*d->group));
+	if (d->workers == NULL || d->group == NULL) {
+		config_error_add(errs, d->config_path, 0, "out of memory");
+		return -1;
+	}
+	d->srv->id_step = n;
+	d->group[0] = d->srv;
+	for (unsigned int i = 1; i < n; i++) {
+		d->workers[i] = worker_new(i, n, text, d->config_path, d->srv,
+		    errs);
+		if (d->workers[i] == NULL)
+			return -1;
+		d->nworkers = i + 1;
+		d->group[i] = d->workers[i]->srv;
+	}
+	d->srv->group = d->group;
+	d->srv->ngroup = n;
+	log_line_begin(&l, LOG_INFO, "workers");
+	log_uint(&l, "loops", n);
+	log_line_end(&l);
+	return 0;
+}
+
+/*
+ * Waits for the workers, then frees them. abort: on a failed start-up, tell
+ * them to stop first (after SIGTERM they are already draining, and a second
+ * stop would cut that short).
+ */
+static void
+free_workers(struct daemon *d, bool abort)
+{
+	for (unsigned int i = 1; i < d->nworkers; i++) {
+		if (abort)
+			worker_stop(d->workers[i]);
+		worker_free(d->workers[i]);
+	}
+	if (d->srv != NULL) {
+		d->srv->group = &d->srv->self;
+		d->srv->ngroup = 1;
+	}
+	free(d->workers);
+	free(d->group);
+	d->workers = NULL;
+	d->group = NULL;
+	d->nworkers = 0;
+}
+
+/*
  * Each connection holds two descriptors: take the whole hard limit (systemd's
  * LimitNOFILE= sets it) so that the soft default of 1024 is not the ceiling.
  */
@@ -234,10 +332,10 @@ run(const char *path)
 	struct ev_loop *loop;
 	struct log_line l;
 	ev_signal sigterm, sigint, sighup;
-	char err[256];
+	char err[256], *text = NULL;
 
 	log_use_journal(log_fd_is_journal(2));
-	cfg = config_load(path, &errs);
+	cfg = load_config(path, &text, &errs);
 	if (cfg == NULL) {
 		config_errors_print(&errs, stderr);
 		config_errors_free(&errs);
@@ -253,6 +351,7 @@ run(const char *path)
 	if (tls_global_init(err, sizeof(err)) != 0) {
 		fprintf(stderr, "tlsfwd: %s\n", err);
 		config_free(cfg);
+		free(text);
 		return 1;
 	}
 	loop = ev_default_loop(EVFLAG_AUTO);
@@ -260,6 +359,8 @@ run(const char *path)
 	if (d.srv == NULL) {
 		fprintf(stderr, "tlsfwd: cannot create the event loop\n");
 		config_free(cfg);
+		free(text);
+		tls_global_deinit();
 		return 1;
 	}
 	if (server_inherit_fds(d.srv, &errs) != 0 ||
@@ -267,17 +368,26 @@ run(const char *path)
 		config_errors_print(&errs, stderr);
 		config_errors_free(&errs);
 		config_free(cfg);
-		server_free(d.srv);
-		tls_global_deinit();
-		return 1;
+		goto fail;
+	}
+	if (start_workers(&d, text, &errs) != 0) {
+		config_errors_print(&errs, stderr);
+		config_errors_free(&errs);
+		goto fail;
 	}
 	/* Listeners are bound and trust is loaded: root is no longer needed. */
 	if (privdrop(&cfg->global, err, sizeof(err)) != 0) {
 		fprintf(stderr, "tlsfwd: %s\n", err);
-		server_free(d.srv);
-		tls_global_deinit();
-		return 1;
+		goto fail;
 	}
+	for (unsigned int i = 1; i < d.nworkers; i++) {
+		if (worker_start(d.workers[i], err, sizeof(err)) != 0) {
+			fprintf(stderr, "tlsfwd: %s\n", err);
+			goto fail;
+		}
+	}
+	free(text);
+	text = NULL;
 	log_privileges(&cfg->global);
 	log_config_warnings(cfg);
 
@@ -295,11 +405,18 @@ run(const char *path)
 	ev_run(loop, 0);
 
 	notify_stop(&d.notifier);
+	free_workers(&d, false);	/* waits for them to finish draining */
 	server_free(d.srv);
 	log_msg(LOG_INFO, "exit", "stopped");
 	tls_global_deinit();
 	ev_loop_destroy(loop);
 	return 0;
+fail:
+	free_workers(&d, true);
+	server_free(d.srv);
+	free(text);
+	tls_global_deinit();
+	return 1;
 }
 
 int

@@ -2,6 +2,7 @@
 #include "server.h"
 
 #include <math.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,13 @@ server_new(struct ev_loop *loop)
 {
 	struct server *srv = calloc(1, sizeof(*srv));
 
-	if (srv != NULL)
-		srv->loop = loop;
+	if (srv == NULL)
+		return NULL;
+	srv->loop = loop;
+	srv->id_step = 1;
+	srv->group = &srv->self;
+	srv->self = srv;
+	srv->ngroup = 1;
 	return srv;
 }
 
@@ -82,6 +88,8 @@ service_resolve(struct service *svc)
 		for (struct addrinfo *ai = svc->addrs; ai; ai = ai->ai_next)
 			n++;
 	}
+	if (svc->srv->is_worker)
+		return;		/* the main loop said it already */
 	log_line_begin(&l, rc != 0 ? LOG_WARN : LOG_INFO, "resolve");
 	log_str(&l, "service", sc->name);
 	log_strf(&l, "upstream", "%s:%u", sc->upstream.host,
@@ -268,25 +276,25 @@ retire(struct server *srv, struct generation *gen)
 	srv->retired = gen;
 }
 
-int
-server_apply(struct server *srv, struct config *cfg, bool bind,
+/* A generation for cfg with trust loaded for each service; NULL on errors. */
+static struct generation *
+generation_new(struct server *srv, struct config *cfg,
     struct config_errors *errs)
 {
 	struct generation *gen;
-	size_t nerr = errs->n;
+	size_t nerr = errs->n, i = 0;
 	char err[512];
-	size_t i;
+	int errline;
 
 	gen = calloc(1, sizeof(*gen));
 	if (gen == NULL || (gen->services = calloc(cfg->nservices,
 	    sizeof(*gen->services))) == NULL) {
 		free(gen);
 		config_error_add(errs, cfg->path, 0, "out of memory");
-		return -1;
+		return NULL;
 	}
 	gen->cfg = cfg;
 	gen->nservices = cfg->nservices;
-	i = 0;
 	for (struct service_config *sc = cfg->services; sc; sc = sc->next) {
 		struct service *svc = &gen->services[i++];
 
@@ -294,8 +302,6 @@ server_apply(struct server *srv, struct config *cfg, bool bind,
 		svc->gen = gen;
 		svc->srv = srv;
 		svc->listener.fd = -1;
-		int errline;
-
 		if (tls_service_init(&svc->tls, sc, err, sizeof(err),
 		    &errline) != 0) {
 			config_error_add(errs, cfg->path, errline, "[%s]: %s",
@@ -304,28 +310,24 @@ server_apply(struct server *srv, struct config *cfg, bool bind,
 		}
 		svc->tls_ready = true;
 	}
-	for (i = 0; bind && errs->n == nerr && i < gen->nservices; i++)
-		(void)service_listen(srv, gen, i, errs);
-	for (size_t k = 0; srv->gen == NULL && k < srv->ninherited; k++) {
-		if (!srv->inherited[k].used)
-			config_error_add(errs, "socket activation", 0, "fd %d "
-			    "named '%s' matches no service", srv->inherited[k].fd,
-			    srv->inherited[k].name ? srv->inherited[k].name :
-			    "(none)");
-	}
 	if (errs->n > nerr) {
-		/* Nothing changes: new sockets close, kept ones stay. */
-		gen->cfg = NULL;
+		gen->cfg = NULL;	/* stays the caller's */
 		generation_free(gen, srv->loop);
-		return -1;
+		return NULL;
 	}
-	if (!bind) {
-		gen->cfg = NULL;	/* -t: checked, nothing to run */
-		generation_free(gen, srv->loop);
-		return 0;
-	}
-	/* Commit: every step from here on cannot fail. */
-	for (i = 0; i < gen->nservices; i++) {
+	return gen;
+}
+
+void
+server_discard(struct server *srv, struct generation *gen)
+{
+	generation_free(gen, srv->loop);
+}
+
+void
+server_commit(struct server *srv, struct generation *gen)
+{
+	for (size_t i = 0; i < gen->nservices; i++) {
 		struct service *svc = &gen->services[i];
 
 		svc->kept = svc->takeover != NULL;
@@ -334,20 +336,88 @@ server_apply(struct server *srv, struct config *cfg, bool bind,
 			    srv->loop);
 		svc->takeover = NULL;
 		service_resolve(svc);
-		service_check_key_perms(svc);
-		service_check_expiry(svc);
+		if (!srv->is_worker) {	/* said once, not once per loop */
+			service_check_key_perms(svc);
+			service_check_expiry(svc);
+		}
 		listener_start(&svc->listener, srv->loop);
 	}
 	if (srv->gen != NULL)
 		retire(srv, srv->gen);
 	srv->gen = gen;
-	if (!ev_is_active(&srv->expiry_timer)) {
+	if (!srv->is_worker && !ev_is_active(&srv->expiry_timer)) {
 		ev_timer_init(&srv->expiry_timer, expiry_timer_cb, 86400.,
 		    86400.);
 		srv->expiry_timer.data = srv;
 		ev_timer_start(srv->loop, &srv->expiry_timer);
 	}
+}
+
+int
+server_apply(struct server *srv, struct config *cfg, bool bind,
+    struct config_errors *errs)
+{
+	struct generation *gen;
+	size_t nerr = errs->n;
+
+	gen = generation_new(srv, cfg, errs);
+	if (gen == NULL)
+		return -1;
+	for (size_t i = 0; bind && i < gen->nservices; i++)
+		(void)service_listen(srv, gen, i, errs);
+	for (size_t k = 0; srv->gen == NULL && k < srv->ninherited; k++) {
+		if (!srv->inherited[k].used)
+			config_error_add(errs, "socket activation", 0, "fd %d "
+			    "named '%s' matches no service", srv->inherited[k].fd,
+			    srv->inherited[k].name ? srv->inherited[k].name :
+			    "(none)");
+	}
+	if (errs->n > nerr || !bind) {
+		/* Nothing changes (new sockets close, kept ones stay); -t. */
+		gen->cfg = NULL;
+		generation_free(gen, srv->loop);
+		return errs->n > nerr ? -1 : 0;
+	}
+	server_commit(srv, gen);
 	return 0;
+}
+
+struct generation *
+server_prepare_shared(struct server *wsrv, struct config *cfg,
+    const struct server *main_srv, struct config_errors *errs)
+{
+	const struct generation *from = main_srv->gen;
+	struct generation *gen;
+	char err[256];
+
+	if (from == NULL || from->nservices != cfg->nservices) {
+		config_error_add(errs, cfg->path, 0, "worker: configuration "
+		    "differs from the main loop's");
+		return NULL;
+	}
+	gen = generation_new(wsrv, cfg, errs);
+	if (gen == NULL)
+		return NULL;
+	for (size_t i = 0; i < gen->nservices; i++) {
+		struct service *svc = &gen->services[i];
+		int fd = dup(from->services[i].listener.fd);
+
+		/* The same listening socket: one accept queue for all loops. */
+		if (fd < 0 || listener_adopt(&svc->listener, fd, svc, err,
+		    sizeof(err)) != 0) {
+			config_error_add(errs, cfg->path, svc->cfg->listen_line,
+			    "[%s]: worker listener: %s", svc->cfg->name,
+			    fd < 0 ? strerror(errno) : err);
+			if (fd >= 0)
+				close(fd);
+			gen->cfg = NULL;
+			generation_free(gen, wsrv->loop);
+			return NULL;
+		}
+		snprintf(svc->listener.bound, sizeof(svc->listener.bound),
+		    "%s", from->services[i].listener.bound);
+	}
+	return gen;
 }
 
 void
@@ -383,17 +453,37 @@ plural(uint64_t n, const char *one, const char *many)
 	return n == 1 ? one : many;
 }
 
+uint64_t
+server_total(const struct server *srv, enum server_total what)
+{
+	uint64_t sum = 0;
+
+	/* Other loops count on: read their counters atomically. */
+	for (size_t i = 0; i < srv->ngroup; i++) {
+		const struct server *s = srv->group[i];
+
+		sum += what == TOTAL_CONNS ?
+		    __atomic_load_n(&s->nconns, __ATOMIC_RELAXED) :
+		    what == TOTAL_OK ?
+		    __atomic_load_n(&s->handshakes_ok, __ATOMIC_RELAXED) :
+		    __atomic_load_n(&s->handshakes_failed, __ATOMIC_RELAXED);
+	}
+	return sum;
+}
+
 void
 server_status(const struct server *srv, char *buf, size_t buflen)
 {
 	size_t nsvc = srv->gen != NULL ? srv->gen->nservices : 0;
+	uint64_t conns = server_total(srv, TOTAL_CONNS);
+	uint64_t ok = server_total(srv, TOTAL_OK);
 
-	snprintf(buf, buflen, "%s%zu %s, %zu active %s, %llu %s, %llu failed",
+	snprintf(buf, buflen, "%s%zu %s, %llu active %s, %llu %s, %llu failed",
 	    srv->status_note, nsvc, plural(nsvc, "service", "services"),
-	    srv->nconns, plural(srv->nconns, "connection", "connections"),
-	    (unsigned long long)srv->handshakes_ok,
-	    plural(srv->handshakes_ok, "handshake", "handshakes"),
-	    (unsigned long long)srv->handshakes_failed);
+	    (unsigned long long)conns, plural(conns, "connection",
+	    "connections"), (unsigned long long)ok,
+	    plural(ok, "handshake", "handshakes"), (unsigned long long)
+	    server_total(srv, TOTAL_FAILED));
 }
 
 void
@@ -409,8 +499,8 @@ drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct server *srv = w->data;
 
 	(void)revents;
-	log_msg(LOG_WARN, "drain", "shutdown_timeout reached: closing %zu "
-	    "open connections", srv->nconns);
+	log_msg(LOG_WARN, "drain", "shutdown_timeout reached: closing %llu "
+	    "open connections", (unsigned long long)srv->nconns);
 	server_close_all(srv, "shutdown");
 	ev_break(loop, EVBREAK_ALL);
 }
@@ -429,10 +519,13 @@ server_begin_shutdown(struct server *srv)
 	srv->draining = true;
 	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices; i++)
 		listener_close(&srv->gen->services[i].listener, srv->loop);
-	log_line_begin(&l, LOG_INFO, "drain");
-	log_uint(&l, "connections", srv->nconns);
-	log_uint(&l, "timeout_ms", srv->gen->cfg->global.shutdown_timeout_ms);
-	log_line_end(&l);
+	if (!srv->is_worker) {
+		log_line_begin(&l, LOG_INFO, "drain");
+		log_uint(&l, "connections", server_total(srv, TOTAL_CONNS));
+		log_uint(&l, "timeout_ms",
+		    srv->gen->cfg->global.shutdown_timeout_ms);
+		log_line_end(&l);
+	}
 	if (srv->nconns == 0) {
 		ev_break(srv->loop, EVBREAK_ALL);
 		return;

@@ -58,10 +58,18 @@ struct server {
 	struct generation	*gen;		/* the current configuration */
 	struct generation	*retired;
 	struct conn		*conns;		/* all open connections */
-	size_t			 nconns;
-	uint64_t		 next_conn_id;
+	/* Counted by this loop, read by the main one: atomic. */
+	uint64_t		 nconns;
 	uint64_t		 handshakes_ok;
 	uint64_t		 handshakes_failed;
+	/* Connection ids: first, first + step, ...: unique across loops. */
+	uint64_t		 next_conn_id;
+	uint64_t		 id_step;
+	bool			 is_worker;	/* not the main loop */
+	/* The main loop's view of all loops, for STATUS=. */
+	struct server	       **group;
+	size_t			 ngroup;
+	struct server		*self;
 	struct inherited_fd	*inherited;
 	size_t			 ninherited;
 	bool			 draining;
@@ -85,6 +93,24 @@ int	server_inherit_fds(struct server *srv, struct config_errors *errs);
  */
 int	server_apply(struct server *srv, struct config *cfg, bool bind,
 	    struct config_errors *errs);
+/*
+ * A generation for a worker loop (wsrv) with cfg, its own copy of the main
+ * loop's configuration: its own trust and caches, and dups of the main
+ * loop's listening sockets. Built by the main thread; committed by the
+ * worker's own thread with server_commit(). NULL with errs on failure.
+ */
+struct generation *server_prepare_shared(struct server *wsrv,
+	    struct config *cfg, const struct server *main_srv,
+	    struct config_errors *errs);
+/* Makes gen current in srv's loop; retires the previous one. */
+void	server_commit(struct server *srv, struct generation *gen);
+/* Frees a generation that was never committed. */
+void	server_discard(struct server *srv, struct generation *gen);
+
+enum server_total { TOTAL_CONNS, TOTAL_OK, TOTAL_FAILED };
+/* A count summed over every loop of srv's group. */
+uint64_t server_total(const struct server *srv, enum server_total what);
+
 /*
  * event=listening for each service (only_new: for listeners a reload just
  * opened), then, at start-up, event=ready.
