@@ -40,7 +40,7 @@ SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 .PHONY: all deps check check-plain check-asan unit integration demo run \
-	install clean
+	install clean bench
 
 all: $(BUILD)/tlsfwd
 
@@ -100,6 +100,14 @@ demo: deps all
 
 run: all
 	$(BUILD)/tlsfwd -c $(CONFIG)
+
+# tlsfwd against stunnel4, haproxy, nginx stream and socat on this machine
+# (installs those peers itself); see "Performance" in README.md.
+# `make bench BENCH_ARGS=--quick` for a smoke run, `BENCH_ARGS=--big` for
+# 50000 idle connections.
+BENCH_ARGS ?=
+bench: deps all
+	$(PYTHON) bench/bench.py --tlsfwd $(BUILD)/tlsfwd $(BENCH_ARGS)
 
 # Units, sysusers.d file and man pages too.  The units in systemd/ name
 # /usr/bin/tlsfwd and /etc/tlsfwd/ (right for PREFIX=/usr, SYSCONFDIR=/etc);

@@ -1,0 +1,1093 @@
+#!/usr/bin/env python3
+"""tlsfwd benchmark: tlsfwd against stunnel4, haproxy, nginx stream and socat.
+
+    python3 bench/bench.py [--quick | --big] [options]     (or: make bench)
+
+One run on this machine: installs the peers that are missing (apt-get, as
+root), makes a throw-away CA and an ECDSA P-256 certificate for localhost,
+starts one upstream nginx (HTTPS with that certificate, plus a plaintext port
+for the baseline), then runs each proxy in turn in front of it, every one
+verifying the upstream's chain and host name. Per proxy it measures bulk
+download and upload (curl), keep-alive and new-connection request rates and
+p99 latency (wrk), and idle memory per connection. It prints a markdown table
+and the tlsfwd ratios, and writes bench/results/latest.{json,md}.
+
+Pinning (with 2+ cores): this script, curl, wrk and the upstream nginx run on
+the first core ("load core"); each proxy runs alone on the second ("proxy
+core"), except the tlsfwd workers=2 row, which may use every core.
+
+Every option also has an environment variable (the flag wins):
+    --size-mib N     BENCH_SIZE_MIB   bulk file size (default 256, quick 64)
+    --reps N         BENCH_REPS       bulk transfers per direction, median (3, quick 1)
+    --duration S     BENCH_DURATION   seconds per wrk run (10, quick 3)
+    --conns N        BENCH_CONNS      wrk connections (32)
+    --idle N         BENCH_IDLE       idle connections for the memory test
+                                      (5000, quick 1000, big 50000)
+    --only A,B       BENCH_ONLY       only these rows (keys: see --list)
+    --tlsfwd PATH    TLSFWD           the binary (default build/tlsfwd)
+"""
+
+import argparse
+import asyncio
+import collections
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TEMPLATES = os.path.join(HERE, "templates")
+RESULTS = os.path.join(HERE, "results")
+
+# Debian package -> a command it provides (checked with `which`).
+PEER_PACKAGES = [
+    ("nginx", "nginx"),
+    ("stunnel4", "stunnel4"),
+    ("haproxy", "haproxy"),
+    ("socat", "socat"),
+    ("wrk", "wrk"),
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+]
+# Packages whose nginx has the stream module (dynamic or built in).
+STREAM_PACKAGES = ["libnginx-mod-stream", "nginx-full", "nginx-extras"]
+STREAM_MODULE_DIRS = ["/usr/lib/nginx/modules", "/usr/share/nginx/modules"]
+
+# Fork-per-connection peers get at most this many idle connections (each
+# connection is a whole process; tens of thousands would exhaust pid_max
+# and memory). Overridable with BENCH_IDLE_CAP_SOCAT.
+SOCAT_IDLE_CAP = int(os.environ.get("BENCH_IDLE_CAP_SOCAT", "2000"))
+
+ROWS = [
+    # key, label
+    ("direct-plain", "direct, plain HTTP (no proxy, no TLS)"),
+    ("direct-tls", "direct, HTTPS (client does TLS, no proxy)"),
+    ("tlsfwd", "tlsfwd"),
+    ("tlsfwd-nocache", "tlsfwd session_cache=off"),
+    ("tlsfwd-w2", "tlsfwd workers=2 (no pinning)"),
+    ("stunnel", "stunnel4"),
+    ("haproxy", "haproxy"),
+    ("nginx-stream", "nginx stream"),
+    ("socat", "socat"),
+]
+
+T0 = time.monotonic()
+PROCS = []          # every Popen we started (process-group leaders)
+STATE = {"tmp": None, "keep": False, "sysctl_restore": None}
+
+
+def log(msg):
+    print("[%4ds] %s" % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
+
+
+def die(msg):
+    log("bench: error: " + msg)
+    sys.exit(1)
+
+
+# ---------------------------------------------------------------- cleanup
+
+def stop(p, grace=5.0):
+    """Stop one peer: SIGTERM to its process group, SIGKILL what is left."""
+    if p is None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)   # forked children (socat) too
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def cleanup():
+    for p in list(PROCS):
+        stop(p, grace=2.0)
+    if STATE["sysctl_restore"]:
+        path, value = STATE["sysctl_restore"]
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+            log("restored %s to %s" % (path, value.strip()))
+        except OSError as e:
+            log("could not restore %s: %s" % (path, e))
+        STATE["sysctl_restore"] = None
+    tmp = STATE["tmp"]
+    if tmp and os.path.isdir(tmp):
+        if STATE["keep"]:
+            log("kept temp dir %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        STATE["tmp"] = None
+
+
+def on_signal(signum, _frame):
+    log("caught signal %d, cleaning up" % signum)
+    raise SystemExit(128 + signum)
+
+
+# ---------------------------------------------------------------- helpers
+
+def run(argv, timeout=600, check=True, **kw):
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s exited %d: %s" % (" ".join(argv), r.returncode,
+                                                 (r.stderr or r.stdout).strip()[-800:]))
+    return r
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=15.0, proc=None):
+    """Bounded connect loop: True once 127.0.0.1:port accepts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def render(template, values, dest):
+    with open(os.path.join(TEMPLATES, template)) as f:
+        text = f.read()
+    for k, v in values.items():
+        text = text.replace("@%s@" % k, str(v))
+    left = re.findall(r"@[A-Z_]+@", text)
+    if left:
+        raise RuntimeError("%s: unfilled %s" % (template, ", ".join(sorted(set(left)))))
+    with open(dest, "w") as f:
+        f.write(text)
+    return dest
+
+
+def start(argv, logfile, cpus):
+    """Start a peer in its own session (so the whole tree can be stopped),
+    pinned to `cpus` (a set, or None to leave the affinity alone)."""
+    out = open(logfile, "ab")
+
+    def pre():
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True,
+                         preexec_fn=pre, close_fds=True)
+    out.close()
+    p.logfile = logfile
+    PROCS.append(p)
+    return p
+
+
+def tail(path, n=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def group_pids(pgid):
+    """Pids whose process group is pgid (the peer and every child)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            pids.append(int(d))
+    return pids
+
+
+def group_memory(pgid):
+    """(RSS KiB summed over the group's processes, PSS KiB, process count)."""
+    rss = pss = 0
+    pids = group_pids(pgid)
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            pass
+    return rss, pss, len(pids)
+
+
+def group_cpu_s(pgid):
+    """CPU seconds (user+system, with reaped children) of a process group."""
+    ticks = 0
+    for pid in group_pids(pgid):
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        ticks += sum(int(x) for x in fields[11:15])   # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+# ---------------------------------------------------------------- install
+
+def stream_module_path():
+    for d in STREAM_MODULE_DIRS:
+        p = os.path.join(d, "ngx_stream_module.so")
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def nginx_has_static_stream():
+    if not shutil.which("nginx"):
+        return False
+    r = run(["nginx", "-V"], check=False)
+    conf = r.stderr + r.stdout
+    return "--with-stream " in conf + " " and "--with-stream=dynamic" not in conf
+
+
+def install_peers(allow):
+    missing = [pkg for pkg, cmd in PEER_PACKAGES if not shutil.which(cmd)]
+    if not stream_module_path() and not nginx_has_static_stream():
+        # Debian: libnginx-mod-stream ships ngx_stream_module.so (nginx-full
+        # and nginx-extras depend on it); plain `nginx` does not have it.
+        missing.append("libnginx-mod-stream")
+    if not missing:
+        return
+    cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + missing
+    if not allow:
+        die("missing: %s; run: sudo %s" % (" ".join(missing), " ".join(cmd)))
+    if os.geteuid() != 0:
+        log("bench: missing Debian packages: %s" % " ".join(missing))
+        log("bench: run: sudo apt-get update && sudo %s" % " ".join(cmd))
+        sys.exit(1)
+    log("installing: %s" % " ".join(missing))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+    subprocess.run(cmd, env=env, check=True)
+    still = [pkg for pkg, c in PEER_PACKAGES if not shutil.which(c)]
+    if still or not (stream_module_path() or nginx_has_static_stream()):
+        die("still missing after apt-get: %s" % (" ".join(still) or "ngx_stream_module"))
+
+
+def versions(tlsfwd):
+    def first(argv, pattern=None):
+        try:
+            r = run(argv, check=False, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for line in (r.stdout + r.stderr).splitlines():
+            if pattern is None or re.search(pattern, line):
+                return line.strip()
+        return None
+    return {
+        "tlsfwd": first([tlsfwd, "-V"]),
+        "gnutls": first(["dpkg-query", "-W", "-f", "${Version}", "libgnutls30"]),
+        "nginx": first(["nginx", "-v"]),
+        "stunnel4": first(["stunnel4", "-version"], r"^stunnel \d"),
+        "haproxy": first(["haproxy", "-v"], r"version"),
+        "socat": first(["socat", "-V"], r"socat version"),
+        "wrk": first(["wrk", "-v"], r"^wrk"),
+        "curl": first(["curl", "-V"]),
+        "openssl": first(["openssl", "version"]),
+    }
+
+
+# ---------------------------------------------------------------- setup
+
+def make_pki(d):
+    os.makedirs(d)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run(["openssl", "req", "-x509"] + ec + [
+        "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2",
+        "-subj", "/CN=tlsfwd bench CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    run(["openssl", "req", "-new"] + ec + [
+        "-keyout", d + "/server.key", "-out", d + "/server.csr",
+        "-subj", "/CN=localhost"])
+    with open(d + "/server.ext", "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\n"
+                "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run(["openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.pem",
+         "-CAkey", d + "/ca.key", "-CAcreateserial", "-days", "2",
+         "-extfile", d + "/server.ext", "-out", d + "/server.pem"])
+    os.chmod(d + "/server.key", 0o600)
+
+
+def make_files(tmp, size_mib):
+    www = os.path.join(tmp, "www")
+    os.makedirs(os.path.join(www, "upload"))
+    for sub in ("nginx-body", "nginx-proxy", "nginx-fastcgi", "nginx-uwsgi", "nginx-scgi"):
+        os.makedirs(os.path.join(tmp, sub))
+    with open(os.path.join(www, "tiny.txt"), "w") as f:
+        f.write("tlsfwd bench tiny response body\n")
+    chunk = 4 << 20
+    with open(os.path.join(www, "big.bin"), "wb") as f:
+        for _ in range(size_mib * (1 << 20) // chunk):
+            f.write(os.urandom(chunk))
+
+
+def pick_tmp(size_mib):
+    need = (3 * size_mib + 256) << 20
+    if os.path.isdir("/dev/shm"):
+        st = os.statvfs("/dev/shm")
+        if st.f_bavail * st.f_frsize > need:
+            return tempfile.mkdtemp(prefix="tlsfwd-bench.", dir="/dev/shm")
+    return tempfile.mkdtemp(prefix="tlsfwd-bench.")
+
+
+def raise_nofile(want):
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return soft
+    if hard < want:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = min(want, int(f.read()))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (OSError, ValueError):
+            want = hard
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def cpu_busy(seconds=1.0):
+    """Share of all CPUs busy over `seconds` (before the run: anything else
+    running makes every number here unreliable)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = list(map(int, f.readline().split()[1:]))
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v), idle
+    t1, i1 = sample()
+    time.sleep(seconds)
+    t2, i2 = sample()
+    return 1.0 - (i2 - i1) / max(1, t2 - t1)
+
+
+def widen_port_range(need):
+    """50000 connections from 127.0.0.1 to one address need more ephemeral
+    ports than Linux's default 32768-60999; widen (root) and restore later."""
+    path = "/proc/sys/net/ipv4/ip_local_port_range"
+    try:
+        with open(path) as f:
+            old = f.read()
+        lo, hi = map(int, old.split())
+    except (OSError, ValueError):
+        return None
+    if hi - lo + 1 >= need + 1000:
+        return None
+    if os.geteuid() != 0:
+        return "ip_local_port_range %d-%d is too small for %d connections" % (lo, hi, need)
+    try:
+        with open(path, "w") as f:
+            f.write("1024 65535\n")
+    except OSError as e:
+        return "could not widen ip_local_port_range: %s" % e
+    STATE["sysctl_restore"] = (path, old)
+    log("widened %s from %s to 1024-65535 for this run" % (path, old.strip()))
+    return None
+
+
+# ---------------------------------------------------------------- measurements
+
+def curl_get(url, size, ca=None, resolve=None):
+    argv = ["curl", "-sS", "-o", "/dev/null", "-m", "300",
+            "-w", "%{http_code} %{size_download} %{speed_download}"]
+    if ca:
+        argv += ["--cacert", ca]
+    if resolve:
+        argv += ["--resolve", resolve]
+    r = run(argv + [url], check=False, timeout=330)
+    try:
+        code, got, speed = r.stdout.split()
+    except ValueError:
+        return None, "curl: %s" % r.stderr.strip()[:200]
+    if code != "200" or int(got) != size:
+        return None, "GET %s: HTTP %s, %s of %d bytes %s" % (url, code, got, size, r.stderr.strip()[:200])
+    return float(speed) / 1e6, None
+
+
+def curl_put(url, path, size, ca=None, resolve=None):
+    argv = ["curl", "-sS", "-o", "/dev/null", "-m", "300", "-H", "Expect:",
+            "-T", path, "-w", "%{http_code} %{size_upload} %{speed_upload}"]
+    if ca:
+        argv += ["--cacert", ca]
+    if resolve:
+        argv += ["--resolve", resolve]
+    r = run(argv + [url], check=False, timeout=330)
+    try:
+        code, sent, speed = r.stdout.split()
+    except ValueError:
+        return None, "curl: %s" % r.stderr.strip()[:200]
+    if code not in ("201", "204") or int(sent) != size:
+        return None, "PUT %s: HTTP %s, %s of %d bytes %s" % (url, code, sent, size, r.stderr.strip()[:200])
+    return float(speed) / 1e6, None
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def wrk(url, duration, conns, close):
+    argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency", "--timeout", "5s"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    r = run(argv + [url], check=False, timeout=duration + 60)
+    out = r.stdout
+    res = {"rps": None, "p99_ms": None, "p50_ms": None, "requests": None,
+           "socket_errors": None, "non_2xx": 0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    for pct, key in (("99", "p99_ms"), ("50", "p50_ms")):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m|h)\s*$" % pct, out, re.M)
+        if m:
+            res[key] = float(m.group(1)) * _UNIT[m.group(2)]
+    m = re.search(r"(\d+) requests in", out)
+    if m:
+        res["requests"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["socket_errors"] = dict(zip(("connect", "read", "write", "timeout"),
+                                        map(int, m.groups())))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["non_2xx"] = int(m.group(1))
+    if r.returncode != 0 or res["rps"] is None:
+        res["error"] = "wrk exited %d: %s" % (r.returncode, (r.stderr or out).strip()[-300:])
+    return res
+
+
+def wrk_problems(res):
+    errs = []
+    if res.get("error"):
+        errs.append(res["error"])
+    se = res.get("socket_errors") or {}
+    bad = {k: v for k, v in se.items() if v}
+    if bad:
+        errs.append("socket errors " + ", ".join("%s %d" % kv for kv in bad.items()))
+    if res.get("non_2xx"):
+        errs.append("%d non-2xx responses" % res["non_2xx"])
+    return errs
+
+
+IP_BIND_ADDRESS_NO_PORT = 24
+
+
+async def _idle_open(port, n, concurrency=128, timeout=30.0):
+    """Open n connections to 127.0.0.1:port, one GET /tiny.txt on each, and
+    keep them. Above 20000, spread the source over 127.0.0.1, .2, ..."""
+    loop = asyncio.get_running_loop()
+    sem = asyncio.Semaphore(concurrency)
+    conns, errors = [], collections.Counter()
+    req = b"GET /tiny.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+    async def one(i):
+        async with sem:
+            w = None
+            try:
+                sock = socket.socket()
+                if n > 20000:
+                    try:    # pick the port at connect time, per 4-tuple
+                        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                    except OSError:
+                        pass
+                    sock.bind(("127.0.0.%d" % (1 + i // 20000), 0))
+                sock.setblocking(False)
+                try:
+                    await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
+                except BaseException:
+                    sock.close()
+                    raise
+                r, w = await asyncio.open_connection(sock=sock, limit=65536)
+                w.write(req)
+                head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), timeout)
+                status = head.split(b"\r\n", 1)[0]
+                if b" 200 " not in status + b" ":
+                    raise RuntimeError("status %r" % status[:40])
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if not m:
+                    raise RuntimeError("no content-length")
+                await asyncio.wait_for(r.readexactly(int(m.group(1))), timeout)
+                conns.append((r, w))
+            except Exception as e:   # counted and reported, never fatal
+                errors["%s: %s" % (type(e).__name__, str(e)[:60])] += 1
+                if w is not None:
+                    w.close()
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return conns, errors
+
+
+def idle_memory(proc, port, n):
+    """Fresh proxy: one warm-up request, RSS before, n idle connections (each
+    did one request), RSS after; returns a dict for the JSON."""
+
+    async def main():
+        conns, errors = await _idle_open(port, n)
+        await asyncio.sleep(1.5)         # let the proxy settle
+        alive = proc.poll() is None
+        after = group_memory(proc.pid)
+        # Are they still open? (a proxy that dropped them would look cheap)
+        await asyncio.sleep(0)
+        dropped = sum(1 for r, w in conns if r.at_eof() or w.transport.is_closing())
+        for _r, w in conns:
+            w.close()
+        await asyncio.sleep(0.2)
+        return conns, errors, after, alive, dropped
+
+    # Warm-up: the first connection pays one-off set-up (TLS library, caches).
+    curl_get("http://127.0.0.1:%d/tiny.txt" % port, 32)
+    time.sleep(0.5)
+    before = group_memory(proc.pid)
+    t = time.monotonic()
+    conns, errors, after, alive, dropped = asyncio.run(main())
+    ok = len(conns)
+    res = {"conns_wanted": n, "conns_ok": ok, "conns_failed": sum(errors.values()),
+           "errors": dict(errors.most_common(5)), "rss_before_kib": before[0],
+           "rss_after_kib": after[0], "pss_before_kib": before[1],
+           "pss_after_kib": after[1], "processes_before": before[2],
+           "processes_after": after[2], "open_s": round(time.monotonic() - t, 1),
+           "proxy_alive": alive, "closed_by_peer": dropped}
+    if ok:
+        res["kib_per_conn"] = (after[0] - before[0]) / ok
+        res["pss_kib_per_conn"] = (after[1] - before[1]) / ok
+    return res
+
+
+def ok_pss(res):
+    return res.get("pss_kib_per_conn") is not None
+
+
+# ---------------------------------------------------------------- peers
+
+class Bench:
+    def __init__(self, args, tmp):
+        self.a = args
+        self.tmp = tmp
+        self.ca = os.path.join(tmp, "pki", "ca.pem")
+        self.size = args.size_mib << 20
+        self.big = os.path.join(tmp, "www", "big.bin")
+        self.cpus = sorted(os.sched_getaffinity(0))
+        if len(self.cpus) >= 2:
+            self.load_cpus, self.proxy_cpus = {self.cpus[0]}, {self.cpus[1]}
+        else:
+            self.load_cpus = self.proxy_cpus = None
+        self.all_cpus = set(self.cpus)
+        self.nofile = args.nofile
+        # Sized for the idle test, within the descriptor limit the peers get
+        # (haproxy refuses to start when maxconn needs more than it can have).
+        self.worker_connections = min(2 * args.idle + 2048, self.nofile - 64)
+        self.maxconn = min(args.idle + 1024, (self.nofile - 256) // 2)
+        self.notes = []
+        self.workers_supported = None
+        self.upstream = None
+
+    # -- upstream
+    def start_upstream(self):
+        self.plain_port, self.tls_port = free_port(), free_port()
+        conf = render("upstream-nginx.conf", {
+            "DIR": self.tmp, "PLAIN_PORT": self.plain_port, "TLS_PORT": self.tls_port,
+            "NOFILE": self.nofile, "WORKER_CONNECTIONS": self.worker_connections,
+        }, os.path.join(self.tmp, "upstream-nginx.conf"))
+        run(["nginx", "-t", "-p", self.tmp, "-e", self.tmp + "/upstream-error.log", "-c", conf])
+        self.upstream = start(["nginx", "-p", self.tmp, "-e", self.tmp + "/upstream-error.log",
+                               "-c", conf], self.tmp + "/upstream-nginx.out", self.load_cpus)
+        for port in (self.plain_port, self.tls_port):
+            if not wait_port(port, proc=self.upstream):
+                die("upstream nginx did not start:\n" + tail(self.tmp + "/upstream-error.log")
+                    + tail(self.upstream.logfile))
+        speed, err = curl_get("https://localhost:%d/tiny.txt" % self.tls_port, 32, ca=self.ca,
+                              resolve="localhost:%d:127.0.0.1" % self.tls_port)
+        if err:
+            die("upstream HTTPS check failed: " + err)
+        log("upstream nginx: http 127.0.0.1:%d, https 127.0.0.1:%d (pid %d)"
+            % (self.plain_port, self.tls_port, self.upstream.pid))
+
+    # -- proxies: each returns (argv, cpus) for a listen port and a verify name
+    def tlsfwd_config(self, key, port, name, sni, workers=None):
+        extra = ""
+        if workers is not None:
+            extra = "workers = %s" % workers
+        return render("tlsfwd.ini", {
+            "GLOBAL_EXTRA": extra, "LISTEN_PORT": port, "UP_PORT": self.tls_port,
+            "SNI": sni, "NAME": name, "CA": self.ca,
+            "SESSION_CACHE": "no" if key == "tlsfwd-nocache" else "yes",
+        }, os.path.join(self.tmp, "%s-%d.ini" % (key, port)))
+
+    def detect_workers(self):
+        if self.workers_supported is None:
+            conf = self.tlsfwd_config("tlsfwd-probe", 1, "localhost", "localhost", workers=2)
+            r = run([self.a.tlsfwd, "-t", "-c", conf], check=False)
+            self.workers_supported = r.returncode == 0
+            if not self.workers_supported:
+                self.workers_probe_error = (r.stderr or r.stdout).strip().splitlines()[:1]
+        return self.workers_supported
+
+    def proxy_command(self, key, port, name, sni):
+        tmp = self.tmp
+        base = {"DIR": tmp, "LISTEN_PORT": port, "UP_PORT": self.tls_port, "CA": self.ca,
+                "SNI": sni, "NAME": name, "NOFILE": self.nofile,
+                "WORKER_CONNECTIONS": self.worker_connections,
+                "MAXCONN": self.maxconn}
+        if key in ("tlsfwd", "tlsfwd-nocache", "tlsfwd-w2"):
+            workers = None
+            if self.detect_workers():
+                workers = 2 if key == "tlsfwd-w2" else 1
+            conf = self.tlsfwd_config(key, port, name, sni, workers)
+            return [self.a.tlsfwd, "-c", conf], (self.all_cpus if key == "tlsfwd-w2"
+                                                  else self.proxy_cpus)
+        if key == "stunnel":
+            conf = render("stunnel.conf", base, "%s/stunnel-%d.conf" % (tmp, port))
+            return ["stunnel4", conf], self.proxy_cpus
+        if key == "haproxy":
+            conf = render("haproxy.cfg", base, "%s/haproxy-%d.cfg" % (tmp, port))
+            return ["haproxy", "-db", "-f", conf], self.proxy_cpus
+        if key == "nginx-stream":
+            mod = stream_module_path()
+            base["LOAD_MODULE"] = "load_module %s;" % mod if mod else ""
+            conf = render("nginx-stream.conf", base, "%s/nginx-stream-%d.conf" % (tmp, port))
+            return ["nginx", "-p", tmp, "-e", tmp + "/stream-error.log", "-c", conf], self.proxy_cpus
+        if key == "socat":
+            conf = render("socat.args", base, "%s/socat-%d.args" % (tmp, port))
+            with open(conf) as f:
+                addrs = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+            return ["socat"] + addrs, self.proxy_cpus
+        raise KeyError(key)
+
+    def start_proxy(self, key, name="localhost", sni="localhost"):
+        port = free_port()
+        argv, cpus = self.proxy_command(key, port, name, sni)
+        p = start(argv, "%s/%s-%d.log" % (self.tmp, key, port), cpus)
+        if not wait_port(port, proc=p):
+            msg = tail(p.logfile)
+            stop(p)
+            raise RuntimeError("%s did not listen on %d: %s" % (key, port, msg.strip()[-600:]))
+        return p, port
+
+    def verify_check(self, key):
+        """The proxy must refuse an upstream whose name does not match: run it
+        once expecting wrong.example (as SNI too: haproxy checks the name
+        against the SNI it sent) and expect no 200; the upstream has one
+        certificate and answers any SNI."""
+        p, port = self.start_proxy(key, name="wrong.example", sni="wrong.example")
+        try:
+            r = run(["curl", "-sS", "-o", "/dev/null", "-m", "10", "-w", "%{http_code}",
+                     "http://127.0.0.1:%d/tiny.txt" % port], check=False, timeout=30)
+            return r.stdout.strip() != "200"
+        finally:
+            stop(p)
+
+    # -- one row
+    def measure(self, key):
+        a = self.a
+        row = {"key": key, "label": dict(ROWS)[key], "errors": [], "notes": []}
+        proc = None
+        if key == "direct-plain":
+            base, kw = "http://127.0.0.1:%d" % self.plain_port, {}
+            wrk_base = base
+        elif key == "direct-tls":
+            base = "https://localhost:%d" % self.tls_port
+            kw = {"ca": self.ca, "resolve": "localhost:%d:127.0.0.1" % self.tls_port}
+            wrk_base = "https://127.0.0.1:%d" % self.tls_port
+        else:
+            if key == "tlsfwd-w2" and not self.detect_workers():
+                row["skipped"] = ("tlsfwd does not accept `[global] workers = 2` (tlsfwd -t: %s)"
+                                  % " ".join(self.workers_probe_error))
+                return row
+            row["verify_refuses_wrong_name"] = self.verify_check(key)
+            if not row["verify_refuses_wrong_name"]:
+                row["errors"].append("a wrong upstream host name was NOT refused")
+            proc, port = self.start_proxy(key)
+            base = wrk_base = "http://127.0.0.1:%d" % port
+            kw = {}
+            speed, err = curl_get(base + "/tiny.txt", 32)
+            if err:
+                stop(proc)
+                row["errors"].append("first request failed: " + err)
+                return row
+
+        def alive():
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError("%s exited (%s): %s" % (key, proc.returncode,
+                                                          tail(proc.logfile).strip()[-400:]))
+
+        try:
+            for direction in ("down", "up"):
+                samples = []
+                for i in range(a.reps):
+                    if direction == "down":
+                        v, err = curl_get(base + "/big.bin", self.size, **kw)
+                    else:
+                        v, err = curl_put(base + "/upload/blob-%s" % key, self.big, self.size, **kw)
+                    if err:
+                        row["errors"].append(err)
+                    samples.append(v)
+                    alive()
+                row["bulk_%s_mbs_samples" % direction] = samples
+                row["bulk_%s_mbs" % direction] = median(samples)
+                log("%-14s bulk %-4s %s MB/s" % (key, direction, fmt(row["bulk_%s_mbs" % direction], 0)))
+            try:
+                os.unlink(os.path.join(self.tmp, "www", "upload", "blob-%s" % key))
+            except OSError:
+                pass
+            for mode, close in (("keepalive", False), ("newconn", True)):
+                cpu0 = group_cpu_s(proc.pid) if proc is not None else None
+                res = wrk(wrk_base + "/tiny.txt", a.duration, a.conns, close)
+                if proc is not None and res.get("requests"):
+                    res["proxy_cpu_s"] = group_cpu_s(proc.pid) - cpu0
+                    row["%s_cpu_us_per_req" % mode] = 1e6 * res["proxy_cpu_s"] / res["requests"]
+                row[mode] = res
+                row["%s_rps" % mode] = res["rps"]
+                row["%s_p99_ms" % mode] = res["p99_ms"]
+                row["errors"] += ["%s: %s" % (mode, e) for e in wrk_problems(res)]
+                log("%-14s %-9s %s req/s, p99 %s ms" % (key, mode, fmt(res["rps"], 0),
+                                                        fmt(res["p99_ms"], 2)))
+                alive()
+        except RuntimeError as e:
+            row["errors"].append(str(e))
+        finally:
+            stop(proc)
+        if proc is not None and key.startswith("tlsfwd"):
+            self.tlsfwd_log_note(row, proc.logfile)
+
+        # Idle memory: a fresh proxy.
+        if proc is not None:
+            n = a.idle
+            if key == "socat" and n > SOCAT_IDLE_CAP:
+                n = SOCAT_IDLE_CAP
+                row["notes"].append("socat forks a process per connection: idle test capped "
+                                    "at %d connections (BENCH_IDLE_CAP_SOCAT)" % n)
+            try:
+                proc, port = self.start_proxy(key)
+                res = idle_memory(proc, port, n)
+                row["idle"] = res
+                row["idle_kib_per_conn"] = res.get("kib_per_conn")
+                if res["conns_failed"]:
+                    row["errors"].append("idle: %d of %d connections failed (%s)" % (
+                        res["conns_failed"], n, "; ".join("%s x%d" % kv for kv in res["errors"].items())))
+                if res["closed_by_peer"]:
+                    row["errors"].append("idle: %d connections were closed by the proxy"
+                                         % res["closed_by_peer"])
+                if res["processes_after"] > res["processes_before"] and ok_pss(res):
+                    row["notes"].append(
+                        "one process per connection: the RSS sum counts shared pages once per "
+                        "process; PSS (shared pages split) grows %.1f KiB/conn"
+                        % res["pss_kib_per_conn"])
+                if not res["proxy_alive"]:
+                    row["errors"].append("idle: proxy exited: " + tail(proc.logfile).strip()[-300:])
+                log("%-14s idle      %s KiB/conn over %d conns (RSS %d -> %d KiB, %d procs, %ss)"
+                    % (key, fmt(row["idle_kib_per_conn"], 1), res["conns_ok"],
+                       res["rss_before_kib"], res["rss_after_kib"], res["processes_after"],
+                       res["open_s"]))
+            except RuntimeError as e:
+                row["errors"].append("idle: %s" % e)
+            finally:
+                stop(proc)
+        for e in row["errors"]:
+            log("%-14s ERROR %s" % (key, e))
+        return row
+
+    def tlsfwd_log_note(self, row, path):
+        """With log_level = warn a clean run logs nothing per connection; say
+        so when it did (e.g. failed handshakes)."""
+        counts = collections.Counter()
+        try:
+            with open(path, errors="replace") as f:
+                for line in f:
+                    m = re.search(r"level=(warn|error) event=(\S+)", line)
+                    if m:
+                        r = re.search(r" (?:reason|stage)=(\S+)", line)
+                        counts["%s %s%s" % (m.group(1), m.group(2),
+                                            " " + r.group(1) if r else "")] += 1
+        except OSError:
+            return
+        counts.pop("warn privileges", None)     # running as root: expected
+        if counts:
+            row["notes"].append("tlsfwd log: " + ", ".join("%s x%d" % kv
+                                                           for kv in counts.most_common(4)))
+
+
+# ---------------------------------------------------------------- report
+
+def fmt(v, nd):
+    if v is None:
+        return "—"
+    return "{:,.{}f}".format(v, nd)
+
+
+COLUMNS = [("bulk down MB/s", "bulk_down_mbs", 0), ("bulk up MB/s", "bulk_up_mbs", 0),
+           ("keep-alive req/s", "keepalive_rps", 0), ("keep-alive p99 ms", "keepalive_p99_ms", 2),
+           ("new-conn req/s", "newconn_rps", 0), ("new-conn p99 ms", "newconn_p99_ms", 2),
+           ("idle KiB/conn", "idle_kib_per_conn", 1)]
+
+
+def get(rows, key, field):
+    for r in rows:
+        if r["key"] == key:
+            return r.get(field)
+    return None
+
+
+def ratios(rows):
+    out = []
+
+    def ratio(name, a_key, b_key, field, unit):
+        a, b = get(rows, a_key, field), get(rows, b_key, field)
+        v = a / b if a is not None and b else None
+        out.append({"name": name, "ratio": v, "a": a, "b": b, "a_row": a_key, "b_row": b_key,
+                    "field": field, "unit": unit})
+
+    ratio("tlsfwd / stunnel4, bulk down", "tlsfwd", "stunnel", "bulk_down_mbs", "MB/s")
+    ratio("tlsfwd / stunnel4, bulk up", "tlsfwd", "stunnel", "bulk_up_mbs", "MB/s")
+    ratio("tlsfwd / nginx stream, keep-alive req/s", "tlsfwd", "nginx-stream", "keepalive_rps", "req/s")
+    ratio("tlsfwd / nginx stream, keep-alive p99", "tlsfwd", "nginx-stream", "keepalive_p99_ms", "ms")
+    ratio("tlsfwd / nginx stream, new-conn req/s", "tlsfwd", "nginx-stream", "newconn_rps", "req/s")
+    ratio("tlsfwd / nginx stream, new-conn p99", "tlsfwd", "nginx-stream", "newconn_p99_ms", "ms")
+    ratio("tlsfwd workers=2 / workers=1, new-conn req/s", "tlsfwd-w2", "tlsfwd", "newconn_rps", "req/s")
+    ratio("tlsfwd / nginx stream, keep-alive CPU per request", "tlsfwd", "nginx-stream",
+          "keepalive_cpu_us_per_req", "µs")
+    ratio("tlsfwd / nginx stream, new-conn CPU per request", "tlsfwd", "nginx-stream",
+          "newconn_cpu_us_per_req", "µs")
+    return out
+
+
+def markdown(meta, rows, rat):
+    m = meta
+    lines = ["### tlsfwd benchmark, %s" % m["date"], "",
+             "Machine: %d cores (`nproc`), %s, Linux %s. Mode: %s: %d MiB bulk file, "
+             "median of %d per direction; wrk -t1 -c%d -d%ds; %d idle connections." % (
+                 m["nproc"], m["cpu"], m["kernel"], m["mode"], m["size_mib"], m["reps"],
+                 m["conns"], m["duration_s"], m["idle_conns"]),
+             "Pinning: %s." % m["pinning"], "",
+             "| configuration | " + " | ".join(c[0] for c in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for r in rows:
+        if r.get("skipped"):
+            lines.append("| %s | " % r["label"] + " | ".join("—" for _ in COLUMNS)
+                         + " |")
+            continue
+        mark = " (!)" if r["errors"] else ""
+        lines.append("| %s%s | " % (r["label"], mark)
+                     + " | ".join(fmt(r.get(c[1]), c[2]) for c in COLUMNS) + " |")
+    cpu_rows = [r for r in rows if r.get("keepalive_cpu_us_per_req") is not None]
+    if cpu_rows:
+        lines += ["", "Proxy CPU time per request during the wrk runs (user+system, all of the "
+                  "proxy's processes; lower is better; counts even when the load core is the "
+                  "bottleneck):", "",
+                  "| configuration | keep-alive CPU µs/req | new-conn CPU µs/req |",
+                  "|---|---:|---:|"]
+        for r in cpu_rows:
+            lines.append("| %s | %s | %s |" % (r["label"], fmt(r.get("keepalive_cpu_us_per_req"), 1),
+                                               fmt(r.get("newconn_cpu_us_per_req"), 1)))
+    lines += ["", "Ratios (tlsfwd against the peer; for p99 and CPU, lower is better):", ""]
+    for x in rat:
+        if x["ratio"] is None:
+            lines.append("- %s: not measured" % x["name"])
+        else:
+            lines.append("- %s: **%.2f×** (%s vs %s %s)" % (
+                x["name"], x["ratio"], fmt(x["a"], {"ms": 2, "µs": 1}.get(x["unit"], 0)),
+                fmt(x["b"], {"ms": 2, "µs": 1}.get(x["unit"], 0)), x["unit"]))
+    notes = []
+    for r in rows:
+        if r.get("skipped"):
+            notes.append("%s: skipped: %s" % (r["label"], r["skipped"]))
+        for e in r["errors"]:
+            notes.append("%s (!): %s" % (r["label"], e))
+        for n in r["notes"]:
+            notes.append("%s: %s" % (r["label"], n))
+    notes += m.get("notes", [])
+    if notes:
+        lines += ["", "Notes:", ""] + ["- " + n for n in notes]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args():
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: 64 MiB, 1 transfer, 3 s wrk, 1000 idle (1-3 min)")
+    p.add_argument("--big", action="store_true", help="50000 idle connections")
+    p.add_argument("--size-mib", type=int, default=env("BENCH_SIZE_MIB"), help="bulk file MiB")
+    p.add_argument("--reps", type=int, default=env("BENCH_REPS"), help="bulk transfers per direction")
+    p.add_argument("--duration", type=int, default=env("BENCH_DURATION"), help="seconds per wrk run")
+    p.add_argument("--conns", type=int, default=env("BENCH_CONNS"), help="wrk connections")
+    p.add_argument("--idle", type=int, default=env("BENCH_IDLE"), help="idle connections")
+    p.add_argument("--only", default=env("BENCH_ONLY"),
+                   help="comma-separated row keys (see --list)")
+    p.add_argument("--tlsfwd", default=env("TLSFWD", os.path.join(ROOT, "build", "tlsfwd")))
+    p.add_argument("--no-install", action="store_true",
+                   help="do not apt-get install missing peers; fail instead")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--out", default=RESULTS, help="results directory (default bench/results)")
+    p.add_argument("--list", action="store_true", help="list the row keys and exit")
+    a = p.parse_args()
+    a.mode = "quick" if a.quick else ("big" if a.big else "default")
+    defaults = {"size_mib": (256, 64), "reps": (3, 1), "duration": (10, 3), "conns": (32, 32),
+                "idle": (50000 if a.big else 5000, 1000)}
+    for k, (full, quick) in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, quick if a.quick else full)
+        else:
+            setattr(a, k, int(getattr(a, k)))
+    a.only = [k.strip() for k in a.only.split(",") if k.strip()] if a.only else None
+    if a.only:
+        bad = [k for k in a.only if k not in dict(ROWS)]
+        if bad:
+            p.error("unknown row key(s) %s; known: %s" % (",".join(bad), ",".join(dict(ROWS))))
+    return a
+
+
+def main():
+    a = parse_args()
+    if a.list:
+        for k, label in ROWS:
+            print("%-14s %s" % (k, label))
+        return 0
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    STATE["keep"] = a.keep
+    a.tlsfwd = os.path.abspath(a.tlsfwd)
+    if not os.access(a.tlsfwd, os.X_OK):
+        die("%s is not built (make all)" % a.tlsfwd)
+    install_peers(not a.no_install)
+
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "nproc": os.cpu_count(), "kernel": os.uname().release, "cpu": "unknown",
+            "mode": a.mode, "size_mib": a.size_mib, "reps": a.reps, "duration_s": a.duration,
+            "conns": a.conns, "idle_conns": a.idle, "versions": versions(a.tlsfwd), "notes": []}
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+        if m:
+            meta["cpu"] = m.group(1).strip()
+
+    # A proxy holds two descriptors per idle connection; peers inherit this.
+    a.nofile = raise_nofile(max(65536, 2 * a.idle + 16384))
+    fit = (a.nofile - 1024) // 2
+    if a.idle > fit:
+        meta["notes"].append("RLIMIT_NOFILE cannot be raised above %d here, so the idle test "
+                             "used %d connections instead of %d" % (a.nofile, fit, a.idle))
+        log(meta["notes"][-1])
+        a.idle = meta["idle_conns"] = fit
+    if a.idle > 25000:
+        w = widen_port_range(a.idle)
+        if w:
+            meta["notes"].append(w)
+
+    busy = cpu_busy()
+    meta["cpu_busy_before"] = round(busy, 3)
+    meta["loadavg_before"] = os.getloadavg()
+    if busy > 0.10:
+        meta["notes"].append("the machine was not idle: %.0f%% of the CPUs were busy just before "
+                             "the run (load average %.1f); expect noisy numbers"
+                             % (100 * busy, os.getloadavg()[0]))
+        log("warning: " + meta["notes"][-1])
+
+    tmp = pick_tmp(a.size_mib)
+    STATE["tmp"] = tmp
+    log("temp dir %s; generating PKI and a %d MiB file" % (tmp, a.size_mib))
+    make_pki(os.path.join(tmp, "pki"))
+    make_files(tmp, a.size_mib)
+
+    b = Bench(a, tmp)
+    # The bench process (and so curl, wrk and the upstream) on the load core.
+    if b.load_cpus:
+        os.sched_setaffinity(0, b.load_cpus)
+        meta["pinning"] = ("load generator (curl, wrk, idle client) and upstream nginx on CPU %d; "
+                           "each proxy alone on CPU %d (`workers=2` row: all CPUs)"
+                           % (min(b.load_cpus), min(b.proxy_cpus)))
+    else:
+        meta["pinning"] = "none (a single CPU): proxy, upstream and load generator share it"
+    b.start_upstream()
+
+    rows = []
+    for key, _label in ROWS:
+        if a.only and key not in a.only:
+            continue
+        log("== %s" % key)
+        try:
+            rows.append(b.measure(key))
+        except RuntimeError as e:
+            log("%s: ERROR %s" % (key, e))
+            rows.append({"key": key, "label": dict(ROWS)[key], "errors": [str(e)], "notes": []})
+        if b.upstream.poll() is not None:
+            die("upstream nginx exited:\n" + tail(tmp + "/upstream-error.log"))
+
+    meta["elapsed_s"] = round(time.monotonic() - T0)
+    meta["loadavg_after"] = os.getloadavg()
+    meta["notes"].append("whole run took %d s" % meta["elapsed_s"])
+    rat = ratios(rows)
+    md = markdown(meta, rows, rat)
+    print()
+    print(md)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "latest.json"), "w") as f:
+        json.dump({"meta": meta, "columns": [{"title": c[0], "field": c[1]} for c in COLUMNS],
+                   "rows": rows, "ratios": rat}, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write(md)
+    log("wrote %s/latest.json and latest.md" % os.path.relpath(a.out, os.getcwd()))
+    # Peers' problems are reported in the table; tlsfwd's fail the run.
+    return 1 if any(r["errors"] for r in rows if r["key"].startswith("tlsfwd")) else 0
+
+
+if __name__ == "__main__":
+    try:
+        rc = main()
+    finally:
+        cleanup()
+    sys.exit(rc)
