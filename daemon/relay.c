@@ -252,7 +252,13 @@ u2c_fill(struct conn *c)
 			break;
 		case GNUTLS_E_PREMATURE_TERMINATION:	/* EOF, no close_notify */
 			r->upstream_eof = true;
-			r->upstream_truncated = true;
+			/*
+			 * After our close_notify, an upstream that never sent
+			 * a byte and just hangs up truncates nothing (health
+			 * checks do this); anything else may have lost data.
+			 */
+			r->upstream_truncated = !(r->c2u_done &&
+			    r->bytes_down == 0 && buf_empty(b));
 			break;
 		case GNUTLS_E_AGAIN:
 			r->recv_wants_write =

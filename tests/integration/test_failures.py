@@ -287,3 +287,24 @@ def test_unresolvable_upstream(service, start_tlsfwd, client):
     assert data == b""
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["stage"], hs["upstream"]) == ("fail", "resolve", "-"), hs
+
+
+def test_silent_hangup_after_our_close_notify_is_not_truncation(ssl_upstream, service,
+                                                                start_tlsfwd, client):
+    """The client leaves without a byte; tlsfwd sends close_notify; the upstream
+    (like nginx) hangs up without one. Nothing was lost: reason=done, not
+    upstream_truncated (health checks do exactly this)."""
+    def hang_up(bc):
+        assert bc.recv() == b""            # our close_notify
+        bc.close()                         # TCP close, no close_notify back
+        return bc.got_close_notify
+    up = ssl_upstream(hang_up, mode="bio")
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    hs = fwd.wait_event("handshake", 5, service="svc")
+    assert hs["result"] == "ok", hs
+    s.shutdown(socket.SHUT_WR)
+    assert H.recv_all(s) == b""
+    assert up.result() is True
+    cl = fwd.wait_close(hs["conn"])
+    assert cl["reason"] == "done" and cl["level"] == "info", cl
