@@ -441,38 +441,35 @@ def widen_port_range(need):
 
 # ---------------------------------------------------------------- measurements
 
-def curl_get(url, size, ca=None, resolve=None):
+def curl_transfer(url, size, upload=None, ca=None, resolve=None):
+    """GET url, or PUT the file `upload` to it, with curl; returns (MB/s, None)
+    when exactly `size` bytes moved with the expected status, else (None, why)."""
+    what = "upload" if upload else "download"
     argv = ["curl", "-sS", "-o", "/dev/null", "-m", "300",
-            "-w", "%{http_code} %{size_download} %{speed_download}"]
+            "-w", "%%{http_code} %%{size_%s} %%{speed_%s}" % (what, what)]
+    if upload:
+        argv += ["-H", "Expect:", "-T", upload]
     if ca:
         argv += ["--cacert", ca]
     if resolve:
         argv += ["--resolve", resolve]
     r = run(argv + [url], check=False, timeout=330)
     try:
-        code, got, speed = r.stdout.split()
+        code, moved, speed = r.stdout.split()
     except ValueError:
         return None, "curl: %s" % r.stderr.strip()[:200]
-    if code != "200" or int(got) != size:
-        return None, "GET %s: HTTP %s, %s of %d bytes %s" % (url, code, got, size, r.stderr.strip()[:200])
+    if code not in (("201", "204") if upload else ("200",)) or int(moved) != size:
+        return None, "%s %s: HTTP %s, %s of %d bytes %s" % (
+            "PUT" if upload else "GET", url, code, moved, size, r.stderr.strip()[:200])
     return float(speed) / 1e6, None
+
+
+def curl_get(url, size, ca=None, resolve=None):
+    return curl_transfer(url, size, None, ca, resolve)
 
 
 def curl_put(url, path, size, ca=None, resolve=None):
-    argv = ["curl", "-sS", "-o", "/dev/null", "-m", "300", "-H", "Expect:",
-            "-T", path, "-w", "%{http_code} %{size_upload} %{speed_upload}"]
-    if ca:
-        argv += ["--cacert", ca]
-    if resolve:
-        argv += ["--resolve", resolve]
-    r = run(argv + [url], check=False, timeout=330)
-    try:
-        code, sent, speed = r.stdout.split()
-    except ValueError:
-        return None, "curl: %s" % r.stderr.strip()[:200]
-    if code not in ("201", "204") or int(sent) != size:
-        return None, "PUT %s: HTTP %s, %s of %d bytes %s" % (url, code, sent, size, r.stderr.strip()[:200])
-    return float(speed) / 1e6, None
+    return curl_transfer(url, size, path, ca, resolve)
 
 
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
