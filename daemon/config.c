@@ -106,6 +106,8 @@ service_free(struct service_config *svc)
 	free(svc->key_file);
 	free(svc->key_password_file);
 	free(svc->tls_priority);
+	free(svc->allow);
+	free(svc->deny);
 	free(svc);
 }
 
@@ -189,6 +191,9 @@ section_begin(struct parse_ctx *p, const char *name)
 	svc->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
 	svc->session_cache = true;
 	svc->ocsp = OCSP_TRY;
+	svc->unix_mode = UNIX_MODE_DEFAULT;
+	svc->unix_uid = (uid_t)-1;
+	svc->unix_gid = (gid_t)-1;
 	*tail = svc;
 	p->cfg->nservices++;
 	p->svc = svc;
@@ -306,12 +311,13 @@ reader_string(char *str, int num, void *stream)
 }
 
 enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP,
-    K_WORKERS };
+    K_WORKERS, K_GLOBAL_MAX_CONNECTIONS };
 enum { K_LISTEN, K_UPSTREAM, K_SNI, K_VERIFY, K_VERIFY_HOSTNAME, K_CA_FILE,
     K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT, K_IDLE_TIMEOUT, K_CRL_FILE,
     K_CERT_FILE, K_KEY_FILE, K_KEY_PASSWORD_FILE, K_PIN_SHA256, K_ALPN,
     K_ALPN_REQUIRED, K_TLS_MIN_VERSION, K_TLS_MAX_VERSION, K_TLS_PRIORITY,
-    K_SESSION_CACHE, K_OCSP };
+    K_SESSION_CACHE, K_OCSP, K_ALLOW, K_DENY, K_MAX_CONNECTIONS, K_MODE,
+    K_OWNER, K_SOCKET_GROUP, K_ALLOW_INSECURE_KEY_PERMS };
 
 struct key_def {
 	const char	*name;
@@ -326,6 +332,7 @@ static const struct key_def global_keys[] = {
 	{ "user", K_USER, false },
 	{ "group", K_GROUP, false },
 	{ "workers", K_WORKERS, false },
+	{ "max_connections", K_GLOBAL_MAX_CONNECTIONS, false },
 	{ NULL, 0, false },
 };
 
@@ -351,6 +358,13 @@ static const struct key_def service_keys[] = {
 	{ "tls_priority", K_TLS_PRIORITY, false },
 	{ "session_cache", K_SESSION_CACHE, false },
 	{ "ocsp", K_OCSP, false },
+	{ "allow", K_ALLOW, true },
+	{ "deny", K_DENY, true },
+	{ "max_connections", K_MAX_CONNECTIONS, false },
+	{ "mode", K_MODE, false },
+	{ "owner", K_OWNER, false },
+	{ "group", K_SOCKET_GROUP, false },
+	{ "allow_insecure_key_perms", K_ALLOW_INSECURE_KEY_PERMS, false },
 	{ NULL, 0, false },
 };
 
@@ -396,6 +410,17 @@ set_duration(struct parse_ctx *p, const char *name, const char *value,
 		return;
 	}
 	*out = ms;
+}
+
+static void
+set_count(struct parse_ctx *p, const char *name, const char *value,
+    unsigned long *out)
+{
+	char err[PARSE_ERR_MAX];
+
+	if (parse_count(value, 1, CONNECTIONS_MAX, out, err, sizeof(err)) != 0)
+		config_error_add(p->errs, p->path, p->line, "%s: %s", name,
+		    err);
 }
 
 static void
@@ -468,6 +493,9 @@ global_key(struct parse_ctx *p, const char *name, const char *value)
 		g->gid = gr->gr_gid;
 		break;
 	}
+	case K_GLOBAL_MAX_CONNECTIONS:
+		set_count(p, name, value, &g->max_connections);
+		break;
 	default:
 		break;
 	}
@@ -550,6 +578,54 @@ set_alpn(struct parse_ctx *p, struct service_config *svc, const char *value)
 			return;
 		}
 	}
+}
+
+/* "10.0.0.0/8, ::1": appended to list (the key may be given again). */
+static void
+add_cidrs(struct parse_ctx *p, const char *name, const char *value,
+    struct cidr **list, size_t *n, size_t other)
+{
+	char err[PARSE_ERR_MAX], item[64];
+	const char *s = value;
+
+	do {
+		const char *end = strchr(s, ',');
+		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+		struct cidr *grown;
+
+		while (len > 0 && isspace((unsigned char)*s))
+			s++, len--;
+		while (len > 0 && isspace((unsigned char)s[len - 1]))
+			len--;
+		if (len == 0 || len >= sizeof(item)) {
+			config_error_add(p->errs, p->path, p->line, "%s: "
+			    "expected comma-separated addresses or blocks "
+			    "(e.g. 10.0.0.0/8, ::1), got '%s'", name, value);
+			return;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		if (*n + other >= CIDRS_MAX) {
+			config_error_add(p->errs, p->path, p->line, "%s: more "
+			    "than %d entries in allow and deny", name,
+			    CIDRS_MAX);
+			return;
+		}
+		grown = realloc(*list, (*n + 1) * sizeof(**list));
+		if (grown == NULL) {
+			config_error_add(p->errs, p->path, p->line,
+			    "out of memory");
+			return;
+		}
+		*list = grown;
+		if (parse_cidr(item, &grown[*n], err, sizeof(err)) != 0) {
+			config_error_add(p->errs, p->path, p->line, "%s: %s",
+			    name, err);
+			return;
+		}
+		(*n)++;
+		s = end != NULL ? end + 1 : NULL;
+	} while (s != NULL);
 }
 
 static void
@@ -710,6 +786,54 @@ service_key(struct parse_ctx *p, const char *name, const char *value)
 			    "ocsp: expected off, try or require, got '%s'",
 			    value);
 		break;
+	case K_ALLOW:
+		svc->allow_line = p->line;
+		add_cidrs(p, name, value, &svc->allow, &svc->nallow,
+		    svc->ndeny);
+		for (size_t i = 0; i < svc->nallow; i++)
+			if (svc->allow[i].prefix == 0)
+				svc->allow_everyone = true;
+		break;
+	case K_DENY:
+		svc->deny_line = p->line;
+		add_cidrs(p, name, value, &svc->deny, &svc->ndeny,
+		    svc->nallow);
+		break;
+	case K_MAX_CONNECTIONS:
+		set_count(p, name, value, &svc->max_connections);
+		break;
+	case K_MODE:
+		svc->unix_perms_line = p->line;
+		if (parse_file_mode(value, &svc->unix_mode, err,
+		    sizeof(err)) != 0)
+			config_error_add(p->errs, p->path, p->line,
+			    "mode: %s", err);
+		break;
+	case K_OWNER: {
+		struct passwd *pw = getpwnam(value);
+
+		svc->unix_perms_line = p->line;
+		if (pw == NULL)
+			config_error_add(p->errs, p->path, p->line,
+			    "owner: no such user '%s'", value);
+		else
+			svc->unix_uid = pw->pw_uid;
+		break;
+	}
+	case K_SOCKET_GROUP: {
+		struct group *gr = getgrnam(value);
+
+		svc->unix_perms_line = p->line;
+		if (gr == NULL)
+			config_error_add(p->errs, p->path, p->line,
+			    "group: no such group '%s'", value);
+		else
+			svc->unix_gid = gr->gr_gid;
+		break;
+	}
+	case K_ALLOW_INSECURE_KEY_PERMS:
+		set_bool(p, name, value, &svc->allow_insecure_key_perms);
+		break;
 	default:
 		break;
 	}
@@ -814,6 +938,38 @@ validate_tls(struct parse_ctx *p, struct service_config *svc)
 		    "tls_min_version is above tls_max_version", svc->name);
 }
 
+/*
+ * Who may connect. A forward proxy holding a client certificate lends that
+ * identity to whoever reaches it, so a listener beyond loopback must say who.
+ */
+static void
+validate_access(struct parse_ctx *p, struct service_config *svc)
+{
+	const unsigned int unix_keys = (1u << K_MODE) | (1u << K_OWNER) |
+	    (1u << K_SOCKET_GROUP);
+
+	if (svc->listen.is_unix) {
+		if (svc->nallow > 0 || svc->ndeny > 0)
+			config_error_add(p->errs, p->path, svc->nallow > 0 ?
+			    svc->allow_line : svc->deny_line, "[%s]: allow and "
+			    "deny apply to TCP listeners; a unix socket is "
+			    "guarded by mode, owner and group", svc->name);
+		return;
+	}
+	if (svc->keys_seen & unix_keys)
+		config_error_add(p->errs, p->path, svc->unix_perms_line,
+		    "[%s]: mode, owner and group apply to unix: listeners "
+		    "only (use allow and deny for %s)", svc->name,
+		    svc->listen.text);
+	if (svc->listen.salen > 0 && svc->nallow == 0 &&
+	    !sockaddr_is_loopback((const struct sockaddr *)&svc->listen.sa))
+		config_error_add(p->errs, p->path, svc->listen_line, "[%s]: "
+		    "listen %s is reachable beyond this host: say who may "
+		    "connect with allow = ADDRESS/PREFIX[, ...] (allow = "
+		    "0.0.0.0/0, ::/0 lets everyone in)", svc->name,
+		    svc->listen.text);
+}
+
 /* Fills defaults that depend on other keys, and checks cross-key rules. */
 static void
 validate(struct parse_ctx *p)
@@ -856,6 +1012,7 @@ validate(struct parse_ctx *p)
 		validate_tls(p, svc);
 		if (!(svc->keys_seen & (1u << K_LISTEN)))
 			continue;
+		validate_access(p, svc);
 		for (other = cfg->services; other != svc;
 		    other = other->next) {
 			if ((other->keys_seen & (1u << K_LISTEN)) &&

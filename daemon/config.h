@@ -18,6 +18,9 @@ enum verify_mode { VERIFY_FULL, VERIFY_CHAIN, VERIFY_NONE, VERIFY_PIN };
 enum ocsp_mode { OCSP_OFF, OCSP_TRY, OCSP_REQUIRE };
 
 #define PINS_MAX	8
+#define CIDRS_MAX	1024	/* allow + deny entries of one service */
+#define CONNECTIONS_MAX	10000000
+#define UNIX_MODE_DEFAULT 0660	/* owner and group may connect */
 #define ALPN_MAX	8
 #define TLS_VERSION_DEFAULT 0	/* tls_min/max_version not set */
 
@@ -56,6 +59,21 @@ struct service_config {
 	uint64_t		connect_timeout_ms;
 	uint64_t		handshake_timeout_ms;
 	uint64_t		idle_timeout_ms;
+	/* Who may connect (TCP): deny wins, then allow (if any) must match. */
+	struct cidr	       *allow;
+	size_t			nallow;
+	int			allow_line;
+	bool			allow_everyone;	/* a /0 in allow */
+	struct cidr	       *deny;
+	size_t			ndeny;
+	int			deny_line;
+	unsigned long		max_connections;	/* 0 = no limit */
+	/* Unix listener: the socket file's permissions and owner. */
+	unsigned int		unix_mode;
+	uid_t			unix_uid;	/* (uid_t)-1 = leave as is */
+	gid_t			unix_gid;	/* (gid_t)-1 = leave as is */
+	int			unix_perms_line;	/* mode/owner/group */
+	bool			allow_insecure_key_perms;
 	unsigned int		keys_seen;	/* bit per key, for duplicates */
 	struct service_config  *next;
 };
@@ -65,6 +83,7 @@ struct global_config {
 	enum log_format	log_format;
 	uint64_t	shutdown_timeout_ms;
 	unsigned int	workers;	/* event loops, one thread each */
+	unsigned long	max_connections;	/* all services; 0 = no limit */
 	char		user[64];	/* "" = keep the starting user */
 	char		group[64];	/* "" = the user's primary group */
 	uid_t		uid;		/* resolved at load time */

@@ -560,11 +560,19 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 {
 	struct server *srv = svc->srv;
 	struct conn *c;
+	char client[sizeof(c->client)];
 
+	/* Before any upstream work: a refused client costs one close(). */
+	sockaddr_format(peer, peerlen, client, sizeof(client));
+	if (!admission_admit(svc, peer, client)) {
+		close(cfd);
+		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		log_msg(LOG_ERROR, "accept", "service=%s: out of memory, "
 		    "closing the client", svc->cfg->name);
+		admission_release(svc);
 		close(cfd);
 		return;
 	}
@@ -575,7 +583,7 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 	c->cfd = cfd;
 	c->ufd = -1;
 	c->t_start = conn_now_ms();
-	sockaddr_format(peer, peerlen, c->client, sizeof(c->client));
+	memcpy(c->client, client, sizeof(c->client));
 	conn_set_nodelay(cfd);
 	ev_io_init(&c->c_rd, conn_client_readable_cb, cfd, EV_READ);
 	ev_io_init(&c->c_wr, conn_client_writable_cb, cfd, EV_WRITE);
@@ -653,6 +661,7 @@ conn_close(struct conn *c, const char *reason)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	__atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
+	admission_release(c->svc);
 	gen->nconns--;
 	c->magic = 0;
 	free(c);

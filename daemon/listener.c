@@ -63,6 +63,24 @@ unix_path_clear(const struct listen_addr *la, char *err, size_t errlen)
 	return 0;
 }
 
+/* mode, owner and group of the socket file, set before listen(). */
+static int
+unix_path_protect(const char *path, const struct service_config *cfg,
+    char *err, size_t errlen)
+{
+	if (chmod(path, cfg->unix_mode) != 0) {
+		snprintf(err, errlen, "chmod %04o %s: %s", cfg->unix_mode, path,
+		    strerror(errno));
+		return -1;
+	}
+	if ((cfg->unix_uid != (uid_t)-1 || cfg->unix_gid != (gid_t)-1) &&
+	    lchown(path, cfg->unix_uid, cfg->unix_gid) != 0) {
+		snprintf(err, errlen, "chown %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int
 listener_open(struct listener *l, const struct listen_addr *la,
     struct service *svc, char *err, size_t errlen)
@@ -95,9 +113,14 @@ listener_open(struct listener *l, const struct listen_addr *la,
 		    strerror(errno));
 		goto fail;
 	}
-	if (la->is_unix)
+	if (la->is_unix) {
 		snprintf(l->unix_path, sizeof(l->unix_path), "%s",
 		    ((const struct sockaddr_un *)&la->sa)->sun_path);
+		if (unix_path_protect(l->unix_path, svc->cfg, err,
+		    errlen) != 0)
+			goto fail;
+	}
+	/* Only now can anyone connect: the file has its final mode. */
 	if (listen(l->fd, SOMAXCONN) != 0) {
 		snprintf(err, errlen, "cannot listen on %s: %s", la->text,
 		    strerror(errno));
@@ -176,6 +199,34 @@ listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /*
+ * Out of descriptors: the first failure of a burst is logged, later ones
+ * only counted, and accepting pauses instead of spinning on the backlog.
+ */
+static void
+listener_pause(struct listener *l, struct ev_loop *loop, int err)
+{
+	if (l->pauses++ == 0) {
+		l->paused_since = ev_now(loop);
+		log_msg(LOG_ERROR, "accept", "service=%s listen=%s: %s; "
+		    "pausing accept (%.0f ms at a time) until descriptors "
+		    "free up", l->svc->cfg->name, l->bound, strerror(err),
+		    ACCEPT_PAUSE_S * 1e3);
+	}
+	ev_io_stop(loop, &l->io);
+	ev_timer_set(&l->pause, ACCEPT_PAUSE_S, 0.);
+	ev_timer_start(loop, &l->pause);
+}
+
+static void
+listener_unpaused(struct listener *l, struct ev_loop *loop)
+{
+	log_msg(LOG_INFO, "accept", "service=%s listen=%s: accepting again "
+	    "after %u pause(s), %.0f ms", l->svc->cfg->name, l->bound,
+	    l->pauses, (ev_now(loop) - l->paused_since) * 1e3);
+	l->pauses = 0;
+}
+
+/*
  * Fired when the listening socket is readable: accepts up to ACCEPT_BATCH
  * clients and hands each to conn_accept(). Out of descriptors, it stops the
  * watcher for ACCEPT_PAUSE_S instead of spinning on a pending connection.
@@ -194,6 +245,8 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		fd = accept4(l->fd, (struct sockaddr *)&peer, &peerlen,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
+			if (l->pauses > 0)
+				listener_unpaused(l, loop);
 			conn_accept(l->svc, fd, (struct sockaddr *)&peer,
 			    peerlen);
 			if (l->svc->srv->draining)
@@ -214,12 +267,7 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		case ENFILE:
 		case ENOBUFS:
 		case ENOMEM:
-			log_msg(LOG_ERROR, "accept", "service=%s listen=%s: %s; "
-			    "pausing accept for %.0f ms", l->svc->cfg->name,
-			    l->bound, strerror(errno), ACCEPT_PAUSE_S * 1e3);
-			ev_io_stop(loop, &l->io);
-			ev_timer_set(&l->pause, ACCEPT_PAUSE_S, 0.);
-			ev_timer_start(loop, &l->pause);
+			listener_pause(l, loop, errno);
 			return;
 		default:
 			log_msg(LOG_ERROR, "accept", "service=%s listen=%s: %s",

@@ -15,6 +15,8 @@ struct listener {
 	bool		 inherited;	/* passed by systemd, by name */
 	ev_io		 io;
 	ev_timer	 pause;		/* accept paused after EMFILE & co */
+	unsigned int	 pauses;	/* in the current burst; 0 = none */
+	ev_tstamp	 paused_since;
 	struct service	*svc;
 	char		 bound[HOST_MAX + 16];	/* the address really bound */
 	char		 unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];

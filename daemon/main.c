@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "admission.h"
 #include "config.h"
 #include "log.h"
 #include "notify.h"
@@ -203,6 +204,7 @@ check_config(const char *path)
 		rc = 0;
 	}
 	server_free(srv);
+	admission_free_all();
 	tls_global_deinit();
 out:
 	config_errors_print(&errs, stderr);
@@ -407,6 +409,7 @@ run(const char *path)
 	notify_stop(&d.notifier);
 	free_workers(&d, false);	/* waits for them to finish draining */
 	server_free(d.srv);
+	admission_free_all();
 	log_msg(LOG_INFO, "exit", "stopped");
 	tls_global_deinit();
 	ev_loop_destroy(loop);
@@ -414,6 +417,7 @@ run(const char *path)
 fail:
 	free_workers(&d, true);
 	server_free(d.srv);
+	admission_free_all();
 	free(text);
 	tls_global_deinit();
 	return 1;

@@ -232,6 +232,158 @@ parse_bool(const char *s, int *out, char *err, size_t errlen)
 	return fail(err, errlen, "expected yes or no, got '%s'", s);
 }
 
+int
+parse_cidr(const char *s, struct cidr *c, char *err, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	size_t hostlen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	unsigned int bits, nbytes;
+
+	memset(c, 0, sizeof(*c));
+	if (hostlen == 0 || hostlen >= sizeof(host))
+		return fail(err, errlen, "invalid address block '%s': expected "
+		    "ADDRESS or ADDRESS/PREFIX, e.g. 10.0.0.0/8 or ::1", s);
+	memcpy(host, s, hostlen);
+	host[hostlen] = '\0';
+	if (inet_pton(AF_INET, host, c->addr) == 1) {
+		c->family = AF_INET;
+		bits = 32;
+	} else if (inet_pton(AF_INET6, host, c->addr) == 1) {
+		c->family = AF_INET6;
+		bits = 128;
+	} else {
+		return fail(err, errlen, "invalid address block '%s': '%s' is "
+		    "not an IPv4 or IPv6 address", s, host);
+	}
+	c->prefix = bits;
+	if (slash != NULL) {
+		unsigned long n;
+		char perr[PARSE_ERR_MAX];
+
+		if (parse_count(slash + 1, 0, bits, &n, perr,
+		    sizeof(perr)) != 0)
+			return fail(err, errlen, "invalid address block '%s': "
+			    "prefix length must be 0-%u", s, bits);
+		c->prefix = (unsigned int)n;
+	}
+	/* 10.1.2.3/8 is almost always a typo for 10.0.0.0/8 or a /32. */
+	nbytes = bits / 8;
+	for (unsigned int i = 0; i < nbytes; i++) {
+		unsigned int keep = c->prefix > i * 8 ? c->prefix - i * 8 : 0;
+		unsigned char mask = keep >= 8 ? 0xff :
+		    (unsigned char)(0xff00u >> keep);
+
+		if (c->addr[i] & (unsigned char)~mask)
+			return fail(err, errlen, "invalid address block '%s': "
+			    "host bits are set after /%u", s, c->prefix);
+	}
+	return 0;
+}
+
+/* The IP address of sa as bytes, unwrapping IPv4-mapped IPv6; 0 if none. */
+static int
+sockaddr_ip(const struct sockaddr *sa, int *family, const unsigned char **ip)
+{
+	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0, 0xff, 0xff };
+
+	if (sa->sa_family == AF_INET) {
+		*family = AF_INET;
+		*ip = (const unsigned char *)
+		    &((const struct sockaddr_in *)sa)->sin_addr;
+		return 1;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const unsigned char *a = ((const struct sockaddr_in6 *)sa)->
+		    sin6_addr.s6_addr;
+
+		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+			*family = AF_INET;
+			*ip = a + 12;
+		} else {
+			*family = AF_INET6;
+			*ip = a;
+		}
+		return 1;
+	}
+	return 0;
+}
+
+int
+cidr_contains(const struct cidr *c, const struct sockaddr *sa)
+{
+	const unsigned char *ip;
+	unsigned int full, rest;
+	int family;
+
+	if (!sockaddr_ip(sa, &family, &ip) || family != c->family)
+		return 0;
+	full = c->prefix / 8;
+	rest = c->prefix % 8;
+	if (memcmp(ip, c->addr, full) != 0)
+		return 0;
+	return rest == 0 || ((ip[full] ^ c->addr[full]) &
+	    (unsigned char)(0xff00u >> rest)) == 0;
+}
+
+int
+sockaddr_is_loopback(const struct sockaddr *sa)
+{
+	const unsigned char *ip;
+	int family;
+
+	if (!sockaddr_ip(sa, &family, &ip))
+		return 0;
+	if (family == AF_INET)
+		return ip[0] == 127;
+	return memcmp(ip, in6addr_loopback.s6_addr, 16) == 0;
+}
+
+int
+parse_count(const char *s, unsigned long min, unsigned long max,
+    unsigned long *out, char *err, size_t errlen)
+{
+	unsigned long n = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return fail(err, errlen, "expected a number from %lu to %lu, "
+		    "got '%s'", min, max, s);
+	for (; isdigit((unsigned char)*p); p++) {
+		n = n * 10 + (unsigned long)(*p - '0');
+		if (n > max)
+			break;
+	}
+	if (*p != '\0' || n < min || n > max)
+		return fail(err, errlen, "expected a number from %lu to %lu, "
+		    "got '%s'", min, max, s);
+	*out = n;
+	return 0;
+}
+
+int
+parse_file_mode(const char *s, unsigned int *mode, char *err, size_t errlen)
+{
+	unsigned int m = 0;
+	const char *p = s;
+
+	if (*p == '\0' || strlen(s) > 4)
+		return fail(err, errlen, "expected octal permissions such as "
+		    "0660, got '%s'", s);
+	for (; *p != '\0'; p++) {
+		if (*p < '0' || *p > '7')
+			return fail(err, errlen, "expected octal permissions "
+			    "such as 0660, got '%s'", s);
+		m = m * 8 + (unsigned int)(*p - '0');
+	}
+	if (m > 0777)
+		return fail(err, errlen, "permissions above 0777 (setuid, "
+		    "setgid, sticky) make no sense on a socket: '%s'", s);
+	*mode = m;
+	return 0;
+}
+
 void
 sockaddr_format(const struct sockaddr *sa, socklen_t len, char *buf,
     size_t buflen)

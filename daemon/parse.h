@@ -42,6 +42,27 @@ int	parse_listen_addr(const char *s, struct listen_addr *la, char *err,
 /* "yes/no/true/false/on/off/1/0" */
 int	parse_bool(const char *s, int *out, char *err, size_t errlen);
 
+/* An address block: "10.0.0.0/8", "::1", "2001:db8::/32". */
+struct cidr {
+	int		family;		/* AF_INET or AF_INET6 */
+	unsigned char	addr[16];	/* network order; 4 bytes for IPv4 */
+	unsigned int	prefix;		/* 0-32 or 0-128 */
+};
+
+/* One block; a bare address is a /32 or /128. Host bits must be zero. */
+int	parse_cidr(const char *s, struct cidr *c, char *err, size_t errlen);
+/* Whether sa (IPv4, IPv6 or IPv4-mapped IPv6) lies in c. */
+int	cidr_contains(const struct cidr *c, const struct sockaddr *sa);
+/* Whether sa is 127.0.0.0/8 or ::1 (or IPv4-mapped 127/8). */
+int	sockaddr_is_loopback(const struct sockaddr *sa);
+
+/* A decimal count in [min, max]. */
+int	parse_count(const char *s, unsigned long min, unsigned long max,
+	    unsigned long *out, char *err, size_t errlen);
+/* File permission bits in octal, "0660" or "660", at most 0777. */
+int	parse_file_mode(const char *s, unsigned int *mode, char *err,
+	    size_t errlen);
+
 /* Formats a socket address as "1.2.3.4:5", "[::1]:5" or "unix:/path". */
 void	sockaddr_format(const struct sockaddr *sa, socklen_t len, char *buf,
 	    size_t buflen);

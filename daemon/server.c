@@ -204,21 +204,65 @@ service_listen(struct server *srv, struct generation *gen, size_t idx,
 	return 0;
 }
 
-/* Warns about a client key others can read: it is an identity. */
+/*
+ * A client key is an identity: one that every local user can read is
+ * refused unless the config says allow_insecure_key_perms; one the group
+ * can read is only warned about (0640 root:tlsfwd is a normal setup).
+ */
 static void
-service_check_key_perms(const struct service *svc)
+key_perms_check(const struct service_config *sc, const char *cfg_path,
+    struct config_errors *errs)
 {
-	const char *key = svc->cfg->key_file;
+	const char *files[2] = { sc->key_file, sc->key_password_file };
+	const int lines[2] = { sc->key_file_line, sc->key_password_file_line };
+	const char *keys[2] = { "key_file", "key_password_file" };
 	struct log_line l;
 	struct stat st;
+	bool refuse;
 
-	if (key == NULL || strncmp(key, "pkcs11:", 7) == 0 ||
-	    stat(key, &st) != 0 || (st.st_mode & 077) == 0)
+	for (int i = 0; i < 2; i++) {
+		if (files[i] == NULL || strncmp(files[i], "pkcs11:", 7) == 0 ||
+		    stat(files[i], &st) != 0 || (st.st_mode & 077) == 0)
+			continue;
+		refuse = (st.st_mode & 007) != 0 &&
+		    !sc->allow_insecure_key_perms;
+		if (errs != NULL) {	/* building: errors; warnings at start */
+			if (refuse)
+				config_error_add(errs, cfg_path, lines[i],
+				    "[%s]: %s %s is readable by others (mode "
+				    "%04o): chmod o-rwx it, or set "
+				    "allow_insecure_key_perms = yes", sc->name,
+				    keys[i], files[i],
+				    (unsigned)(st.st_mode & 07777));
+			continue;
+		}
+		if (refuse)
+			continue;	/* refused when the config was built */
+		log_line_begin(&l, LOG_WARN, "config");
+		log_str(&l, "service", sc->name);
+		log_strf(&l, "msg", "%s %s is readable by %s (mode %04o)%s",
+		    keys[i], files[i], (st.st_mode & 007) != 0 ? "others" :
+		    "group", (unsigned)(st.st_mode & 07777),
+		    (st.st_mode & 007) != 0 ? ", allowed by "
+		    "allow_insecure_key_perms" : ": chmod 600 it unless the "
+		    "group is tlsfwd's own");
+		log_line_end(&l);
+	}
+}
+
+/* allow = 0.0.0.0/0 was asked for; say it every start and reload. */
+static void
+service_warn_open_access(const struct service *svc)
+{
+	struct log_line l;
+
+	if (!svc->cfg->allow_everyone)
 		return;
 	log_line_begin(&l, LOG_WARN, "config");
 	log_str(&l, "service", svc->cfg->name);
-	log_strf(&l, "msg", "key_file %s is readable by group or others "
-	    "(mode %04o): chmod 600 it", key, (unsigned)(st.st_mode & 07777));
+	log_strf(&l, "msg", "allow lets every client address in on %s: anyone "
+	    "who reaches it uses this service%s", svc->cfg->listen.text,
+	    svc->cfg->cert_file != NULL ? " and its client certificate" : "");
 	log_line_end(&l);
 }
 
@@ -302,6 +346,14 @@ generation_new(struct server *srv, struct config *cfg,
 		svc->gen = gen;
 		svc->srv = srv;
 		svc->listener.fd = -1;
+		svc->count = admission_count_get(sc->name);
+		if (svc->count == NULL) {
+			config_error_add(errs, cfg->path, sc->line, "[%s]: out "
+			    "of memory", sc->name);
+			continue;
+		}
+		if (!srv->is_worker)
+			key_perms_check(sc, cfg->path, errs);
 		if (tls_service_init(&svc->tls, sc, err, sizeof(err),
 		    &errline) != 0) {
 			config_error_add(errs, cfg->path, errline, "[%s]: %s",
@@ -337,7 +389,8 @@ server_commit(struct server *srv, struct generation *gen)
 		svc->takeover = NULL;
 		service_resolve(svc);
 		if (!srv->is_worker) {	/* said once, not once per loop */
-			service_check_key_perms(svc);
+			key_perms_check(svc->cfg, NULL, NULL);
+			service_warn_open_access(svc);
 			service_check_expiry(svc);
 		}
 		listener_start(&svc->listener, srv->loop);

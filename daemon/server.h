@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "admission.h"
 #include "config.h"
 #include "listener.h"
 #include "tls.h"
@@ -27,6 +28,8 @@ struct service {
 	struct listener			 listener;
 	struct listener			*takeover;	/* reload: old one to keep */
 	bool				 kept;		/* listener carried over */
+	struct admission_count		*count;		/* open, all loops */
+	struct admission_log		 refusals;
 };
 
 /*
