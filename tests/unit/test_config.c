@@ -1050,6 +1050,115 @@ test_bug_line_too_long_no_error_on_next_line(void **state)
 	}
 }
 
+/* ---- access control, limits, unix socket permissions ---- */
+
+#define UNIX_SVC \
+	"[s]\n" \
+	"listen = unix:/tmp/x.sock\n" \
+	"upstream = example.com:443\n"
+
+static void
+test_access_keys_parsed(void **state)
+{
+	const struct service_config *s;
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok("[global]\nmax_connections = 300\n"
+	    "[s]\nlisten = 0.0.0.0:0\nupstream = example.com:443\n"
+	    "allow = 10.0.0.0/8, ::1\nallow = 192.168.1.7\n"
+	    "deny = 10.0.66.0/24\nmax_connections = 20\n"
+	    "[u]\nlisten = unix:/tmp/x.sock\nupstream = example.com:443\n"
+	    "mode = 600\nowner = root\ngroup = root\n");
+	assert_int_equal(cfg->global.max_connections, 300);
+	s = service(cfg, "s");
+	assert_int_equal(s->nallow, 3);	/* repeated keys add up */
+	assert_int_equal(s->allow[0].family, AF_INET);
+	assert_int_equal(s->allow[0].prefix, 8);
+	assert_int_equal(s->allow[1].family, AF_INET6);
+	assert_int_equal(s->allow[1].prefix, 128);
+	assert_int_equal(s->allow[2].prefix, 32);
+	assert_false(s->allow_everyone);
+	assert_int_equal(s->ndeny, 1);
+	assert_int_equal(s->max_connections, 20);
+	s = service(cfg, "u");
+	assert_int_equal(s->unix_mode, 0600);
+	assert_int_equal(s->unix_uid, 0);
+	assert_int_equal(s->unix_gid, 0);
+	assert_int_equal(s->max_connections, 0);	/* default: none */
+	cfg = load_ok(SVC);
+	assert_int_equal(cfg->services->unix_mode, 0660);
+	assert_int_equal(cfg->services->unix_uid, (uid_t)-1);
+	assert_false(cfg->services->allow_insecure_key_perms);
+}
+
+/* A listener beyond loopback lends the service's identity to the network. */
+static void
+test_err_public_listen_needs_allow(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	expect_one_error("[s]\nlisten = 0.0.0.0:8443\n"
+	    "upstream = example.com:443\n", 2, "allow = ");
+	expect_one_error("[s]\nupstream = example.com:443\n"
+	    "listen = [::]:8443\n", 3, "reachable beyond this host");
+	expect_one_error("[s]\nupstream = example.com:443\n"
+	    "listen = 192.0.2.1:8443\ndeny = 10.0.0.0/8\n", 3, "allow");
+	load_ok("[s]\nlisten = 127.0.0.2:0\nupstream = example.com:443\n");
+	load_ok("[s]\nlisten = [::1]:0\nupstream = example.com:443\n");
+	load_ok("[s]\nlisten = localhost:0\nupstream = example.com:443\n");
+	cfg = load_ok("[s]\nlisten = 0.0.0.0:0\nupstream = example.com:443\n"
+	    "allow = 0.0.0.0/0, ::/0\n");
+	assert_true(cfg->services->allow_everyone);
+}
+
+static void
+test_err_access_keys(void **state)
+{
+	(void)state;
+	expect_one_error(SVC "allow = 10.1.2.3/8\n", 4, "host bits");
+	expect_one_error(SVC "allow = 10.0.0.0/33\n", 4, "prefix length");
+	expect_one_error(SVC "deny = example.com\n", 4,
+	    "not an IPv4 or IPv6 address");
+	expect_one_error(SVC "allow = 10.0.0.0/8,\n", 4,
+	    "comma-separated");
+	expect_one_error(SVC "allow = ,\n", 4, "comma-separated");
+	expect_one_error(SVC "max_connections = 0\n", 4, "from 1 to");
+	expect_one_error(SVC "max_connections = -1\n", 4, "from 1 to");
+	expect_one_error(SVC "max_connections = 99999999999999999999\n", 4,
+	    "from 1 to");
+	expect_one_error("[global]\nmax_connections = ten\n" SVC, 2,
+	    "max_connections");
+	expect_one_error(UNIX_SVC "mode = 0888\n", 4, "octal");
+	expect_one_error(UNIX_SVC "owner = no-such-user-xyz\n", 4,
+	    "no such user");
+	expect_one_error(UNIX_SVC "group = no-such-group-xyz\n", 4,
+	    "no such group");
+	expect_one_error(SVC "allow_insecure_key_perms = maybe\n", 4,
+	    "yes or no");
+	/* The keys that belong to the other kind of listener. */
+	expect_one_error(SVC "mode = 0600\n", 4, "unix: listeners only");
+	expect_one_error(UNIX_SVC "allow = 10.0.0.0/8\n", 4,
+	    "apply to TCP listeners");
+}
+
+static void
+test_err_too_many_cidrs(void **state)
+{
+	static char text[CIDRS_MAX * 32 + 256];
+	size_t len;
+
+	(void)state;
+	len = (size_t)snprintf(text, sizeof(text), "%s", SVC);
+	/* inih's lines are short: one key per line, repeated. */
+	for (int i = 0; i <= CIDRS_MAX; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+		    "%s = 10.%d.%d.0/24\n", i % 2 ? "deny" : "allow",
+		    (i >> 8) & 255, i & 255);
+	expect_one_error(text, 4 + CIDRS_MAX, "more than");
+}
+
 #define T(test)	cmocka_unit_test_teardown(test, teardown)
 
 int
@@ -1099,6 +1208,10 @@ main(void)
 		T(test_bug_same_bad_listen_twice_no_crash),
 		T(test_line_of_198_chars_accepted),
 		T(test_bug_line_too_long_no_error_on_next_line),
+		T(test_access_keys_parsed),
+		T(test_err_public_listen_needs_allow),
+		T(test_err_access_keys),
+		T(test_err_too_many_cidrs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
