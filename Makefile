@@ -40,7 +40,7 @@ SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 .PHONY: all deps check check-plain check-asan unit integration demo run \
-	install clean bench
+	install clean bench profile
 
 all: $(BUILD)/tlsfwd
 
@@ -108,6 +108,12 @@ run: all
 BENCH_ARGS ?=
 bench: deps all
 	$(PYTHON) bench/bench.py --tlsfwd $(BUILD)/tlsfwd $(BENCH_ARGS)
+
+# Instructions per connection, round trip and byte under callgrind: counts
+# that repeat on a busy machine (bench/results/profile.md).
+PROFILE_ARGS ?=
+profile: deps all
+	$(PYTHON) bench/profile.py --tlsfwd $(BUILD)/tlsfwd $(PROFILE_ARGS)
 
 # Units, sysusers.d file and man pages too.  The units in systemd/ name
 # /usr/bin/tlsfwd and /etc/tlsfwd/ (right for PREFIX=/usr, SYSCONFDIR=/etc);

@@ -652,7 +652,7 @@ conn_close(struct conn *c, const char *reason)
 	if (c->ufd >= 0)
 		close(c->ufd);
 	close(c->cfd);
-	relay_free(&c->relay);
+	relay_free(c);
 
 	if (c->prev != NULL)
 		c->prev->next = c->next;

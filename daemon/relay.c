@@ -27,32 +27,59 @@ buf_full(const struct relay_buf *b)
 	return b->data != NULL && b->tail == RELAY_BUF_SIZE;
 }
 
-/* Buffers exist only while bytes are in flight: idle connections are small. */
+/*
+ * Buffers exist only while bytes are in flight, so idle connections are
+ * small; a few freed ones wait in the loop's spares, so that a request and
+ * its answer do not cost two malloc/free pairs of 16 KiB (too big for the
+ * allocator's fast path).
+ */
 static int
-buf_reserve(struct relay_buf *b)
+buf_reserve(struct conn *c, struct relay_buf *b)
 {
-	if (b->data == NULL && (b->data = malloc(RELAY_BUF_SIZE)) == NULL)
+	struct relay_spares *sp = &c->srv->spares;
+
+	if (b->data != NULL)
+		return 0;
+	if (sp->n > 0)
+		b->data = sp->bufs[--sp->n];
+	else if ((b->data = malloc(RELAY_BUF_SIZE)) == NULL)
 		return -1;
 	return 0;
 }
 
 static void
-buf_consumed(struct relay_buf *b, size_t n)
+buf_release(struct conn *c, struct relay_buf *b)
+{
+	struct relay_spares *sp = &c->srv->spares;
+
+	if (b->data != NULL && sp->n < RELAY_SPARES_MAX)
+		sp->bufs[sp->n++] = b->data;
+	else
+		free(b->data);
+	b->data = NULL;
+	b->head = b->tail = 0;
+}
+
+static void
+buf_consumed(struct conn *c, struct relay_buf *b, size_t n)
 {
 	b->head += (uint32_t)n;
-	if (b->head == b->tail) {
-		free(b->data);
-		b->data = NULL;
-		b->head = b->tail = 0;
-	}
+	if (b->head == b->tail)
+		buf_release(c, b);
 }
 
 void
-relay_free(struct relay *r)
+relay_free(struct conn *c)
 {
-	free(r->c2u.data);
-	free(r->u2c.data);
-	r->c2u.data = r->u2c.data = NULL;
+	buf_release(c, &c->relay.c2u);
+	buf_release(c, &c->relay.u2c);
+}
+
+void
+relay_spares_free(struct relay_spares *sp)
+{
+	while (sp->n > 0)
+		free(sp->bufs[--sp->n]);
 }
 
 static void
@@ -162,7 +189,7 @@ c2u_flush(struct conn *c)
 		if (n < 0)
 			return relay_fail(c, "upstream_error", 0, (int)n);
 		r->bytes_up += (uint64_t)n;
-		buf_consumed(b, (size_t)n);
+		buf_consumed(c, b, (size_t)n);
 		relay_activity(c);
 	}
 	if (!r->client_eof || r->c2u_done)
@@ -203,7 +230,7 @@ u2c_flush(struct conn *c)
 		if (n < 0)
 			return relay_fail(c, "client_error", errno, 0);
 		r->bytes_down += (uint64_t)n;
-		buf_consumed(b, (size_t)n);
+		buf_consumed(c, b, (size_t)n);
 		relay_activity(c);
 	}
 	if (r->upstream_eof && !r->u2c_done) {
@@ -228,7 +255,7 @@ u2c_fill(struct conn *c)
 
 	r->recv_wants_write = false;
 	while (!r->upstream_eof && !buf_full(b)) {
-		if (buf_reserve(b) != 0)
+		if (buf_reserve(c, b) != 0)
 			return relay_fail(c, "upstream_error", ENOMEM, 0);
 		n = gnutls_record_recv(c->tls, b->data + b->tail,
 		    RELAY_BUF_SIZE - b->tail);
@@ -276,7 +303,7 @@ u2c_fill(struct conn *c)
 	}
 out:
 	if (buf_empty(b))
-		buf_consumed(b, 0);	/* give the buffer back */
+		buf_consumed(c, b, 0);	/* give the buffer back */
 	return STEP_OK;
 }
 
@@ -289,7 +316,7 @@ c2u_fill(struct conn *c)
 	ssize_t n;
 
 	while (!r->client_eof && !buf_full(b)) {
-		if (buf_reserve(b) != 0)
+		if (buf_reserve(c, b) != 0)
 			return relay_fail(c, "client_error", ENOMEM, 0);
 		n = recv(c->cfd, b->data + b->tail, RELAY_BUF_SIZE - b->tail,
 		    0);
@@ -312,7 +339,7 @@ c2u_fill(struct conn *c)
 		return relay_fail(c, "client_error", errno, 0);
 	}
 	if (buf_empty(b))
-		buf_consumed(b, 0);
+		buf_consumed(c, b, 0);
 	return STEP_OK;
 }
 

@@ -17,6 +17,13 @@ struct relay_buf {
 	uint32_t	 tail;
 };
 
+/* Freed buffers kept by one event loop for its next connections. */
+#define RELAY_SPARES_MAX 32
+struct relay_spares {
+	char		*bufs[RELAY_SPARES_MAX];
+	unsigned int	 n;
+};
+
 struct relay {
 	struct relay_buf c2u;		/* client -> upstream */
 	struct relay_buf u2c;		/* upstream -> client */
@@ -36,8 +43,10 @@ struct relay {
 
 /* Enters the relay after the handshake. */
 void	relay_start(struct conn *c);
-/* Releases the buffers. */
-void	relay_free(struct relay *r);
+/* Releases c's buffers (to its loop's spares). */
+void	relay_free(struct conn *c);
+/* Frees a loop's spare buffers. */
+void	relay_spares_free(struct relay_spares *sp);
 
 /*
  * Readiness of either socket while relaying (conn.c's watchers call these).

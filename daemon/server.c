@@ -632,5 +632,6 @@ server_free(struct server *srv)
 		free(srv->inherited[i].name);
 	}
 	free(srv->inherited);
+	relay_spares_free(&srv->spares);
 	free(srv);
 }

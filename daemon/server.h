@@ -10,6 +10,7 @@
 #include "admission.h"
 #include "config.h"
 #include "listener.h"
+#include "relay.h"
 #include "tls.h"
 
 struct server;
@@ -79,6 +80,7 @@ struct server {
 	ev_timer		 drain_timer;
 	ev_timer		 expiry_timer;	/* daily client cert check */
 	char			 status_note[96];	/* e.g. a failed reload */
+	struct relay_spares	 spares;		/* relay buffers to reuse */
 };
 
 struct server *server_new(struct ev_loop *loop);

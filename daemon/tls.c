@@ -18,7 +18,18 @@
 #define TLS_DEFAULT_PRIORITY \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:" \
 	"+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-RSA:-AES-128-CCM:" \
-	"-AES-256-CCM:-MAC-ALL:+AEAD"
+	"-AES-256-CCM:-MAC-ALL:+AEAD:" TLS_DEFAULT_GROUPS
+/*
+ * X25519 first: the cheapest key exchange and the one servers pick. Only
+ * the first group gets a key share (GNUTLS_KEY_SHARE_TOP in tls_session_new),
+ * so a server without it costs a HelloRetryRequest instead of every
+ * handshake paying for two key pairs (GnuTLS's default): one key pair is a
+ * third of a resumed handshake's instructions (bench/profile.py).
+ */
+#define TLS_DEFAULT_GROUPS \
+	"-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:" \
+	"+GROUP-X448:+GROUP-SECP521R1:+GROUP-FFDHE2048:+GROUP-FFDHE3072:" \
+	"+GROUP-FFDHE4096"
 
 int
 tls_global_init(char *err, size_t errlen)
@@ -427,7 +438,8 @@ tls_session_new(gnutls_session_t *out, struct tls_conn *tc, char *err,
 	const struct service_config *sc = tc->sc;
 	struct tls_service *t = tc->t;
 	struct tls_cached_session *cached;
-	unsigned int flags = GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL;
+	unsigned int flags = GNUTLS_CLIENT | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL |
+	    GNUTLS_KEY_SHARE_TOP;	/* see TLS_DEFAULT_GROUPS */
 	gnutls_session_t s;
 	const char *what;
 	int rc;

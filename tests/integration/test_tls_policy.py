@@ -141,3 +141,40 @@ def test_good_policy_values_pass_check(service, check_ini):
         "c": service("localhost:443", listen="127.0.0.1:2", tls_priority="SECURE256"),
     })
     assert rc == 0 and not errors, errors
+
+
+EXT_SUPPORTED_GROUPS = 10
+EXT_KEY_SHARE = 51
+X25519, SECP256R1 = 0x001D, 0x0017
+
+
+def key_share_groups(exts):
+    """The groups of a ClientHello's key_share entries, in order."""
+    data = exts[EXT_KEY_SHARE]
+    groups, i = [], 2
+    while i < len(data):
+        groups.append(int.from_bytes(data[i:i + 2], "big"))
+        i += 4 + int.from_bytes(data[i + 2:i + 4], "big")
+    return groups
+
+
+def test_default_sends_one_x25519_key_share(raw_upstream, service, start_tlsfwd, client):
+    """One key pair per handshake, X25519 (GnuTLS alone would make two: a
+    third of a resumed handshake's cost, see bench/results/profile.md)."""
+    up = raw_upstream(H.read_client_hello)
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
+    s = client(fwd)
+    exts = up.result()
+    assert key_share_groups(exts) == [X25519], exts.get(EXT_KEY_SHARE)
+    groups = exts[EXT_SUPPORTED_GROUPS]
+    offered = [int.from_bytes(groups[i:i + 2], "big") for i in range(2, len(groups), 2)]
+    assert offered[:2] == [X25519, SECP256R1], offered
+    H.assert_refused_through(fwd, s)
+
+
+def test_server_without_x25519_still_tls13(openssl_server, service, start_tlsfwd, client):
+    """A server that only has P-256 answers with a HelloRetryRequest."""
+    srv = openssl_server("server", "-www", "-groups", "P-256")
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
+    hs, page = ok_through(fwd, client(fwd))
+    assert hs["version"] == "TLS1.3", hs
