@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -81,9 +82,71 @@ unix_path_protect(const char *path, const struct service_config *cfg,
 	return 0;
 }
 
+/* A listening TCP socket on sa with SO_REUSEPORT; -1 with err. */
+static int
+reuseport_socket(const struct sockaddr *sa, socklen_t salen, char *err,
+    size_t errlen)
+{
+	int fd, one = 1;
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (sa->sa_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+		    sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+	    bind(fd, sa, salen) != 0 || listen(fd, SOMAXCONN) != 0) {
+		snprintf(err, errlen, "worker socket: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The worker loops' sockets, on the address the main one really got. */
+static int
+listener_open_siblings(struct listener *l, unsigned int n,
+    const struct sockaddr *sa, socklen_t salen, char *err, size_t errlen)
+{
+	l->siblings = calloc(n, sizeof(*l->siblings));
+	if (l->siblings == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (l->nsiblings = 0; l->nsiblings < n; l->nsiblings++) {
+		int fd = reuseport_socket(sa, salen, err, errlen);
+
+		if (fd < 0)
+			return -1;
+		l->siblings[l->nsiblings] = fd;
+	}
+	return 0;
+}
+
+static void
+listener_close_siblings(struct listener *l)
+{
+	for (unsigned int i = 0; i < l->nsiblings; i++)
+		close(l->siblings[i]);
+	free(l->siblings);
+	l->siblings = NULL;
+	l->nsiblings = 0;
+}
+
+int
+listener_fd_for_loop(const struct listener *l, unsigned int k)
+{
+	return k >= 1 && k <= l->nsiblings ? l->siblings[k - 1] : l->fd;
+}
+
 int
 listener_open(struct listener *l, const struct listen_addr *la,
-    struct service *svc, char *err, size_t errlen)
+    struct service *svc, unsigned int nsiblings, char *err, size_t errlen)
 {
 	struct sockaddr_storage bound;
 	socklen_t boundlen = sizeof(bound);
@@ -103,6 +166,13 @@ listener_open(struct listener *l, const struct listen_addr *la,
 	if (!la->is_unix && setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one,
 	    sizeof(one)) != 0) {
 		snprintf(err, errlen, "SO_REUSEADDR: %s", strerror(errno));
+		goto fail;
+	}
+	if (la->is_unix)
+		nsiblings = 0;	/* one path, one socket: the loops share it */
+	if (nsiblings > 0 && setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one,
+	    sizeof(one)) != 0) {
+		snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
 		goto fail;
 	}
 	if (la->sa.ss_family == AF_INET6)	/* [::] means IPv6 only */
@@ -126,13 +196,18 @@ listener_open(struct listener *l, const struct listen_addr *la,
 		    strerror(errno));
 		goto fail;
 	}
-	if (getsockname(l->fd, (struct sockaddr *)&bound, &boundlen) == 0)
-		sockaddr_format((struct sockaddr *)&bound, boundlen, l->bound,
-		    sizeof(l->bound));
-	else
-		snprintf(l->bound, sizeof(l->bound), "%s", la->text);
+	if (getsockname(l->fd, (struct sockaddr *)&bound, &boundlen) != 0) {
+		snprintf(err, errlen, "getsockname: %s", strerror(errno));
+		goto fail;
+	}
+	sockaddr_format((struct sockaddr *)&bound, boundlen, l->bound,
+	    sizeof(l->bound));
+	if (nsiblings > 0 && listener_open_siblings(l, nsiblings,
+	    (struct sockaddr *)&bound, boundlen, err, errlen) != 0)
+		goto fail;
 	return 0;
 fail:
+	listener_close_siblings(l);
 	if (l->unix_path[0] != '\0')
 		unlink(l->unix_path);
 	close(l->fd);
@@ -186,6 +261,8 @@ listener_move(struct listener *to, struct listener *from, struct service *svc,
 	*to = *from;
 	to->svc = svc;
 	from->fd = -1;
+	from->siblings = NULL;
+	from->nsiblings = 0;
 	from->unix_path[0] = '\0';	/* the socket file stays, in use */
 }
 
@@ -296,6 +373,7 @@ listener_close(struct listener *l, struct ev_loop *loop)
 	ev_timer_stop(loop, &l->pause);
 	close(l->fd);
 	l->fd = -1;
+	listener_close_siblings(l);
 	if (l->unix_path[0] != '\0') {
 		unlink(l->unix_path);
 		l->unix_path[0] = '\0';

@@ -20,11 +20,24 @@ struct listener {
 	struct service	*svc;
 	char		 bound[HOST_MAX + 16];	/* the address really bound */
 	char		 unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	/*
+	 * With workers: one more socket per worker loop on the same address
+	 * (SO_REUSEPORT), so the kernel spreads clients over the loops' own
+	 * accept queues. Owned here, so a reload keeps them with the listener.
+	 */
+	int		*siblings;
+	unsigned int	 nsiblings;
 };
 
-/* Binds and listens on la; fills l->bound. */
+/*
+ * Binds and listens on la; fills l->bound. nsiblings > 0 (TCP only): also
+ * that many SO_REUSEPORT sockets on the bound address, for worker loops.
+ */
 int	listener_open(struct listener *l, const struct listen_addr *la,
-	    struct service *svc, char *err, size_t errlen);
+	    struct service *svc, unsigned int nsiblings, char *err,
+	    size_t errlen);
+/* The socket worker loop k (1, 2, ...) accepts on: its sibling, or l's. */
+int	listener_fd_for_loop(const struct listener *l, unsigned int k);
 /* Uses fd, a listening socket passed by the service manager. */
 int	listener_adopt(struct listener *l, int fd, struct service *svc,
 	    char *err, size_t errlen);

@@ -195,8 +195,8 @@ service_listen(struct server *srv, struct generation *gen, size_t idx,
 		in->used = true;
 		return 0;
 	}
-	if (listener_open(&svc->listener, &sc->listen, svc, err,
-	    sizeof(err)) != 0) {
+	if (listener_open(&svc->listener, &sc->listen, svc,
+	    gen->cfg->global.workers - 1, err, sizeof(err)) != 0) {
 		config_error_add(errs, path, sc->listen_line, "[%s]: listen: %s",
 		    sc->name, err);
 		return -1;
@@ -453,9 +453,10 @@ server_prepare_shared(struct server *wsrv, struct config *cfg,
 		return NULL;
 	for (size_t i = 0; i < gen->nservices; i++) {
 		struct service *svc = &gen->services[i];
-		int fd = dup(from->services[i].listener.fd);
+		int fd = dup(listener_fd_for_loop(&from->services[i].listener,
+		    wsrv->loop_index));
 
-		/* The same listening socket: one accept queue for all loops. */
+		/* The main loop owns it: a reload keeps it with the listener. */
 		if (fd < 0 || listener_adopt(&svc->listener, fd, svc, err,
 		    sizeof(err)) != 0) {
 			config_error_add(errs, cfg->path, svc->cfg->listen_line,

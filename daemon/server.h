@@ -70,6 +70,7 @@ struct server {
 	uint64_t		 next_conn_id;
 	uint64_t		 id_step;
 	bool			 is_worker;	/* not the main loop */
+	unsigned int		 loop_index;	/* 0: main; workers 1, 2, ... */
 	/* The main loop's view of all loops, for STATUS=. */
 	struct server	       **group;
 	size_t			 ngroup;

@@ -76,6 +76,7 @@ worker_new(unsigned int index, unsigned int count, const char *text,
 	}
 	w->index = index;
 	w->srv->is_worker = true;
+	w->srv->loop_index = index;
 	w->srv->next_conn_id = index;
 	w->srv->id_step = count;
 	pthread_mutex_init(&w->lock, NULL);

@@ -83,6 +83,51 @@ def test_reload_reaches_every_loop(ssl_upstream, service, start_tlsfwd, pki, tmp
     assert {int(h["conn"]) % 2 for h in hss} <= {0, 1}
 
 
+def listening_inodes(pid, port):
+    """The inodes of the listening TCP sockets on port that pid holds open."""
+    fds = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            fds.add(int(link[8:-1]))
+    with open("/proc/net/tcp") as f:
+        rows = [r.split() for r in f.read().splitlines()[1:]]
+    return sorted(int(r[9]) for r in rows
+                  if r[3] == "0A" and int(r[1].rsplit(":", 1)[1], 16) == port
+                  and int(r[9]) in fds)
+
+
+def test_each_loop_has_its_own_reuseport_socket(ssl_upstream, service, start_tlsfwd,
+                                                 short_dir):
+    """workers = 3: three SO_REUSEPORT sockets on the port (the kernel spreads
+    clients over the loops' own queues), kept as they are by a reload; a unix
+    listener stays one socket that the loops share."""
+    up = ssl_upstream(H.echo_handler)
+    d = short_dir()
+    svc = service(up.port)
+    uni = service(up.port, listen="unix:%s/w.sock" % d)
+    fwd = start_tlsfwd({"svc": svc, "uni": uni}, {"workers": "3"})
+    port = fwd.ports["svc"]
+    before = listening_inodes(fwd.pid, port)
+    assert len(before) == 3, before
+    for _ in range(30):
+        H.echo_once(port)
+    loops = {int(h["conn"]) % 3 for h in fwd.find("handshake")}
+    assert len(loops) >= 2, "every connection went to one loop: %r" % loops
+    fwd.write_config({"svc": dict(svc, idle_timeout="31s"), "uni": uni}, {"workers": "3"})
+    _, rec = fwd.reload()
+    assert rec["result"] == "ok", rec
+    assert listening_inodes(fwd.pid, port) == before, "a reload replaced the sockets"
+    H.echo_once(port)
+    s = H.connect_unix("%s/w.sock" % d)
+    fwd.clients.append(s)
+    s.sendall(b"u")
+    assert H.recv_exact(s, 1) == b"u"
+
+
 def test_changing_workers_needs_a_restart(ssl_upstream, service, start_tlsfwd):
     up = ssl_upstream(H.echo_handler)
     svc = service(up.port)
