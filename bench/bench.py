@@ -762,6 +762,7 @@ class Bench:
         try:
             for direction in ("down", "up"):
                 samples = []
+                cpu0 = group_cpu_s(proc.pid) if proc is not None else None
                 for i in range(a.reps):
                     if direction == "down":
                         v, err = curl_get(base + "/big.bin", self.size, **kw)
@@ -772,6 +773,11 @@ class Bench:
                     samples.append(v)
                     alive()
                 row["bulk_%s_mbs_samples" % direction] = samples
+                if proc is not None:
+                    # CPU per GB moved: comparable even when the load core
+                    # (curl and the upstream) limits the rate.
+                    row["bulk_%s_cpu_s_per_gb" % direction] = (
+                        (group_cpu_s(proc.pid) - cpu0) / (a.reps * self.size / 1e9))
                 row["bulk_%s_mbs" % direction] = median(samples)
                 log("%-14s bulk %-4s %s MB/s" % (key, direction, fmt(row["bulk_%s_mbs" % direction], 0)))
             try:
@@ -892,6 +898,10 @@ def ratios(rows):
     ratio("tlsfwd / nginx stream, new-conn req/s", "tlsfwd", "nginx-stream", "newconn_rps", "req/s")
     ratio("tlsfwd / nginx stream, new-conn p99", "tlsfwd", "nginx-stream", "newconn_p99_ms", "ms")
     ratio("tlsfwd workers=2 / workers=1, new-conn req/s", "tlsfwd-w2", "tlsfwd", "newconn_rps", "req/s")
+    ratio("tlsfwd / stunnel4, bulk down CPU per GB", "tlsfwd", "stunnel",
+          "bulk_down_cpu_s_per_gb", "s")
+    ratio("tlsfwd / stunnel4, bulk up CPU per GB", "tlsfwd", "stunnel",
+          "bulk_up_cpu_s_per_gb", "s")
     ratio("tlsfwd / nginx stream, keep-alive CPU per request", "tlsfwd", "nginx-stream",
           "keepalive_cpu_us_per_req", "µs")
     ratio("tlsfwd / nginx stream, new-conn CPU per request", "tlsfwd", "nginx-stream",
@@ -919,22 +929,26 @@ def markdown(meta, rows, rat):
                      + " | ".join(fmt(r.get(c[1]), c[2]) for c in COLUMNS) + " |")
     cpu_rows = [r for r in rows if r.get("keepalive_cpu_us_per_req") is not None]
     if cpu_rows:
-        lines += ["", "Proxy CPU time per request during the wrk runs (user+system, all of the "
-                  "proxy's processes; lower is better; counts even when the load core is the "
-                  "bottleneck):", "",
-                  "| configuration | keep-alive CPU µs/req | new-conn CPU µs/req |",
-                  "|---|---:|---:|"]
+        lines += ["", "Proxy CPU time per GB during the bulk transfers and per request during the "
+                  "wrk runs (user+system, all of the proxy's processes; lower is better; "
+                  "counts even when the load core is the bottleneck):", "",
+                  "| configuration | bulk down CPU s/GB | bulk up CPU s/GB "
+                  "| keep-alive CPU µs/req | new-conn CPU µs/req |",
+                  "|---|---:|---:|---:|---:|"]
         for r in cpu_rows:
-            lines.append("| %s | %s | %s |" % (r["label"], fmt(r.get("keepalive_cpu_us_per_req"), 1),
-                                               fmt(r.get("newconn_cpu_us_per_req"), 1)))
+            lines.append("| %s | %s | %s | %s | %s |" % (
+                r["label"], fmt(r.get("bulk_down_cpu_s_per_gb"), 2),
+                fmt(r.get("bulk_up_cpu_s_per_gb"), 2),
+                fmt(r.get("keepalive_cpu_us_per_req"), 1),
+                fmt(r.get("newconn_cpu_us_per_req"), 1)))
     lines += ["", "Ratios (tlsfwd against the peer; for p99 and CPU, lower is better):", ""]
     for x in rat:
         if x["ratio"] is None:
             lines.append("- %s: not measured" % x["name"])
         else:
             lines.append("- %s: **%.2f×** (%s vs %s %s)" % (
-                x["name"], x["ratio"], fmt(x["a"], {"ms": 2, "µs": 1}.get(x["unit"], 0)),
-                fmt(x["b"], {"ms": 2, "µs": 1}.get(x["unit"], 0)), x["unit"]))
+                x["name"], x["ratio"], fmt(x["a"], {"ms": 2, "µs": 1, "s": 2}.get(x["unit"], 0)),
+                fmt(x["b"], {"ms": 2, "µs": 1, "s": 2}.get(x["unit"], 0)), x["unit"]))
     notes = []
     for r in rows:
         if r.get("skipped"):

@@ -188,6 +188,18 @@ conn_log_handshake_failure(struct conn *c, const char *result,
 
 /* ----- upstream transport for GnuTLS: records errno for the log ----- */
 
+/*
+ * Keep the last real error for the log; EAGAIN is routine and must not
+ * masquerade as the cause of a later EOF.
+ */
+static void
+conn_note_io_errno(struct conn *c, int err)
+{
+	gnutls_transport_set_errno(c->tls, err);
+	if (err != EAGAIN && err != EWOULDBLOCK)
+		c->io_errno = err;
+}
+
 static ssize_t
 conn_tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 {
@@ -197,10 +209,8 @@ conn_tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 	do {
 		n = recv(c->ufd, buf, len, 0);
 	} while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		c->io_errno = errno;
-		gnutls_transport_set_errno(c->tls, errno);
-	}
+	if (n < 0)
+		conn_note_io_errno(c, errno);
 	return n;
 }
 
@@ -217,10 +227,8 @@ conn_tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 	do {
 		n = sendmsg(c->ufd, &msg, MSG_NOSIGNAL);
 	} while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		c->io_errno = errno;
-		gnutls_transport_set_errno(c->tls, errno);
-	}
+	if (n < 0)
+		conn_note_io_errno(c, errno);
 	return n;
 }
 
@@ -382,7 +390,9 @@ conn_note_tls_error(struct conn *c, int rc)
 		    sizeof(c->err.alert));
 		return true;
 	}
-	if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR)
+	/* GnuTLS turns a send() ECONNRESET into PREMATURE_TERMINATION. */
+	if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR ||
+	    rc == GNUTLS_E_PREMATURE_TERMINATION)
 		c->err.sys_errno = c->io_errno;
 	return false;
 }

@@ -58,7 +58,7 @@ struct conn {
 	struct relay		 relay;
 	bool			 verdict_pending;	/* see conn_handshake_done */
 	struct conn_error	 err;
-	int			 io_errno;	/* last transport errno */
+	int			 io_errno;	/* last transport error, not EAGAIN */
 };
 
 /* Takes over cfd, an accepted client socket of svc, and starts the engine. */

@@ -307,6 +307,124 @@ def _tls_extras(d, p):
                                                p["ocsp_key"], p["muststaple"], "V")
 
 
+
+# ---------------------------------------------------------------------------
+# Hand-made DER certificates: names that no CLI writes (control bytes, a NUL,
+# bytes that are not UTF-8 inside a UTF8String, T61String). The TBSCertificate
+# is encoded here and signed (ECDSA with SHA-256) by `openssl dgst -sign`.
+# ---------------------------------------------------------------------------
+
+OID_CN = "2.5.4.3"
+OID_O = "2.5.4.10"
+OID_OU = "2.5.4.11"
+TAG_UTF8 = 0x0c
+TAG_PRINTABLE = 0x13
+TAG_T61 = 0x14
+TAG_IA5 = 0x16
+
+
+def _der(tag, body):
+    n = len(body)
+    if n < 0x80:
+        head = bytes([n])
+    else:
+        octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(octets)]) + octets
+    return bytes([tag]) + head + body
+
+
+def _der_seq(*parts):
+    return _der(0x30, b"".join(parts))
+
+
+def _der_int(n):
+    return _der(0x02, n.to_bytes(n.bit_length() // 8 + 1, "big"))
+
+
+def _der_oid(dotted):
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray([40 * arcs[0] + arcs[1]])
+    for a in arcs[2:]:
+        chunk = [a & 0x7f]
+        a >>= 7
+        while a:
+            chunk.append(0x80 | (a & 0x7f))
+            a >>= 7
+        out += bytes(reversed(chunk))
+    return _der(0x06, bytes(out))
+
+
+def der_name(rdns):
+    """A DER Name from [(oid, string tag, value bytes)], one attribute per RDN,
+    in order. The value bytes are written as they are, unchecked."""
+    return _der_seq(*[_der(0x31, _der_seq(_der_oid(oid), _der(tag, value)))
+                      for oid, tag, value in rdns])
+
+
+def _der_ext(oid, critical, value):
+    return _der_seq(_der_oid(oid), *([_der(0x01, b"\xff")] if critical else []),
+                    _der(0x04, value))
+
+
+def _utctime(t):
+    import time as _time
+    return _der(0x17, _time.strftime("%y%m%d%H%M%SZ", _time.gmtime(t)).encode())
+
+
+def der_certificate(d, name, subject, issuer, signer_key=None, ca=False, client=False,
+                    dns=("localhost",), ips=("127.0.0.1",), days=825):
+    """Certificate d/NAME.pem with a new P-256 key d/NAME.key; subject and issuer
+    are lists for der_name(). signer_key: the issuer's key (None: self-signed).
+    A CA gets basicConstraints CA:TRUE and keyCertSign; a server leaf gets
+    serverAuth and a subjectAltName of `dns` and `ips`; a client leaf
+    (client=True) clientAuth and no subjectAltName. Returns (cert, key)."""
+    import base64
+    import ipaddress
+    import time as _time
+    key = _key(d, name)
+    spki = _run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"], d).stdout
+    ecdsa_sha256 = _der_seq(_der_oid("1.2.840.10045.4.3.2"))
+    if ca:
+        exts = [_der_ext("2.5.29.19", True, _der_seq(_der(0x01, b"\xff"))),
+                _der_ext("2.5.29.15", True, _der(0x03, b"\x01\x06"))]   # keyCertSign, cRLSign
+    else:
+        exts = [_der_ext("2.5.29.19", True, _der_seq()),
+                _der_ext("2.5.29.15", True, _der(0x03, b"\x07\x80")),  # digitalSignature
+                _der_ext("2.5.29.37", False, _der_seq(_der_oid(
+                    "1.3.6.1.5.5.7.3.2" if client else "1.3.6.1.5.5.7.3.1")))]
+        if not client:
+            alt = [_der(0x82, h.encode()) for h in dns] + \
+                  [_der(0x87, ipaddress.ip_address(a).packed) for a in ips]
+            exts.append(_der_ext("2.5.29.17", False, _der_seq(*alt)))
+    now = int(_time.time())
+    serial = int.from_bytes(os.urandom(8), "big") >> 1
+    tbs = _der_seq(_der(0xa0, _der_int(2)), _der_int(serial), ecdsa_sha256,
+                   der_name(issuer), _der_seq(_utctime(now - 3600), _utctime(now + days * 86400)),
+                   der_name(subject), spki, _der(0xa3, _der_seq(*exts)))
+    tbs_path = os.path.join(d, name + ".tbs")
+    with open(tbs_path, "wb") as f:
+        f.write(tbs)
+    sig = _run(["openssl", "dgst", "-sha256", "-sign", signer_key or key, tbs_path], d).stdout
+    os.unlink(tbs_path)
+    der = _der_seq(tbs, ecdsa_sha256, _der(0x03, b"\x00" + sig))
+    b64 = base64.encodebytes(der).decode().replace("\n", "")
+    pem = "-----BEGIN CERTIFICATE-----\n" + "\n".join(
+        b64[i:i + 64] for i in range(0, len(b64), 64)) + "\n-----END CERTIFICATE-----\n"
+    return _write(d, name + ".pem", pem), key
+
+
+def gnutls_dns(cert):
+    """(subject, issuer) of a PEM certificate as GnuTLS renders them (RFC 4514,
+    as bytes), read from `certtool -i`: the strings a GnuTLS program gets."""
+    out = _run(["certtool", "-i", "--infile", cert], os.path.dirname(cert)).stdout
+
+    def between(start, end):
+        i = out.index(start) + len(start)
+        return out[i:out.index(end, i)]
+    return (between(b"\tSubject: ", b"\n\tSubject Public Key Algorithm:"),
+            between(b"\tIssuer: ", b"\n\tValidity:"))
+
+
 def main(argv):
     if len(argv) != 2 or argv[1].startswith("-"):
         sys.stderr.write("usage: %s DIR\n" % argv[0])

@@ -128,6 +128,24 @@ def _escape(line, i, buf, key):
     raise LogfmtError("bad escape \\%s in value of %r" % (e, key))
 
 
+def json_log_form(raw):
+    """What a JSON log line decodes to for the value bytes `raw` (README "Log
+    format"): valid UTF-8, newline, CR, tab, quote and backslash come back as
+    they were; other control bytes and bytes that are not UTF-8 come back as
+    the four characters backslash, x, H, H. (In logfmt, parse_logfmt() gives
+    back the bytes themselves.)"""
+    out = []
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        o = ord(ch)
+        if 0xdc80 <= o <= 0xdcff:
+            out.append("\\x%02x" % (o - 0xdc00))
+        elif (o < 0x20 and ch not in "\n\r\t") or o == 0x7f:
+            out.append("\\x%02x" % o)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def parse_line(line, fmt):
     """Parse a log line in 'logfmt' or 'json' format into a dict of strings/numbers."""
     if fmt == "json":
@@ -250,7 +268,7 @@ class Tlsfwd:
         g.update(global_opts or {})
         text = render_ini(g, services)
         tmp = self.config_path + ".new"
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, self.config_path)
@@ -686,7 +704,9 @@ class Upstream:
     handshake to self.handshake_errors, from the handler to self.errors.
     """
 
-    def __init__(self, handler, mode="ssl", ctx=None, backlog=512):
+    def __init__(self, handler, mode="ssl", ctx=None, backlog=512, sock=None):
+        """sock: a listening socket to serve instead of a new one on 127.0.0.1
+        (e.g. made inside another network namespace by NetNs.call(listen_socket, n))."""
         self.handler = handler
         self.mode = mode
         self.ctx = ctx
@@ -698,7 +718,7 @@ class Upstream:
         self._threads = []
         self._stop = False
         self._lock = threading.Lock()
-        self.sock = listen_socket(backlog)
+        self.sock = sock if sock is not None else listen_socket(backlog)
         self.port = self.sock.getsockname()[1]
         self._event = threading.Condition()
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -1368,3 +1388,156 @@ def line_of(text, section, key):
         if lines[i].split(" = ", 1)[0] == key:
             return i + 1
     raise KeyError((section, key))
+
+
+# ---------------------------------------------------------------------------
+# faults and resources: resets, stalls, memory, network namespaces
+# ---------------------------------------------------------------------------
+
+def reset_close(sock):
+    """Close with SO_LINGER 0: the peer gets a TCP RST instead of a FIN."""
+    import struct
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def rss_kib(pid):
+    """VmRSS of process pid in KiB (0 if it has none)."""
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    return 0
+
+
+def wait_stalled(counter, total, quiet=0.3, timeout=20.0):
+    """Poll a progress counter until it stops moving for `quiet` seconds (the
+    sleeps prove that nothing moves any more); return its value."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while True:
+        cur = counter()
+        now = time.monotonic()
+        if cur != last:
+            last, since = cur, now
+        elif now - since >= quiet or cur >= total:
+            return cur
+        assert now < deadline, "transfer never stalled (at %d bytes)" % cur
+        time.sleep(0.05)
+
+
+def exchange_ok(fwd, service="svc", data=b"ping", dial=None):
+    """One healthy connection through the running tlsfwd `fwd` to an echo
+    upstream: send `data`, get exactly it back, half-close, see the clean end;
+    and its log lines say result=ok and reason=done with the byte counts.
+    dial: function(port) -> connected socket (default: connect() on 127.0.0.1).
+    Returns (handshake record, close record)."""
+    s = (dial or connect)(fwd.ports[service])
+    try:
+        s.sendall(data)
+        got = recv_exact(s, len(data))
+        assert got == data, "echo differs from the %d bytes sent" % len(data)
+        s.shutdown(socket.SHUT_WR)
+        assert recv_all(s) == b""
+        hs = fwd.conn_of(s)
+    finally:
+        s.close()
+    cl = fwd.wait_close(hs["conn"])
+    assert hs["result"] == "ok" and hs["service"] == service, hs
+    assert cl["reason"] == "done", cl
+    assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (len(data), len(data)), cl
+    return hs, cl
+
+
+class NetNs:
+    """A throw-away network namespace (`ip netns add`, needs root) with lo up
+    and a black hole: TCP SYNs to BLACKHOLE (TEST-NET-1) leave through a veth
+    whose peer, in the same namespace, has no address and does not forward,
+    so they get no answer at all (no RST, no ICMP): connect() just hangs.
+
+    wrap(cmd): argv wrapper running cmd inside (`ip netns exec`).
+    call(fn, *args): fn(*args) in a thread that joined the namespace, so the
+    sockets fn creates (listeners, clients) live in it; returns fn's result."""
+
+    BLACKHOLE = "192.0.2.1"
+    _count = 0
+
+    def __init__(self):
+        NetNs._count += 1
+        self.name = "tlsfwd-test-%d-%d" % (os.getpid(), NetNs._count)
+        self._ip("netns", "add", self.name)
+        try:
+            n = ["-n", self.name]
+            self._ip(*n, "link", "set", "lo", "up")
+            self._ip(*n, "link", "add", "bh0", "type", "veth", "peer", "name", "bh1")
+            self._ip(*n, "link", "set", "bh0", "up")
+            self._ip(*n, "link", "set", "bh1", "up")
+            self._ip(*n, "addr", "add", "198.51.100.1/24", "dev", "bh0")
+            mac = self._ip(*n, "-br", "link", "show", "bh1").split()[2]
+            self._ip(*n, "neigh", "add", self.BLACKHOLE, "lladdr", mac, "dev", "bh0",
+                     "nud", "permanent")
+            self._ip(*n, "route", "add", self.BLACKHOLE + "/32", "dev", "bh0")
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _ip(*args):
+        r = subprocess.run(["ip"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=30)
+        if r.returncode != 0:
+            raise OSError("ip %s: %s" % (" ".join(args), r.stderr.decode(errors="replace").strip()))
+        return r.stdout.decode()
+
+    def wrap(self, cmd):
+        return ["ip", "netns", "exec", self.name] + list(cmd)
+
+    def call(self, fn, *args):
+        import ctypes
+        box = {}
+
+        def run():
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = os.open("/run/netns/" + self.name, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    if libc.setns(fd, 0x40000000) != 0:          # CLONE_NEWNET
+                        err = ctypes.get_errno()
+                        raise OSError(err, "setns: " + os.strerror(err))
+                finally:
+                    os.close(fd)
+                box["result"] = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                box["error"] = e
+        t = threading.Thread(target=run, name="netns-" + self.name, daemon=True)
+        t.start()
+        t.join(30)
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.name], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+
+
+class StreamSource:
+    """BIO-mode upstream handler (ssl_upstream(..., mode="bio")) that streams
+    `total` bytes of det_chunks(seed) in `step`-byte writes, counting in
+    self.sent what it handed to the socket, then sends close_notify. Returns
+    "sent all", or "stopped" when the peer went away first."""
+
+    def __init__(self, seed, total, step=1 << 16):
+        self.seed, self.total, self.step = seed, total, step
+        self.sent = 0
+
+    def __call__(self, bc):
+        try:
+            for chunk in det_chunks(self.seed, self.total):
+                for off in range(0, len(chunk), self.step):
+                    bc.send(chunk[off:off + self.step])
+                    self.sent += len(chunk[off:off + self.step])
+            bc.send_close_notify()
+        except (OSError, BioConn.TruncatedError):
+            return "stopped"
+        return "sent all"
