@@ -26,8 +26,7 @@ struct parse_ctx {
 	struct config		*cfg;
 	struct config_errors	*errs;
 	/* Line reader state, so errors carry the right line number. */
-	FILE			*file;
-	const char		*text;		/* when parsing a string */
+	const char		*text;
 	int			 line;
 	bool			 line_indented;	/* inih: continues a value */
 	/* The section the following keys belong to. */
@@ -235,63 +234,12 @@ reader_saw_line(struct parse_ctx *p, const char *line)
 #define CONFIG_LINE_MAX (INI_MAX_LINE - 2)
 
 /*
- * After a chunk is read: count lines, and catch lines longer than inih's
- * buffer, which it would cut silently and parse the rest of as a line of its
- * own. Such a line is reported, the rest of it skipped, and inih is given a
- * blank line instead, so its own line count stays right.
+ * ini_reader over the text, counting lines. It catches lines longer than
+ * inih's buffer, which inih would cut silently and parse the rest of as a
+ * line of its own: such a line is reported, the rest of it skipped, and
+ * inih is given a blank line instead, so its own line count stays right.
+ * (config_read() refused NUL bytes, so the text's NUL is its end.)
  */
-static char *
-reader_chunk_done(struct parse_ctx *p, char *str,
-    bool (*skip_rest)(struct parse_ctx *))
-{
-	size_t n = strlen(str);
-
-	p->line++;
-	if ((n == 0 || str[n - 1] != '\n') && skip_rest(p)) {
-		config_error_add(p->errs, p->path, p->line,
-		    "line too long (at most %d characters)", CONFIG_LINE_MAX);
-		str[0] = '\n';
-		str[1] = '\0';
-		return str;
-	}
-	reader_saw_line(p, str);
-	return str;
-}
-
-/* Skips to the next line; false if the file simply ended. */
-static bool
-skip_rest_file(struct parse_ctx *p)
-{
-	int ch = getc(p->file);
-	bool more = ch != EOF;
-
-	while (ch != EOF && ch != '\n')
-		ch = getc(p->file);
-	return more;
-}
-
-static bool
-skip_rest_string(struct parse_ctx *p)
-{
-	bool more = *p->text != '\0';
-
-	while (*p->text != '\0' && *p->text++ != '\n')
-		;
-	return more;
-}
-
-/* ini_reader over a FILE *, counting lines. */
-static char *
-reader_file(char *str, int num, void *stream)
-{
-	struct parse_ctx *p = stream;
-
-	if (fgets(str, num, p->file) == NULL)
-		return NULL;
-	return reader_chunk_done(p, str, skip_rest_file);
-}
-
-/* ini_reader over a string, counting lines. */
 static char *
 reader_string(char *str, int num, void *stream)
 {
@@ -307,7 +255,23 @@ reader_string(char *str, int num, void *stream)
 	memcpy(str, p->text, (size_t)i);
 	str[i] = '\0';
 	p->text += i;
-	return reader_chunk_done(p, str, skip_rest_string);
+	p->line++;
+	/*
+	 * No newline: the file's last line, or a cut one. A chunk that fills
+	 * the buffer is too long even when the file ends right after it.
+	 */
+	if ((i == 0 || str[i - 1] != '\n') &&
+	    (*p->text != '\0' || i > CONFIG_LINE_MAX)) {
+		while (*p->text != '\0' && *p->text++ != '\n')
+			;
+		config_error_add(p->errs, p->path, p->line,
+		    "line too long (at most %d characters)", CONFIG_LINE_MAX);
+		str[0] = '\n';
+		str[1] = '\0';
+		return str;
+	}
+	reader_saw_line(p, str);
+	return str;
 }
 
 enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP,
@@ -1048,8 +1012,7 @@ config_parse(struct parse_ctx *p, const char *path,
 	p->cfg = cfg;
 	p->errs = errs;
 	p->sec = SEC_NONE;
-	rc = ini_parse_stream(p->file != NULL ? reader_file : reader_string, p,
-	    cfg_ini_handler, p);
+	rc = ini_parse_stream(reader_string, p, cfg_ini_handler, p);
 	if (rc > 0)
 		config_error_add(errs, path, rc, "syntax error: expected "
 		    "'key = value', '[section]' or a comment");
@@ -1063,32 +1026,20 @@ config_parse(struct parse_ctx *p, const char *path,
 	return cfg;
 }
 
+/*
+ * The file through config_read(), like start-up and reload: `tlsfwd -t`
+ * must judge exactly the text that a start would run.
+ */
 struct config *
 config_load(const char *path, struct config_errors *errs)
 {
-	struct parse_ctx p;
 	struct config *cfg;
-	struct stat st;
+	char *text = config_read(path, errs);
 
-	memset(&p, 0, sizeof(p));
-	p.file = fopen(path, "re");
-	if (p.file == NULL) {
-		config_error_add(errs, path, 0, "cannot open: %s",
-		    strerror(errno));
+	if (text == NULL)
 		return NULL;
-	}
-	if (fstat(fileno(p.file), &st) == 0 && !S_ISREG(st.st_mode)) {
-		config_error_add(errs, path, 0, "not a regular file");
-		fclose(p.file);
-		return NULL;
-	}
-	cfg = config_parse(&p, path, errs);
-	if (ferror(p.file) && cfg != NULL) {
-		config_error_add(errs, path, 0, "read error");
-		config_free(cfg);
-		cfg = NULL;
-	}
-	fclose(p.file);
+	cfg = config_load_string(text, path, errs);
+	free(text);
 	return cfg;
 }
 
@@ -1127,6 +1078,27 @@ config_read(const char *path, struct config_errors *errs)
 	}
 	text[n] = '\0';
 	fclose(f);
+	/*
+	 * The loader sees the text as a C string: a NUL would end it there
+	 * and silently drop the rest of the file (a deny line, say). Each
+	 * line holding one is an error; nothing else is parsed.
+	 */
+	if (memchr(text, '\0', n) != NULL) {
+		int line = 1;
+
+		for (size_t i = 0; i < n; i++) {
+			if (text[i] == '\0') {
+				config_error_add(errs, path, line, "NUL byte "
+				    "in the line: the file must be text");
+				while (i < n && text[i] != '\n')
+					i++;
+			}
+			if (i < n && text[i] == '\n')
+				line++;
+		}
+		free(text);
+		return NULL;
+	}
 	return text;
 }
 
