@@ -15,6 +15,12 @@
 /* Results of one step of moving bytes. */
 enum step { STEP_OK, STEP_CLOSED };
 
+/*
+ * Records moved upstream -> client in one readiness event at most, so that
+ * one fast connection cannot keep the loop from the others.
+ */
+#define U2C_RECORDS_PER_EVENT 8
+
 static bool
 buf_empty(const struct relay_buf *b)
 {
@@ -68,11 +74,27 @@ buf_consumed(struct conn *c, struct relay_buf *b, size_t n)
 		buf_release(c, b);
 }
 
+/* An upstream record is waiting for the client. */
+static bool
+u2c_held(const struct relay *r)
+{
+	return r->u2c_pkt != NULL;
+}
+
+static void
+u2c_release(struct relay *r)
+{
+	if (r->u2c_pkt != NULL)
+		gnutls_packet_deinit(r->u2c_pkt);
+	r->u2c_pkt = NULL;
+	r->u2c_off = 0;
+}
+
 void
 relay_free(struct conn *c)
 {
 	buf_release(c, &c->relay.c2u);
-	buf_release(c, &c->relay.u2c);
+	u2c_release(&c->relay);
 }
 
 void
@@ -116,8 +138,8 @@ relay_arm(struct conn *c)
 	bool c_rd, c_wr, u_rd = false, u_wr = false;
 
 	c_rd = !r->client_eof && !buf_full(&r->c2u);
-	c_wr = !buf_empty(&r->u2c);
-	if (!r->upstream_eof && !buf_full(&r->u2c)) {
+	c_wr = u2c_held(r);
+	if (!r->upstream_eof && !u2c_held(r)) {
 		if (r->recv_wants_write)
 			u_wr = true;
 		else
@@ -212,17 +234,16 @@ c2u_flush(struct conn *c)
 	return relay_check_done(c);
 }
 
-/* Upstream -> client: writes what is buffered; FIN after the upstream's end. */
+/* Upstream -> client: writes the held record; FIN after the upstream's end. */
 static enum step
 u2c_flush(struct conn *c)
 {
 	struct relay *r = &c->relay;
-	struct relay_buf *b = &r->u2c;
 	ssize_t n;
 
-	while (!buf_empty(b)) {
-		n = send(c->cfd, b->data + b->head, b->tail - b->head,
-		    MSG_NOSIGNAL);
+	while (u2c_held(r)) {
+		n = send(c->cfd, r->u2c_data.data + r->u2c_off,
+		    r->u2c_data.size - r->u2c_off, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -230,7 +251,9 @@ u2c_flush(struct conn *c)
 		if (n < 0)
 			return relay_fail(c, "client_error", errno, 0);
 		r->bytes_down += (uint64_t)n;
-		buf_consumed(c, b, (size_t)n);
+		r->u2c_off += (uint32_t)n;
+		if (r->u2c_off == r->u2c_data.size)
+			u2c_release(r);
 		relay_activity(c);
 	}
 	if (r->upstream_eof && !r->u2c_done) {
@@ -242,30 +265,34 @@ u2c_flush(struct conn *c)
 }
 
 /*
- * Decrypts from the upstream into the u2c buffer until it is full, the
- * socket is dry, or the upstream ends. Called again whenever room appears,
- * because GnuTLS may hold decrypted bytes that no fd event will announce.
+ * Takes the next decrypted record from the upstream, unless one is still
+ * held, the socket is dry, or the upstream ended. Called again whenever the
+ * client took a record, because GnuTLS may hold decrypted bytes that no fd
+ * event will announce.
  */
 static enum step
 u2c_fill(struct conn *c)
 {
 	struct relay *r = &c->relay;
-	struct relay_buf *b = &r->u2c;
+	gnutls_packet_t pkt;
 	ssize_t n;
 
 	r->recv_wants_write = false;
-	while (!r->upstream_eof && !buf_full(b)) {
-		if (buf_reserve(c, b) != 0)
-			return relay_fail(c, "upstream_error", ENOMEM, 0);
-		n = gnutls_record_recv(c->tls, b->data + b->tail,
-		    RELAY_BUF_SIZE - b->tail);
+	while (!r->upstream_eof && !u2c_held(r)) {
+		pkt = NULL;
+		n = gnutls_record_recv_packet(c->tls, &pkt);
 		if (c->verdict_pending && (n > 0 || c->tlsc.upstream_spoke))
 			conn_handshake_confirmed(c);
 		if (n > 0) {
-			b->tail += (uint32_t)n;
+			r->u2c_pkt = pkt;
+			r->u2c_off = 0;
+			gnutls_packet_get(pkt, &r->u2c_data, NULL);
+			r->u2c_dry = false;
 			relay_activity(c);
 			continue;
 		}
+		if (pkt != NULL)
+			gnutls_packet_deinit(pkt);
 		if (c->verdict_pending && (n == 0 ||
 		    n == GNUTLS_E_PREMATURE_TERMINATION)) {
 			/* Gone before any record: that was a refusal. */
@@ -285,12 +312,13 @@ u2c_fill(struct conn *c)
 			 * checks do this); anything else may have lost data.
 			 */
 			r->upstream_truncated = !(r->c2u_done &&
-			    r->bytes_down == 0 && buf_empty(b));
+			    r->bytes_down == 0);
 			break;
 		case GNUTLS_E_AGAIN:
+			r->u2c_dry = true;
 			r->recv_wants_write =
 			    gnutls_record_get_direction(c->tls) == 1;
-			goto out;
+			return STEP_OK;
 		case GNUTLS_E_INTERRUPTED:
 		case GNUTLS_E_REHANDSHAKE:	/* declined by not answering */
 		case GNUTLS_E_WARNING_ALERT_RECEIVED:
@@ -301,9 +329,6 @@ u2c_fill(struct conn *c)
 			return relay_fail(c, "upstream_error", 0, (int)n);
 		}
 	}
-out:
-	if (buf_empty(b))
-		buf_consumed(c, b, 0);	/* give the buffer back */
 	return STEP_OK;
 }
 
@@ -343,17 +368,24 @@ c2u_fill(struct conn *c)
 	return STEP_OK;
 }
 
-/* Upstream side: decrypt and deliver, then any send waiting on it. */
+/*
+ * Upstream side: decrypt and deliver, record by record, while the client
+ * takes them and the upstream has more (a few per event), then any send
+ * waiting on it.
+ */
 static enum step
 relay_pump_u2c(struct conn *c)
 {
-	if (u2c_fill(c) == STEP_CLOSED || u2c_flush(c) == STEP_CLOSED)
-		return STEP_CLOSED;
-	/* The client took bytes and GnuTLS still holds some: go again. */
-	while (!c->relay.upstream_eof && !buf_full(&c->relay.u2c) &&
-	    gnutls_record_check_pending(c->tls) > 0) {
+	struct relay *r = &c->relay;
+
+	for (int i = 0; i < U2C_RECORDS_PER_EVENT; i++) {
 		if (u2c_fill(c) == STEP_CLOSED || u2c_flush(c) == STEP_CLOSED)
 			return STEP_CLOSED;
+		if (r->upstream_eof || u2c_held(r) || r->recv_wants_write)
+			break;
+		/* Dry socket: go on only for bytes GnuTLS already holds. */
+		if (r->u2c_dry && gnutls_record_check_pending(c->tls) == 0)
+			break;
 	}
 	return STEP_OK;
 }
@@ -383,7 +415,7 @@ relay_on_client_writable(struct conn *c)
 {
 	if (u2c_flush(c) == STEP_CLOSED)
 		return;
-	if (!c->relay.upstream_eof && !buf_full(&c->relay.u2c) &&
+	if (!c->relay.upstream_eof && !u2c_held(&c->relay) &&
 	    gnutls_record_check_pending(c->tls) > 0 &&
 	    relay_pump_u2c(c) == STEP_CLOSED)
 		return;

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <gnutls/gnutls.h>
+
 struct conn;
 
 /* Enough for one full TLS record of plaintext. */
@@ -26,7 +28,14 @@ struct relay_spares {
 
 struct relay {
 	struct relay_buf c2u;		/* client -> upstream */
-	struct relay_buf u2c;		/* upstream -> client */
+	/*
+	 * Upstream -> client: the decrypted record itself, held until the
+	 * client took all of it (GnuTLS's buffer: no copy of the plaintext).
+	 */
+	gnutls_packet_t	 u2c_pkt;
+	gnutls_datum_t	 u2c_data;
+	uint32_t	 u2c_off;
+	bool		 u2c_dry;		/* the last recv found nothing */
 	uint64_t	 bytes_up;
 	uint64_t	 bytes_down;
 	uint32_t	 send_pending;	/* length of a record_send to repeat */
