@@ -109,16 +109,6 @@ def fin_mid_handshake(ctx):
     return handler
 
 
-def reset_after_server_flight(ctx):
-    """Sends its whole flight (ServerHello .. Finished), then resets: tlsfwd
-    reads the flight, and its Finished meets the reset (send() fails with
-    ECONNRESET)."""
-    def handler(raw):
-        raw.sendall(server_flight(raw, ctx))
-        H.reset_close(raw)
-    return handler
-
-
 def http_answer(raw):
     H.read_client_hello(raw)
     raw.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"
@@ -169,14 +159,6 @@ UPSTREAM_FAULTS = {
         "raw", reset_after_client_hello, {},
         handshake_failed(dict(RESET, result="fail", stage="handshake",
                               gnutls_error="GNUTLS_E_PULL_ERROR"))),
-    # Seen by send(), which GnuTLS reports as GNUTLS_E_PREMATURE_TERMINATION
-    # (or, were it mapped so, a push error): the errno must still be there.
-    "resets_after_server_flight": (
-        "raw-tls", reset_after_server_flight, {},
-        handshake_failed(dict(RESET, result="fail", stage="handshake",
-                              gnutls_error="GNUTLS_E_PUSH_ERROR"),
-                         dict(RESET, result="fail", stage="handshake",
-                              gnutls_error="GNUTLS_E_PREMATURE_TERMINATION"))),
     "closes_mid_handshake": (
         "raw-tls", fin_mid_handshake, {},
         handshake_failed({"result": "fail", "stage": "handshake",
