@@ -29,6 +29,7 @@ struct parse_ctx {
 	const char		*text;
 	int			 line;
 	bool			 line_indented;	/* inih: continues a value */
+	bool			 after_key;	/* inih has a key to continue */
 	/* The section the following keys belong to. */
 	enum { SEC_NONE, SEC_GLOBAL, SEC_SERVICE, SEC_IGNORED } sec;
 	struct service_config	*svc;
@@ -203,6 +204,9 @@ section_begin(struct parse_ctx *p, const char *name)
  * Notices section headers as inih reads them, mirroring inih's rule (after
  * leading space, '[' up to the first ']'), so that empty and duplicate
  * sections are reported too: inih only reports sections through their keys.
+ * An indented line after a key is more of that key's value to inih, even
+ * "[name]": it starts no section then, or the keys below would go to a
+ * service inih never saw, and the "[name]" to its previous key unnoticed.
  */
 static void
 reader_saw_line(struct parse_ctx *p, const char *line)
@@ -217,7 +221,7 @@ reader_saw_line(struct parse_ctx *p, const char *line)
 	while (isspace((unsigned char)*line))
 		line++;
 	p->line_indented = line != start;
-	if (*line != '[')
+	if (*line != '[' || (p->line_indented && p->after_key))
 		return;
 	end = strchr(line + 1, ']');
 	if (end == NULL)
@@ -227,6 +231,7 @@ reader_saw_line(struct parse_ctx *p, const char *line)
 		n = sizeof(name) - 1;
 	memcpy(name, line + 1, n);
 	name[n] = '\0';
+	p->after_key = false;
 	section_begin(p, name);
 }
 
@@ -815,6 +820,8 @@ cfg_ini_handler(void *user, const char *section, const char *name,
 	struct parse_ctx *p = user;
 
 	(void)section;	/* p->sec tracks it, including empty sections */
+	/* Like inih's prev_name: what an indented line would continue. */
+	p->after_key = name[0] != '\0';
 	switch (p->sec) {
 	case SEC_NONE:
 		config_error_add(p->errs, p->path, p->line,

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -232,6 +233,10 @@ parse_bool(const char *s, int *out, char *err, size_t errlen)
 	return fail(err, errlen, "expected yes or no, got '%s'", s);
 }
 
+/* ::ffff:0:0/96, where IPv6 sockets show IPv4 clients. */
+static const unsigned char v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0xff, 0xff };
+
 int
 parse_cidr(const char *s, struct cidr *c, char *err, size_t errlen)
 {
@@ -278,6 +283,19 @@ parse_cidr(const char *s, struct cidr *c, char *err, size_t errlen)
 			return fail(err, errlen, "invalid address block '%s': "
 			    "host bits are set after /%u", s, c->prefix);
 	}
+	/*
+	 * ::ffff:a.b.c.d/96+n is the IPv4 block a.b.c.d/n. A dual-stack
+	 * socket (one passed by systemd, say) logs IPv4 clients in that form,
+	 * and cidr_contains() matches them as IPv4: kept as IPv6, such a
+	 * block would match no one, and a deny would let them all in.
+	 */
+	if (c->family == AF_INET6 && c->prefix >= 96 &&
+	    memcmp(c->addr, v4mapped, sizeof(v4mapped)) == 0) {
+		memmove(c->addr, c->addr + 12, 4);
+		memset(c->addr + 4, 0, 12);
+		c->family = AF_INET;
+		c->prefix -= 96;
+	}
 	return 0;
 }
 
@@ -285,9 +303,6 @@ parse_cidr(const char *s, struct cidr *c, char *err, size_t errlen)
 static int
 sockaddr_ip(const struct sockaddr *sa, int *family, const unsigned char **ip)
 {
-	static const unsigned char mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0,
-	    0, 0xff, 0xff };
-
 	if (sa->sa_family == AF_INET) {
 		*family = AF_INET;
 		*ip = (const unsigned char *)
@@ -298,7 +313,7 @@ sockaddr_ip(const struct sockaddr *sa, int *family, const unsigned char **ip)
 		const unsigned char *a = ((const struct sockaddr_in6 *)sa)->
 		    sin6_addr.s6_addr;
 
-		if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+		if (memcmp(a, v4mapped, sizeof(v4mapped)) == 0) {
 			*family = AF_INET;
 			*ip = a + 12;
 		} else {
@@ -351,9 +366,15 @@ parse_count(const char *s, unsigned long min, unsigned long max,
 		return fail(err, errlen, "expected a number from %lu to %lu, "
 		    "got '%s'", min, max, s);
 	for (; isdigit((unsigned char)*p); p++) {
-		n = n * 10 + (unsigned long)(*p - '0');
-		if (n > max)
+		unsigned long d = (unsigned long)(*p - '0');
+
+		/*
+		 * Stop above max, and before n * 10 + d wraps around: with a max
+		 * near ULONG_MAX, a wrapped n would pass as in range.
+		 */
+		if (n > max || n > (ULONG_MAX - d) / 10)
 			break;
+		n = n * 10 + d;
 	}
 	if (*p != '\0' || n < min || n > max)
 		return fail(err, errlen, "expected a number from %lu to %lu, "

@@ -49,7 +49,10 @@ struct cidr {
 	unsigned int	prefix;		/* 0-32 or 0-128 */
 };
 
-/* One block; a bare address is a /32 or /128. Host bits must be zero. */
+/*
+ * One block; a bare address is a /32 or /128. Host bits must be zero. An
+ * IPv4-mapped block, ::ffff:a.b.c.d/96+n, is the IPv4 block a.b.c.d/n.
+ */
 int	parse_cidr(const char *s, struct cidr *c, char *err, size_t errlen);
 /* Whether sa (IPv4, IPv6 or IPv4-mapped IPv6) lies in c. */
 int	cidr_contains(const struct cidr *c, const struct sockaddr *sa);

@@ -17,7 +17,8 @@ paths, format strings); sections and keys renamed. Every case must give:
 - no sanitizer report (the ASan+UBSan build);
 - "line too long" only for lines that are longer than 198 characters, and
   rc 1 whenever the file has such a line; a "KEY: ..." message on a line
-  that gives KEY (or continues a value), "unknown key 'K'" on a line naming K.
+  that gives KEY (or continues a value), "unknown key 'K'" on a line naming K
+  (or continuing K's value).
 
 Failing cases are written to the test's tmp_path with the mutation list, so
 that they can be replayed with `tlsfwd -t -c FILE`. Regression cases for
@@ -417,7 +418,8 @@ def judge(path, data, rc, out, err):
                 problems.append("%r error on line %d, which does not give it: %r"
                                 % (k.group(1), n, text[:80]))
         u = re.search(rb"unknown key '(.*)'$", msg)
-        if u and u.group(1) not in text:
+        # an indented line continues the previous key's value, so names it
+        if u and u.group(1) not in text and text[:1] not in (b" ", b"\t"):
             problems.append("unknown key %r on line %d, which does not name it: %r"
                             % (u.group(1), n, text[:80]))
     if with_nul:

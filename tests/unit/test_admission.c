@@ -177,6 +177,51 @@ test_parse_count_and_mode(void **state)
 	assert_int_equal(parse_file_mode("rw", &mode, err, sizeof(err)), -1);
 }
 
+/*
+ * Fuzzing regression (tests/fuzz/regress/parse/cidr-v4-mapped-block): a
+ * block written as IPv4-mapped IPv6, the form in which a dual-stack socket
+ * logs IPv4 clients, matched no client at all, so such a deny let everyone
+ * in. It is now the IPv4 block it names.
+ */
+static void
+test_cidr_v4_mapped_block(void **state)
+{
+	struct service_config cfg;
+	struct cidr deny[1], c;
+
+	(void)state;
+	c = cidr("::ffff:10.0.0.0/104");
+	assert_int_equal(c.family, AF_INET);
+	assert_int_equal(c.prefix, 8);
+	assert_int_equal(c.addr[0], 10);
+	assert_true(cidr_contains(&c, addr("::ffff:10.1.2.3")));
+	assert_true(cidr_contains(&c, addr("10.1.2.3")));
+	assert_false(cidr_contains(&c, addr("::ffff:11.1.2.3")));
+	assert_false(cidr_contains(&c, addr("::a01:203")));	/* not mapped */
+	c = cidr("::ffff:203.0.113.5");
+	assert_int_equal(c.family, AF_INET);
+	assert_int_equal(c.prefix, 32);
+	c = cidr("::ffff:0.0.0.0/96");
+	assert_int_equal(c.family, AF_INET);
+	assert_int_equal(c.prefix, 0);
+	cidr_bad("::ffff:10.1.2.3/104", "host bits");
+	/* Wider than /96 it is no IPv4 block, and stays IPv6. */
+	c = cidr("::fffe:0:0/95");
+	assert_int_equal(c.family, AF_INET6);
+	assert_false(cidr_contains(&c, addr("10.1.2.3")));
+	c = cidr("::/0");
+	assert_int_equal(c.family, AF_INET6);
+
+	memset(&cfg, 0, sizeof(cfg));
+	deny[0] = cidr("::ffff:203.0.113.0/120");
+	cfg.deny = deny;
+	cfg.ndeny = 1;
+	assert_false(admission_address_allowed(&cfg,
+	    addr("::ffff:203.0.113.9")));
+	assert_false(admission_address_allowed(&cfg, addr("203.0.113.9")));
+	assert_true(admission_address_allowed(&cfg, addr("203.0.114.9")));
+}
+
 /* deny wins; with an allow list, only its blocks get in; unix always. */
 static void
 test_address_allowed(void **state)
@@ -231,6 +276,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_cidr),
 		cmocka_unit_test(test_cidr_contains),
+		cmocka_unit_test(test_cidr_v4_mapped_block),
 		cmocka_unit_test(test_loopback),
 		cmocka_unit_test(test_parse_count_and_mode),
 		cmocka_unit_test(test_address_allowed),

@@ -1159,6 +1159,35 @@ test_err_too_many_cidrs(void **state)
 	expect_one_error(text, 4 + CIDRS_MAX, "more than");
 }
 
+/*
+ * Fuzzing regression (tests/fuzz/regress/config/indented-section): after a
+ * key, inih reads an indented "[b]" as more of that key's value, but the
+ * loader took it for a section header. The file loaded with a service [b]
+ * that inih never saw, holding alpn "[b]": nothing reported.
+ */
+static void
+test_bug_indented_section_continues_value(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	assert_null(load("[a]\nlisten = 127.0.0.1:1\nupstream = example.com:443\n"
+	    "alpn = h2\n  [b]\nlisten = 127.0.0.1:2\n"
+	    "upstream = example.net:443\n"));
+	assert_int_equal(E.n, 3);
+	assert_has_error(&E, 5, "[a]: 'alpn' given twice (an indented line "
+	    "continues");
+	assert_has_error(&E, 6, "[a]: 'listen' given twice");
+	assert_has_error(&E, 7, "[a]: 'upstream' given twice");
+	/* Not indented, or after the section header itself: a section. */
+	cfg = load_ok("[a]\nlisten = 127.0.0.1:1\nupstream = example.com:443\n"
+	    "[b]\nlisten = 127.0.0.1:2\nupstream = example.net:443\n");
+	assert_int_equal(cfg->nservices, 2);
+	cfg = load_ok("  [a]\nlisten = 127.0.0.1:1\n"
+	    "upstream = example.com:443\n");
+	assert_string_equal(cfg->services->name, "a");
+}
+
 #define T(test)	cmocka_unit_test_teardown(test, teardown)
 
 int
@@ -1212,6 +1241,7 @@ main(void)
 		T(test_err_public_listen_needs_allow),
 		T(test_err_access_keys),
 		T(test_err_too_many_cidrs),
+		T(test_bug_indented_section_continues_value),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -641,6 +642,39 @@ test_sockaddr_format_unix(void **state)
 	assert_string_equal(buf, "-");
 }
 
+/* ---- parse_count ---- */
+
+/*
+ * Fuzzing regression (tests/fuzz/regress/parse/count-wraps-around): with a
+ * max near ULONG_MAX, n * 10 + digit wrapped around, and a number of 20 or
+ * more digits passed as a small one in range.
+ */
+static void
+test_count_does_not_wrap(void **state)
+{
+	char err[PARSE_ERR_MAX] = "";
+	unsigned long n = 7;
+
+	(void)state;
+	assert_int_equal(parse_count("18446744073709551615", 0, ULONG_MAX, &n,
+	    err, sizeof(err)), 0);
+	assert_true(n == ULONG_MAX);
+	n = 7;
+	assert_int_equal(parse_count("18446744073709551616", 0, ULONG_MAX, &n,
+	    err, sizeof(err)), -1);
+	assert_int_equal(parse_count("184467440737095737095", 0, ULONG_MAX,
+	    &n, err, sizeof(err)), -1);
+	assert_int_equal(parse_count("99999999999999999999999999", 1,
+	    ULONG_MAX - 1, &n, err, sizeof(err)), -1);
+	assert_true(n == 7);
+	assert_contains(err, "expected a number from 1 to");
+	/* Leading zeros are no overflow. */
+	assert_int_equal(parse_count("000000000000000000000000000042", 0, 64,
+	    &n, err, sizeof(err)), 0);
+	assert_true(n == 42);
+	assert_int_equal(parse_count("65", 0, 64, &n, err, sizeof(err)), -1);
+}
+
 int
 main(void)
 {
@@ -674,6 +708,7 @@ main(void)
 		cmocka_unit_test(test_sockaddr_format_v4),
 		cmocka_unit_test(test_sockaddr_format_v6),
 		cmocka_unit_test(test_sockaddr_format_unix),
+		cmocka_unit_test(test_count_does_not_wrap),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
