@@ -475,10 +475,12 @@ def curl_put(url, path, size, ca=None, resolve=None):
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
 
-def wrk(url, duration, conns, close):
+def wrk(url, duration, conns, close, extra=()):
+    """extra: more wrk arguments (e.g. -s SCRIPT)."""
     argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--latency", "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
+    argv += list(extra)
     r = run(argv + [url], check=False, timeout=duration + 60)
     out = r.stdout
     res = {"rps": None, "p99_ms": None, "p50_ms": None, "requests": None,
@@ -606,6 +608,29 @@ def ok_pss(res):
     return res.get("pss_kib_per_conn") is not None
 
 
+def start_upstream(tmp, ca, nofile, worker_connections, cpus):
+    """The upstream nginx (templates/upstream-nginx.conf) serving tmp/www over
+    plain HTTP and HTTPS (tmp/pki/server.pem) on two free ports, checked with
+    one HTTPS request; returns (process, plain port, TLS port)."""
+    plain_port, tls_port = free_port(), free_port()
+    conf = render("upstream-nginx.conf", {
+        "DIR": tmp, "PLAIN_PORT": plain_port, "TLS_PORT": tls_port,
+        "NOFILE": nofile, "WORKER_CONNECTIONS": worker_connections,
+    }, os.path.join(tmp, "upstream-nginx.conf"))
+    run(["nginx", "-t", "-p", tmp, "-e", tmp + "/upstream-error.log", "-c", conf])
+    proc = start(["nginx", "-p", tmp, "-e", tmp + "/upstream-error.log", "-c", conf],
+                 tmp + "/upstream-nginx.out", cpus)
+    for port in (plain_port, tls_port):
+        if not wait_port(port, proc=proc):
+            die("upstream nginx did not start:\n" + tail(tmp + "/upstream-error.log")
+                + tail(proc.logfile))
+    _speed, err = curl_get("https://localhost:%d/tiny.txt" % tls_port, 32, ca=ca,
+                           resolve="localhost:%d:127.0.0.1" % tls_port)
+    if err:
+        die("upstream HTTPS check failed: " + err)
+    return proc, plain_port, tls_port
+
+
 # ---------------------------------------------------------------- peers
 
 class Bench:
@@ -632,22 +657,8 @@ class Bench:
 
     # -- upstream
     def start_upstream(self):
-        self.plain_port, self.tls_port = free_port(), free_port()
-        conf = render("upstream-nginx.conf", {
-            "DIR": self.tmp, "PLAIN_PORT": self.plain_port, "TLS_PORT": self.tls_port,
-            "NOFILE": self.nofile, "WORKER_CONNECTIONS": self.worker_connections,
-        }, os.path.join(self.tmp, "upstream-nginx.conf"))
-        run(["nginx", "-t", "-p", self.tmp, "-e", self.tmp + "/upstream-error.log", "-c", conf])
-        self.upstream = start(["nginx", "-p", self.tmp, "-e", self.tmp + "/upstream-error.log",
-                               "-c", conf], self.tmp + "/upstream-nginx.out", self.load_cpus)
-        for port in (self.plain_port, self.tls_port):
-            if not wait_port(port, proc=self.upstream):
-                die("upstream nginx did not start:\n" + tail(self.tmp + "/upstream-error.log")
-                    + tail(self.upstream.logfile))
-        speed, err = curl_get("https://localhost:%d/tiny.txt" % self.tls_port, 32, ca=self.ca,
-                              resolve="localhost:%d:127.0.0.1" % self.tls_port)
-        if err:
-            die("upstream HTTPS check failed: " + err)
+        self.upstream, self.plain_port, self.tls_port = start_upstream(
+            self.tmp, self.ca, self.nofile, self.worker_connections, self.load_cpus)
         log("upstream nginx: http 127.0.0.1:%d, https 127.0.0.1:%d (pid %d)"
             % (self.plain_port, self.tls_port, self.upstream.pid))
 

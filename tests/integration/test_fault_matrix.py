@@ -328,7 +328,14 @@ CLIENT_FAULTS = {
 }
 
 
-@pytest.mark.parametrize("row", list(CLIENT_FAULTS))
+# sends_nothing times idle_timeout=500ms from the handshake line: under
+# TLSFWD_WRAPPER (make valgrind) that line comes too late to start the clock.
+CLIENT_ROWS = [pytest.param(r, marks=pytest.mark.skipif(
+    bool(H.WRAPPER) and r == "sends_nothing", reason="times a 500 ms timeout; tlsfwd runs "
+    "much slower under TLSFWD_WRAPPER")) for r in CLIENT_FAULTS]
+
+
+@pytest.mark.parametrize("row", CLIENT_ROWS)
 def test_client_fault(row, ssl_upstream, service, start_tlsfwd, client):
     make_handler, mode, opts, act, want_cl = CLIENT_FAULTS[row]
     up = ssl_upstream(make_handler(), mode=mode)
@@ -349,6 +356,8 @@ def test_client_fault(row, ssl_upstream, service, start_tlsfwd, client):
 GIB = 1 << 30
 
 
+@pytest.mark.skipif(bool(H.WRAPPER), reason="1 GiB through valgrind takes minutes; "
+                    "test_robustness.py's backpressure tests cover the stall under it")
 def test_client_reads_nothing_while_upstream_streams_1gib(ssl_upstream, service, start_tlsfwd,
                                                           client, rss_limit_kib):
     """Backpressure: the upstream offers 1 GiB; while the client reads nothing,
@@ -397,6 +406,8 @@ def accept_lines(fwd, start, level=None):
             and level in (None, r.get("level"))]
 
 
+@pytest.mark.skipif(bool(H.WRAPPER), reason="valgrind keeps its own descriptor limit "
+                    "(prlimit does not reach it) and the CPU time measured is its own")
 def test_out_of_descriptors_pauses_and_recovers(ssl_upstream, service, start_tlsfwd):
     """RLIMIT_NOFILE lowered (prlimit on the running tlsfwd) to what it holds
     plus CAPACITY connections; CAPACITY + BACKLOG clients: accept() fails with
