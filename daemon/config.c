@@ -233,6 +233,13 @@ reader_saw_line(struct parse_ctx *p, const char *line)
 	name[n] = '\0';
 	p->after_key = false;
 	section_begin(p, name);
+	/* inih ignores whatever follows ']': "[a] b" is a typo, not "[a]". */
+	for (end++; isspace((unsigned char)*end); end++)
+		;
+	if (*end != '\0' && *end != ';' && *end != '#')
+		config_error_add(p->errs, p->path, p->line, "text after "
+		    "section header [%s]: '%.*s'", name,
+		    (int)strcspn(end, "\r\n"), end);
 }
 
 /* Longest line inih hands over whole: its buffer less newline and NUL. */
@@ -414,19 +421,17 @@ global_key(struct parse_ctx *p, const char *name, const char *value)
 		set_duration(p, name, value, &g->shutdown_timeout_ms);
 		break;
 	case K_WORKERS: {
-		char *end;
-		long n;
+		unsigned long n;
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		char err[160];
 
 		if (strcmp(value, "auto") == 0) {
 			g->workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ?
 			    WORKERS_MAX : (unsigned int)cpus;
 			break;
 		}
-		errno = 0;
-		n = strtol(value, &end, 10);
-		if (errno != 0 || end == value || *end != '\0' || n < 1 ||
-		    n > WORKERS_MAX)
+		/* parse_count, not strtol: "+5", " 5" or "5 " are typos. */
+		if (parse_count(value, 1, WORKERS_MAX, &n, err, sizeof(err)) != 0)
 			config_error_add(p->errs, p->path, p->line, "workers: "
 			    "expected 1-%d or auto, got '%s'", WORKERS_MAX,
 			    value);

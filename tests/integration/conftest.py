@@ -209,6 +209,9 @@ def client(start_tlsfwd):
     def make(fwd, service="svc", timeout=H.SOCK_TIMEOUT):
         s = H.connect(fwd.ports[service], timeout)
         fwd.clients.append(s)
+        # Two sockets to different listeners may share a source port, so
+        # conn_of also needs to know which service this one went to.
+        fwd.client_service[(s.getsockname()[:2], s.getpeername()[:2])] = service
         return s
     return make
 

@@ -285,6 +285,7 @@ class Tlsfwd:
         self.parse_errors = []   # (line, exception)
         self.ports = {}
         self.listen = {}
+        self.client_service = {}  # (local, peer) address -> service, see conn_of
         self.expect_exit = False
         self.global_opts = None  # set by the start_tlsfwd fixture (for write_config)
         self._cond = threading.Condition()
@@ -423,11 +424,19 @@ class Tlsfwd:
 
     # -- per connection --------------------------------------------------------
     def conn_of(self, sock, timeout=10.0):
-        """The handshake record for the client socket `sock` (matched on client=ADDR)."""
+        """The handshake record for the client socket `sock`: matched on client=ADDR
+        and, for sockets made by the `client` fixture, on the service too (Linux
+        reuses a source port for sockets to different listeners)."""
         host, port = sock.getsockname()[:2]
         client = "%s:%d" % (host, port)
-        return self.wait_for(lambda r: r.get("event") == "handshake" and r.get("client") == client,
-                             timeout, what="handshake line for client=%s" % client)[1]
+        try:
+            service = self.client_service.get(((host, port), sock.getpeername()[:2]))
+        except OSError:  # reset by the peer: match on the client address alone
+            service = None
+        return self.wait_for(lambda r: r.get("event") == "handshake" and r.get("client") == client
+                             and (service is None or r.get("service") == service),
+                             timeout, what="handshake line for client=%s service=%s"
+                             % (client, service))[1]
 
     def wait_handshake(self, service, timeout=10.0):
         return self.wait_event("handshake", timeout, service=service)

@@ -1188,6 +1188,32 @@ test_bug_indented_section_continues_value(void **state)
 	assert_string_equal(cfg->services->name, "a");
 }
 
+/*
+ * inih ignores what follows a section's ']' and strtol() takes "+5": both
+ * let a typo pass as something else. Comments after ']' are fine.
+ */
+static void
+test_err_section_trailing_text_and_signed_workers(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	expect_one_error("[s] trailing\nlisten = 127.0.0.1:0\n"
+	    "upstream = example.com:443\n", 1,
+	    "text after section header [s]: 'trailing'");
+	expect_one_error("[global]x\n" SVC, 1,
+	    "text after section header [global]: 'x'");
+	cfg = load_ok("[s]  ; the service\nlisten = 127.0.0.1:0\n"
+	    "upstream = example.com:443\n[global]\t# comment\nworkers = 3\n");
+	assert_int_equal(cfg->global.workers, 3);
+	expect_one_error("[global]\nworkers = +5\n" SVC, 2,
+	    "workers: expected 1-64 or auto, got '+5'");
+	expect_one_error("[global]\nworkers = 0x2\n" SVC, 2,
+	    "workers: expected 1-64 or auto");
+	expect_one_error("[global]\nworkers = 65\n" SVC, 2,
+	    "workers: expected 1-64 or auto");
+}
+
 #define T(test)	cmocka_unit_test_teardown(test, teardown)
 
 int
@@ -1242,6 +1268,7 @@ main(void)
 		T(test_err_access_keys),
 		T(test_err_too_many_cidrs),
 		T(test_bug_indented_section_continues_value),
+		T(test_err_section_trailing_text_and_signed_workers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
