@@ -206,9 +206,7 @@ conn_tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
 	struct conn *c = ptr;
 	ssize_t n;
 
-	do {
-		n = recv(c->ufd, buf, len, 0);
-	} while (n < 0 && errno == EINTR);
+	n = relay_upstream_pull(c, buf, len);
 	if (n < 0)
 		conn_note_io_errno(c, errno);
 	return n;
@@ -242,6 +240,7 @@ conn_upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
+	relay_upstream_readable(c);
 	if (c->state == CONN_HANDSHAKING)
 		conn_handshake_step(c);
 	else if (c->state == CONN_RELAYING || c->state == CONN_SHUTTING_DOWN)
@@ -326,6 +325,7 @@ conn_drop_upstream(struct conn *c)
 
 	ev_io_stop(loop, &c->u_rd);
 	ev_io_stop(loop, &c->u_wr);
+	relay_upstream_reset(c);
 	if (c->ufd >= 0) {
 		close(c->ufd);
 		c->ufd = -1;

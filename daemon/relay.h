@@ -29,6 +29,14 @@ struct relay_spares {
 struct relay {
 	struct relay_buf c2u;		/* client -> upstream */
 	/*
+	 * Upstream bytes read ahead of GnuTLS (relay_upstream_pull), so that
+	 * a small record costs one recv(), not one for its header, one for its
+	 * body and one to find the socket empty.
+	 */
+	struct relay_buf rx;
+	bool		 rx_dry;		/* a recv came back short: the socket is empty */
+	bool		 rx_bulk;	/* the last read-ahead filled rx: read exactly */
+	/*
 	 * Upstream -> client: the decrypted record itself, held until the
 	 * client took all of it (GnuTLS's buffer: no copy of the plaintext).
 	 */
@@ -49,6 +57,17 @@ struct relay {
 	bool		 upstream_truncated;	/* EOF without close_notify */
 	bool		 u2c_done;		/* FIN sent to the client */
 };
+
+/*
+ * GnuTLS's pull function for the upstream socket, with read-ahead: reads up
+ * to len bytes into buf; -1 with errno EAGAIN when the socket is known to
+ * be empty (no syscall), or recv()'s error.
+ */
+ssize_t	relay_upstream_pull(struct conn *c, void *buf, size_t len);
+/* The upstream socket became readable: the next pull asks the kernel. */
+void	relay_upstream_readable(struct conn *c);
+/* Forgets what was read ahead (a new upstream socket). */
+void	relay_upstream_reset(struct conn *c);
 
 /* Enters the relay after the handshake. */
 void	relay_start(struct conn *c);

@@ -144,6 +144,37 @@ def test_64mib_each_way_concurrently(ssl_upstream, service, start_tlsfwd, client
     assert num(cl["bytes_down"]) == size, cl
 
 
+@pytest.mark.parametrize("count,size,rcvbuf", [(5, 1, 0), (100, 10, 0), (2000, 100, 4096)])
+def test_burst_of_small_records_in_one_write(count, size, rcvbuf, ssl_upstream, service,
+                                             start_tlsfwd, client):
+    """The upstream writes many small TLS records with one send() and then
+    waits, socket open: tlsfwd reads them ahead of GnuTLS in one recv() and
+    must deliver every one though the socket then stays silent (no fd event
+    announces bytes already read), also past its per-event record limit and
+    while the client, not reading yet, holds it back."""
+    records = [(b"%06d" % i + b"." * size)[:max(size, 7)] for i in range(count)]
+    want = b"".join(records)
+
+    def handler(conn):
+        for r in records:
+            conn.obj.write(r)
+        conn._flush()               # all records in one sendall
+        return conn.recv()          # stays open until the client's bytes
+
+    up = ssl_upstream(handler, mode="bio")
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
+    s = client(fwd, timeout=20)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    assert H.recv_exact(s, len(want)) == want
+    s.sendall(b"bye")
+    assert up.result(10) == b"bye"
+    assert H.recv_all(s) == b""
+    s.shutdown(socket.SHUT_WR)
+    cl = fwd.wait_close(fwd.conn_of(s)["conn"])
+    assert num(cl["bytes_down"]) == len(want), cl
+
+
 def test_200_concurrent_connections(ssl_upstream, service, start_tlsfwd):
     n = 200
     up = ssl_upstream(H.echo_handler)
