@@ -67,19 +67,22 @@ def echo_server(ctx):
 
 
 EXTRA = ""     # more service keys (--extra)
+LOG_LEVEL = "warn"  # --log-level
 
 
 def start_tlsfwd(binary, tmp, name, upstream_port, ca, session_cache):
     conf = os.path.join(tmp, name + ".ini")
     with open(conf, "w") as f:
-        f.write("[global]\nlog_level = warn\n[p]\nlisten = 127.0.0.1:0\n"
+        f.write("[global]\nlog_level = %s\n[p]\nlisten = 127.0.0.1:0\n"
                 "upstream = localhost:%d\nca_file = %s\nsession_cache = %s\n"
-                "idle_timeout = 60s\n%s" % (upstream_port, ca, session_cache, EXTRA))
+                "idle_timeout = 60s\n%s" % (LOG_LEVEL, upstream_port, ca, session_cache, EXTRA))
     out = os.path.join(tmp, name + ".callgrind")
+    # The log goes to a file: a pipe nobody reads would fill and stall tlsfwd.
     # log_level = warn hides event=listening: take the port from /proc instead.
+    log = open(os.path.join(tmp, name + ".log"), "w+b")
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
-                             binary, "-c", conf], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL)
+                             binary, "-c", conf], stderr=log, stdout=subprocess.DEVNULL)
+    proc.log = log
     port = wait_listen_port(proc.pid, proc)
     return proc, out, port
 
@@ -89,7 +92,8 @@ def wait_listen_port(pid, proc, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit("tlsfwd exited: %s" % proc.stderr.read().decode(errors="replace"))
+            proc.log.seek(0)
+            sys.exit("tlsfwd exited: %s" % proc.log.read().decode(errors="replace"))
         inodes = set()
         try:
             for fd in os.listdir("/proc/%d/fd" % pid):
@@ -184,9 +188,12 @@ def main():
     ap.add_argument("--only", help="comma-separated workloads")
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files (path printed)")
     ap.add_argument("--extra", default="", help="service keys to add, e.g. 'tls_priority = ...'")
+    ap.add_argument("--log-level", default="warn",
+                    help="tlsfwd's log_level (warn: no per-connection lines; info: two per connection)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "profile.md"))
     args = ap.parse_args()
-    global EXTRA
+    global EXTRA, LOG_LEVEL
+    LOG_LEVEL = args.log_level
     EXTRA = args.extra.replace("\\n", "\n") + ("\n" if args.extra else "")
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
         sys.exit("profile: needs valgrind (apt-get install valgrind)")

@@ -180,9 +180,20 @@ fail:
 	return -1;
 }
 
+static void
+dn_memo_clear(struct tls_dn_memo *m)
+{
+	gnutls_free(m->der.data);
+	gnutls_free(m->subject.data);
+	gnutls_free(m->issuer.data);
+	memset(m, 0, sizeof(*m));
+}
+
 void
 tls_service_deinit(struct tls_service *t)
 {
+	dn_memo_clear(&t->peer_dn);
+	dn_memo_clear(&t->own_dn);
 	for (unsigned int i = 0; i < t->ncached; i++)
 		gnutls_free(t->cache[i].data.data);
 	if (t->priority != NULL)
@@ -530,27 +541,43 @@ tls_error_is_transport(int rc)
 	    rc == GNUTLS_E_PREMATURE_TERMINATION || rc == GNUTLS_E_TIMEDOUT;
 }
 
-/* Adds key= with the subject DN of a DER certificate, or "-". */
-static void
-log_cert_dn(struct log_line *l, const char *key, const gnutls_datum_t *der,
-    bool issuer)
+/*
+ * m, holding the DNs of the DER certificate der: as it was if it already
+ * held that certificate, otherwise parsed anew (once for both DNs).
+ */
+static const struct tls_dn_memo *
+dn_memo_get(struct tls_dn_memo *m, const gnutls_datum_t *der)
 {
 	gnutls_x509_crt_t crt;
-	gnutls_datum_t dn = { NULL, 0 };
-	int rc = -1;
 
-	if (der != NULL && gnutls_x509_crt_init(&crt) == 0) {
-		if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0)
-			rc = issuer ? gnutls_x509_crt_get_issuer_dn3(crt, &dn,
-			    0) : gnutls_x509_crt_get_dn3(crt, &dn, 0);
-		gnutls_x509_crt_deinit(crt);
+	if (m->der.data != NULL && m->der.size == der->size &&
+	    memcmp(m->der.data, der->data, der->size) == 0)
+		return m;
+	dn_memo_clear(m);
+	if ((m->der.data = gnutls_malloc(der->size)) == NULL)
+		return m;
+	memcpy(m->der.data, der->data, der->size);
+	m->der.size = der->size;
+	if (gnutls_x509_crt_init(&crt) != 0)
+		return m;
+	if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0) {
+		if (gnutls_x509_crt_get_dn3(crt, &m->subject, 0) != 0)
+			m->subject = (gnutls_datum_t){ NULL, 0 };
+		if (gnutls_x509_crt_get_issuer_dn3(crt, &m->issuer, 0) != 0)
+			m->issuer = (gnutls_datum_t){ NULL, 0 };
 	}
-	if (rc == 0) {
-		log_strn(l, key, (const char *)dn.data, dn.size);
-		gnutls_free(dn.data);
-	} else {
+	gnutls_x509_crt_deinit(crt);
+	return m;
+}
+
+/* Adds key= with a DN, or "-" for none (no certificate, or unreadable). */
+static void
+log_dn(struct log_line *l, const char *key, const gnutls_datum_t *dn)
+{
+	if (dn != NULL && dn->data != NULL && dn->size > 0)
+		log_strn(l, key, (const char *)dn->data, dn->size);
+	else
 		log_str(l, key, "-");
-	}
 }
 
 void
@@ -566,6 +593,7 @@ tls_log_checks(struct log_line *l, gnutls_session_t s,
 		[TLS_OCSP_NONE] = "none",
 		[TLS_OCSP_GOOD] = "good", [TLS_OCSP_REVOKED] = "revoked",
 	};
+	const gnutls_datum_t *ours;
 
 	/*
 	 * A resumed session shows no certificate: its checks ran when it was
@@ -580,8 +608,9 @@ tls_log_checks(struct log_line *l, gnutls_session_t s,
 		log_str(l, "pin", pin_word[tc->pin]);
 		log_str(l, "ocsp", ocsp_word[tc->ocsp]);
 	}
-	log_cert_dn(l, "client_cert", s != NULL ?
-	    gnutls_certificate_get_ours(s) : NULL, false);
+	ours = s != NULL ? gnutls_certificate_get_ours(s) : NULL;
+	log_dn(l, "client_cert", ours != NULL && tc->t != NULL ?
+	    &dn_memo_get(&tc->t->own_dn, ours)->subject : NULL);
 }
 
 void
@@ -593,6 +622,7 @@ tls_log_established(struct log_line *l, gnutls_session_t s,
 		[VERIFY_NONE] = "off", [VERIFY_PIN] = "pin",
 	};
 	const gnutls_datum_t *certs;
+	const struct tls_dn_memo *peer;
 	gnutls_datum_t alpn;
 	const char *group;
 	unsigned int n = 0;
@@ -612,6 +642,8 @@ tls_log_established(struct log_line *l, gnutls_session_t s,
 	log_str(l, "verify", verify_word[tc->sc->verify]);
 	tls_log_checks(l, s, tc);
 	certs = gnutls_certificate_get_peers(s, &n);
-	log_cert_dn(l, "peer", n > 0 ? &certs[0] : NULL, false);
-	log_cert_dn(l, "issuer", n > 0 ? &certs[0] : NULL, true);
+	peer = n > 0 && tc->t != NULL ?
+	    dn_memo_get(&tc->t->peer_dn, &certs[0]) : NULL;
+	log_dn(l, "peer", peer != NULL ? &peer->subject : NULL);
+	log_dn(l, "issuer", peer != NULL ? &peer->issuer : NULL);
 }

@@ -18,6 +18,18 @@ struct tls_cached_session {
 	gnutls_datum_t	data;
 };
 
+/*
+ * The subject and issuer DN of the last certificate seen in one role, kept
+ * with its DER: most connections show the same certificate as the last one
+ * (a resumed session carries it too), and parsing it for the log line cost
+ * more than the rest of a resumed handshake's own work.
+ */
+struct tls_dn_memo {
+	gnutls_datum_t	der;
+	gnutls_datum_t	subject;	/* size 0 when it could not be read */
+	gnutls_datum_t	issuer;
+};
+
 /* What a service needs to start sessions; loaded once, shared by all. */
 struct tls_service {
 	gnutls_certificate_credentials_t	creds;
@@ -28,6 +40,8 @@ struct tls_service {
 	struct tls_cached_session		cache[TLS_SESSION_CACHE_MAX];
 	unsigned int				ncached;
 	unsigned int				cache_next;	/* to replace */
+	struct tls_dn_memo			peer_dn;	/* upstream's */
+	struct tls_dn_memo			own_dn;		/* client_cert's */
 };
 
 enum tls_pin_result { TLS_PIN_NONE, TLS_PIN_OK, TLS_PIN_FAIL };

@@ -6,6 +6,7 @@ handshake line followed by exactly one close line.)"""
 
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -157,3 +158,44 @@ def test_log_level_warn_hides_info(ssl_upstream, service, start_tlsfwd, tmp_path
     assert levels <= {"warn", "error"}, fwd.log_text()
     assert not fwd.find("handshake", service="good"), fwd.log_text()
     assert not fwd.find("ready")
+
+
+def test_peer_fields_follow_the_certificate(ssl_upstream, raw_upstream, service, start_tlsfwd,
+                                            client):
+    """tlsfwd keeps the DNs of the last upstream certificate it parsed for the
+    log line: when the certificate behind one service changes (here a TCP
+    relay sends connections in turn to two upstreams with different
+    certificates), peer= and issuer= must change with it, and come back."""
+    ups = [ssl_upstream(H.echo_handler), ssl_upstream(H.echo_handler, cert="weird")]
+    turn = [0]
+
+    def relay(conn):
+        backend = socket.create_connection(("127.0.0.1", ups[turn[0] % 2].port), 10)
+        turn[0] += 1
+
+        def pump(a, b):
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    b.sendall(d)
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=pump, args=(backend, conn), daemon=True)
+        t.start()
+        pump(conn, backend)
+        t.join(10)
+        backend.close()
+
+    front = raw_upstream(relay)
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % front.port)})
+    seen = []
+    for _ in range(4):
+        hs, _cl = one_exchange(fwd, client)
+        assert hs["result"] == "ok", hs
+        seen.append(hs["peer"])
+    assert "CN=localhost" in seen[0] and "Ünïcødé" in seen[1], seen
+    assert seen[2] == seen[0] and seen[3] == seen[1], seen
