@@ -19,6 +19,7 @@
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS	10000
 #define DEFAULT_IDLE_TIMEOUT_MS		300000
 #define DEFAULT_SHUTDOWN_TIMEOUT_MS	30000
+#define DEFAULT_IO_COLLECT_US		20
 
 /* State of one parse: where we are, and what we have built so far. */
 struct parse_ctx {
@@ -287,7 +288,7 @@ reader_string(char *str, int num, void *stream)
 }
 
 enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP,
-    K_WORKERS, K_GLOBAL_MAX_CONNECTIONS };
+    K_WORKERS, K_GLOBAL_MAX_CONNECTIONS, K_IO_COLLECT_INTERVAL };
 enum { K_LISTEN, K_UPSTREAM, K_SNI, K_VERIFY, K_VERIFY_HOSTNAME, K_CA_FILE,
     K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT, K_IDLE_TIMEOUT, K_CRL_FILE,
     K_CERT_FILE, K_KEY_FILE, K_KEY_PASSWORD_FILE, K_PIN_SHA256, K_ALPN,
@@ -309,6 +310,7 @@ static const struct key_def global_keys[] = {
 	{ "group", K_GROUP, false },
 	{ "workers", K_WORKERS, false },
 	{ "max_connections", K_GLOBAL_MAX_CONNECTIONS, false },
+	{ "io_collect_interval", K_IO_COLLECT_INTERVAL, false },
 	{ NULL, 0, false },
 };
 
@@ -420,6 +422,15 @@ global_key(struct parse_ctx *p, const char *name, const char *value)
 	case K_SHUTDOWN_TIMEOUT:
 		set_duration(p, name, value, &g->shutdown_timeout_ms);
 		break;
+	case K_IO_COLLECT_INTERVAL: {
+		char err[PARSE_ERR_MAX];
+
+		if (parse_interval_us(value, IO_COLLECT_MAX_US,
+		    &g->io_collect_us, err, sizeof(err)) != 0)
+			config_error_add(p->errs, p->path, p->line,
+			    "io_collect_interval: %s (0us turns it off)", err);
+		break;
+	}
 	case K_WORKERS: {
 		unsigned long n;
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1019,6 +1030,7 @@ config_parse(struct parse_ctx *p, const char *path,
 	cfg->global.log_level = LOG_INFO;
 	cfg->global.log_format = LOG_FORMAT_LOGFMT;
 	cfg->global.shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
+	cfg->global.io_collect_us = DEFAULT_IO_COLLECT_US;
 	cfg->global.workers = 1;
 	p->path = path;
 	p->cfg = cfg;

@@ -13,6 +13,8 @@
 
 #define SERVICE_NAME_MAX 64
 #define WORKERS_MAX 64
+/* Longest io_collect_interval: beyond it, the added latency is felt. */
+#define IO_COLLECT_MAX_US 10000
 
 enum verify_mode { VERIFY_FULL, VERIFY_CHAIN, VERIFY_NONE, VERIFY_PIN };
 enum ocsp_mode { OCSP_OFF, OCSP_TRY, OCSP_REQUIRE };
@@ -84,6 +86,7 @@ struct global_config {
 	uint64_t	shutdown_timeout_ms;
 	unsigned int	workers;	/* event loops, one thread each */
 	unsigned long	max_connections;	/* all services; 0 = no limit */
+	uint64_t	io_collect_us;	/* libev io collect interval; 0 = off */
 	char		user[64];	/* "" = keep the starting user */
 	char		group[64];	/* "" = the user's primary group */
 	uid_t		uid;		/* resolved at load time */

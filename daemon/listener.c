@@ -307,6 +307,10 @@ listener_unpaused(struct listener *l, struct ev_loop *loop)
  * Fired when the listening socket is readable: accepts up to ACCEPT_BATCH
  * clients and hands each to conn_accept(). Out of descriptors, it stops the
  * watcher for ACCEPT_PAUSE_S instead of spinning on a pending connection.
+ * A burst ends when the backlog is drained or a whole batch went through,
+ * not at the first accept that succeeds: while descriptors come back one
+ * connection at a time, accepting one and failing the next is still the
+ * same burst, and is not logged again.
  */
 static void
 listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -322,8 +326,6 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		fd = accept4(l->fd, (struct sockaddr *)&peer, &peerlen,
 		    SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
-			if (l->pauses > 0)
-				listener_unpaused(l, loop);
 			conn_accept(l->svc, fd, (struct sockaddr *)&peer,
 			    peerlen);
 			if (l->svc->srv->draining)
@@ -339,6 +341,9 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 #if EAGAIN != EWOULDBLOCK
 		case EWOULDBLOCK:
 #endif
+			/* The backlog is drained: the burst is over. */
+			if (l->pauses > 0)
+				listener_unpaused(l, loop);
 			return;
 		case EMFILE:
 		case ENFILE:
@@ -352,6 +357,9 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		}
 	}
+	/* A whole batch accepted without running out: so is the burst. */
+	if (l->pauses > 0)
+		listener_unpaused(l, loop);
 }
 
 void

@@ -28,38 +28,80 @@ fail(char *err, size_t errlen, const char *fmt, ...)
 	return -1;
 }
 
-int
-parse_duration_ms(const char *s, uint64_t *ms, char *err, size_t errlen)
+/* A number followed by one of a table's units, scaled, at most max. */
+struct duration_unit {
+	const char	*name;
+	uint64_t	 scale;
+};
+
+struct duration_kind {
+	const struct duration_unit	*units;
+	size_t				 nunits;
+	uint64_t			 max;
+	const char			*list;		/* "ms, s, m, h" */
+	const char			*list_or;	/* "ms, s, m or h" */
+	const char			*unit1, *unit2;	/* for "write e.g." */
+};
+
+static int
+parse_scaled(const struct duration_kind *k, const char *s, uint64_t *out,
+    char *err, size_t errlen)
 {
-	static const struct { const char *name; uint64_t ms; } units[] = {
-		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
-	};
 	uint64_t n = 0;
 	const char *p = s;
 
 	if (!isdigit((unsigned char)*p))
 		return fail(err, errlen, "invalid duration '%s': expected a "
-		    "number with a unit (ms, s, m, h), e.g. 5s", s);
+		    "number with a unit (%s), e.g. 5%s", s, k->list, k->unit2);
 	for (; isdigit((unsigned char)*p); p++) {
 		n = n * 10 + (uint64_t)(*p - '0');
-		if (n > DURATION_MAX_MS)
+		if (n > k->max)
 			return fail(err, errlen, "duration '%s' is too large",
 			    s);
 	}
 	if (*p == '\0')
 		return fail(err, errlen, "duration '%s' has no unit: write "
-		    "e.g. %sms or %ss", s, s, s);
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(p, units[i].name) != 0)
+		    "e.g. %s%s or %s%s", s, s, k->unit1, s, k->unit2);
+	for (size_t i = 0; i < k->nunits; i++) {
+		if (strcmp(p, k->units[i].name) != 0)
 			continue;
-		if (n > DURATION_MAX_MS / units[i].ms)
+		if (n > k->max / k->units[i].scale)
 			return fail(err, errlen, "duration '%s' is too large",
 			    s);
-		*ms = n * units[i].ms;
+		*out = n * k->units[i].scale;
 		return 0;
 	}
-	return fail(err, errlen, "invalid duration unit in '%s': use ms, s, m "
-	    "or h", s);
+	return fail(err, errlen, "invalid duration unit in '%s': use %s", s,
+	    k->list_or);
+}
+
+int
+parse_duration_ms(const char *s, uint64_t *ms, char *err, size_t errlen)
+{
+	static const struct duration_unit units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+	};
+	static const struct duration_kind kind = {
+		units, sizeof(units) / sizeof(units[0]), DURATION_MAX_MS,
+		"ms, s, m, h", "ms, s, m or h", "ms", "s",
+	};
+
+	return parse_scaled(&kind, s, ms, err, errlen);
+}
+
+int
+parse_interval_us(const char *s, uint64_t max_us, uint64_t *us, char *err,
+    size_t errlen)
+{
+	static const struct duration_unit units[] = {
+		{ "us", 1 }, { "ms", 1000 },
+	};
+	struct duration_kind kind = {
+		units, sizeof(units) / sizeof(units[0]), max_us,
+		"us, ms", "us or ms", "us", "ms",
+	};
+
+	return parse_scaled(&kind, s, us, err, errlen);
 }
 
 static int

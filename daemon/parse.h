@@ -17,6 +17,9 @@
 
 /* "250ms", "5s", "2m", "1h" -> milliseconds. */
 int	parse_duration_ms(const char *s, uint64_t *ms, char *err, size_t errlen);
+/* "20us", "1ms" -> microseconds, at most max_us. */
+int	parse_interval_us(const char *s, uint64_t max_us, uint64_t *us,
+	    char *err, size_t errlen);
 
 struct host_port {
 	char		host[HOST_MAX + 1];	/* without brackets */

@@ -395,6 +395,15 @@ server_commit(struct server *srv, struct generation *gen)
 		}
 		listener_start(&svc->listener, srv->loop);
 	}
+	/*
+	 * Under load, poll at most once per interval and take what came in
+	 * the meantime in one go. A proxy that answers every event at once
+	 * sleeps and is woken per packet, and on the sender's CPU each wake-up
+	 * costs more than the bytes (an inter-processor interrupt, dearer still
+	 * in a VM): see README, Performance. An idle loop polls at once.
+	 */
+	ev_set_io_collect_interval(srv->loop,
+	    (ev_tstamp)gen->cfg->global.io_collect_us / 1e6);
 	if (srv->gen != NULL)
 		retire(srv, srv->gen);
 	srv->gen = gen;

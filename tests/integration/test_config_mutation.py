@@ -44,7 +44,7 @@ TIMEOUT = 10.0          # per `tlsfwd -t`
 LINE_MAX = 198          # README: "Lines are at most 198 characters"
 
 GLOBAL_KEYS = ("log_level", "log_format", "shutdown_timeout", "workers", "user", "group",
-               "max_connections")
+               "max_connections", "io_collect_interval")
 SERVICE_KEYS = ("listen", "allow", "deny", "max_connections", "mode", "owner", "group",
                 "upstream", "sni", "verify", "verify_hostname", "ca_file", "connect_timeout",
                 "handshake_timeout", "idle_timeout", "crl_file", "cert_file", "key_file",

@@ -33,9 +33,13 @@ def assert_ok_handshake(hs, port, sni="localhost", service="svc"):
     assert int(hs["conn"]) >= 0
 
 
-def test_echo_roundtrip_bytes_identical(ssl_upstream, service, start_tlsfwd, client):
+# io_collect_interval (default 20us) only changes how often the loop polls:
+# off, default and its largest value relay the same bytes.
+@pytest.mark.parametrize("collect", [None, "0us", "10ms"])
+def test_echo_roundtrip_bytes_identical(collect, ssl_upstream, service, start_tlsfwd, client):
     up = ssl_upstream(H.echo_handler)
-    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)},
+                       {"io_collect_interval": collect} if collect else None)
     s = client(fwd)
     msgs = [b"hello\n", bytes(range(256)) * 4, H.det_bytes("echo", 300000), b"\r\n\x00end"]
     for m in msgs:

@@ -725,6 +725,7 @@ test_defaults(void **state)
 	assert_int_equal(cfg->global.log_level, LOG_INFO);
 	assert_int_equal(cfg->global.log_format, LOG_FORMAT_LOGFMT);
 	assert_int_equal(cfg->global.shutdown_timeout_ms, 30000);
+	assert_int_equal(cfg->global.io_collect_us, 20);
 	assert_int_equal(cfg->nservices, 1);
 	s = cfg->services;
 	assert_non_null(s);
@@ -1214,6 +1215,24 @@ test_err_section_trailing_text_and_signed_workers(void **state)
 	    "workers: expected 1-64 or auto");
 }
 
+static void
+test_io_collect_interval(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok("[global]\nio_collect_interval = 0us\n" SVC);
+	assert_int_equal(cfg->global.io_collect_us, 0);
+	cfg = load_ok("[global]\nio_collect_interval = 2ms\n" SVC);
+	assert_int_equal(cfg->global.io_collect_us, 2000);
+	expect_one_error("[global]\nio_collect_interval = 20\n" SVC, 2,
+	    "io_collect_interval: duration '20' has no unit");
+	expect_one_error("[global]\nio_collect_interval = 1s\n" SVC, 2,
+	    "(0us turns it off)");
+	expect_one_error("[global]\nio_collect_interval = 20ms\n" SVC, 2,
+	    "too large");
+}
+
 #define T(test)	cmocka_unit_test_teardown(test, teardown)
 
 int
@@ -1269,6 +1288,7 @@ main(void)
 		T(test_err_too_many_cidrs),
 		T(test_bug_indented_section_continues_value),
 		T(test_err_section_trailing_text_and_signed_workers),
+		T(test_io_collect_interval),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -59,6 +59,41 @@ duration_bad(const char *s, const char *what)
 	assert_contains(err, what);
 }
 
+/* ---- parse_interval_us ---- */
+
+static void
+test_interval_us(void **state)
+{
+	char err[PARSE_ERR_MAX] = "";
+	uint64_t us = 1;
+
+	(void)state;
+	assert_int_equal(parse_interval_us("20us", 10000, &us, err,
+	    sizeof(err)), 0);
+	assert_int_equal(us, 20);
+	assert_int_equal(parse_interval_us("0us", 10000, &us, err,
+	    sizeof(err)), 0);
+	assert_int_equal(us, 0);
+	assert_int_equal(parse_interval_us("10ms", 10000, &us, err,
+	    sizeof(err)), 0);
+	assert_int_equal(us, 10000);
+	us = 777;
+	assert_int_equal(parse_interval_us("11ms", 10000, &us, err,
+	    sizeof(err)), -1);
+	assert_contains(err, "too large");
+	assert_int_equal(parse_interval_us("20", 10000, &us, err,
+	    sizeof(err)), -1);
+	assert_contains(err, "write e.g. 20us or 20ms");
+	assert_int_equal(parse_interval_us("1s", 10000, &us, err,
+	    sizeof(err)), -1);
+	assert_contains(err, "use us or ms");
+	assert_int_equal(parse_interval_us("-5us", 10000, &us, err,
+	    sizeof(err)), -1);
+	assert_int_equal(parse_interval_us("99999999999999999999999us", 10000,
+	    &us, err, sizeof(err)), -1);
+	assert_int_equal(us, 777);
+}
+
 static void
 test_duration_units(void **state)
 {
@@ -679,6 +714,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_interval_us),
 		cmocka_unit_test(test_duration_units),
 		cmocka_unit_test(test_duration_zero),
 		cmocka_unit_test(test_duration_missing_unit),
