@@ -74,6 +74,7 @@ ROWS = [
     ("tlsfwd", "tlsfwd"),
     ("tlsfwd-nocache", "tlsfwd session_cache=off"),
     ("tlsfwd-w2", "tlsfwd workers=2 (no pinning)"),
+    ("tlsfwd-nocache-w2", "tlsfwd session_cache=off workers=2 (no pinning; new-conn only)"),
     ("stunnel", "stunnel4"),
     ("haproxy", "haproxy"),
     ("nginx-stream", "nginx stream"),
@@ -670,7 +671,7 @@ class Bench:
         return render("tlsfwd.ini", {
             "GLOBAL_EXTRA": extra, "LISTEN_PORT": port, "UP_PORT": self.tls_port,
             "SNI": sni, "NAME": name, "CA": self.ca,
-            "SESSION_CACHE": "no" if key == "tlsfwd-nocache" else "yes",
+            "SESSION_CACHE": "no" if key.startswith("tlsfwd-nocache") else "yes",
         }, os.path.join(self.tmp, "%s-%d.ini" % (key, port)))
 
     def detect_workers(self):
@@ -688,13 +689,13 @@ class Bench:
                 "SNI": sni, "NAME": name, "NOFILE": self.nofile,
                 "WORKER_CONNECTIONS": self.worker_connections,
                 "MAXCONN": self.maxconn}
-        if key in ("tlsfwd", "tlsfwd-nocache", "tlsfwd-w2"):
+        if key in ("tlsfwd", "tlsfwd-nocache", "tlsfwd-w2", "tlsfwd-nocache-w2"):
             workers = None
+            two = key.endswith("-w2")
             if self.detect_workers():
-                workers = 2 if key == "tlsfwd-w2" else 1
+                workers = 2 if two else 1
             conf = self.tlsfwd_config(key, port, name, sni, workers)
-            return [self.a.tlsfwd, "-c", conf], (self.all_cpus if key == "tlsfwd-w2"
-                                                  else self.proxy_cpus)
+            return [self.a.tlsfwd, "-c", conf], (self.all_cpus if two else self.proxy_cpus)
         if key == "stunnel":
             conf = render("stunnel.conf", base, "%s/stunnel-%d.conf" % (tmp, port))
             return ["stunnel4", conf], self.proxy_cpus
@@ -749,7 +750,7 @@ class Bench:
             kw = {"ca": self.ca, "resolve": "localhost:%d:127.0.0.1" % self.tls_port}
             wrk_base = "https://127.0.0.1:%d" % self.tls_port
         else:
-            if key == "tlsfwd-w2" and not self.detect_workers():
+            if key.endswith("-w2") and not self.detect_workers():
                 row["skipped"] = ("tlsfwd does not accept `[global] workers = 2` (tlsfwd -t: %s)"
                                   % " ".join(self.workers_probe_error))
                 return row
@@ -770,8 +771,11 @@ class Bench:
                 raise RuntimeError("%s exited (%s): %s" % (key, proc.returncode,
                                                           tail(proc.logfile).strip()[-400:]))
 
+        # Full handshakes with two workers: the proxy, not the load core, is
+        # the limit there, so this row shows how far the workers scale.
+        newconn_only = key == "tlsfwd-nocache-w2"
         try:
-            for direction in ("down", "up"):
+            for direction in (() if newconn_only else ("down", "up")):
                 samples = []
                 cpu0 = group_cpu_s(proc.pid) if proc is not None else None
                 for i in range(a.reps):
@@ -796,8 +800,17 @@ class Bench:
             except OSError:
                 pass
             for mode, close in (("keepalive", False), ("newconn", True)):
+                if newconn_only and not close:
+                    continue
                 cpu0 = group_cpu_s(proc.pid) if proc is not None else None
+                up0 = group_cpu_s(self.upstream.pid)
                 res = wrk(wrk_base + "/tiny.txt", a.duration, a.conns, close)
+                if res.get("requests"):
+                    # The upstream's share of the load core: what a proxy
+                    # makes the server spend per request.
+                    res["upstream_cpu_s"] = group_cpu_s(self.upstream.pid) - up0
+                    row["%s_upstream_cpu_us_per_req" % mode] = (
+                        1e6 * res["upstream_cpu_s"] / res["requests"])
                 if proc is not None and res.get("requests"):
                     res["proxy_cpu_s"] = group_cpu_s(proc.pid) - cpu0
                     row["%s_cpu_us_per_req" % mode] = 1e6 * res["proxy_cpu_s"] / res["requests"]
@@ -816,7 +829,7 @@ class Bench:
             self.tlsfwd_log_note(row, proc.logfile)
 
         # Idle memory: a fresh proxy.
-        if proc is not None:
+        if proc is not None and not newconn_only:
             n = a.idle
             if key == "socat" and n > SOCAT_IDLE_CAP:
                 n = SOCAT_IDLE_CAP
@@ -909,6 +922,8 @@ def ratios(rows):
     ratio("tlsfwd / nginx stream, new-conn req/s", "tlsfwd", "nginx-stream", "newconn_rps", "req/s")
     ratio("tlsfwd / nginx stream, new-conn p99", "tlsfwd", "nginx-stream", "newconn_p99_ms", "ms")
     ratio("tlsfwd workers=2 / workers=1, new-conn req/s", "tlsfwd-w2", "tlsfwd", "newconn_rps", "req/s")
+    ratio("tlsfwd workers=2 / workers=1, new-conn req/s, full handshakes (session_cache=off)",
+          "tlsfwd-nocache-w2", "tlsfwd-nocache", "newconn_rps", "req/s")
     ratio("tlsfwd / stunnel4, bulk down CPU per GB", "tlsfwd", "stunnel",
           "bulk_down_cpu_s_per_gb", "s")
     ratio("tlsfwd / stunnel4, bulk up CPU per GB", "tlsfwd", "stunnel",
@@ -938,20 +953,26 @@ def markdown(meta, rows, rat):
         mark = " (!)" if r["errors"] else ""
         lines.append("| %s%s | " % (r["label"], mark)
                      + " | ".join(fmt(r.get(c[1]), c[2]) for c in COLUMNS) + " |")
-    cpu_rows = [r for r in rows if r.get("keepalive_cpu_us_per_req") is not None]
+    cpu_rows = [r for r in rows if r.get("keepalive_cpu_us_per_req") is not None
+                or r.get("newconn_cpu_us_per_req") is not None]
     if cpu_rows:
         lines += ["", "Proxy CPU time per GB during the bulk transfers and per request during the "
                   "wrk runs (user+system, all of the proxy's processes; lower is better; "
-                  "counts even when the load core is the bottleneck):", "",
+                  "counts even when the load core is the bottleneck), and the upstream "
+                  "nginx's CPU time per request in the same runs (its share of the load core):",
+                  "",
                   "| configuration | bulk down CPU s/GB | bulk up CPU s/GB "
-                  "| keep-alive CPU µs/req | new-conn CPU µs/req |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| keep-alive CPU µs/req | new-conn CPU µs/req "
+                  "| upstream keep-alive µs/req | upstream new-conn µs/req |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in cpu_rows:
-            lines.append("| %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
                 r["label"], fmt(r.get("bulk_down_cpu_s_per_gb"), 2),
                 fmt(r.get("bulk_up_cpu_s_per_gb"), 2),
                 fmt(r.get("keepalive_cpu_us_per_req"), 1),
-                fmt(r.get("newconn_cpu_us_per_req"), 1)))
+                fmt(r.get("newconn_cpu_us_per_req"), 1),
+                fmt(r.get("keepalive_upstream_cpu_us_per_req"), 1),
+                fmt(r.get("newconn_upstream_cpu_us_per_req"), 1)))
     lines += ["", "Ratios (tlsfwd against the peer; for p99 and CPU, lower is better):", ""]
     for x in rat:
         if x["ratio"] is None:

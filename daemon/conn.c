@@ -223,7 +223,8 @@ conn_tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 	msg.msg_iov = (struct iovec *)(uintptr_t)iov;
 	msg.msg_iovlen = (size_t)iovcnt;
 	do {
-		n = sendmsg(c->ufd, &msg, MSG_NOSIGNAL);
+		n = sendmsg(c->ufd, &msg, MSG_NOSIGNAL |
+		    (c->relay.push_more ? MSG_MORE : 0));
 	} while (n < 0 && errno == EINTR);
 	if (n < 0)
 		conn_note_io_errno(c, errno);

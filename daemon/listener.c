@@ -266,6 +266,12 @@ listener_move(struct listener *to, struct listener *from, struct service *svc,
 	from->unix_path[0] = '\0';	/* the socket file stays, in use */
 }
 
+static void listener_accept_cb(struct ev_loop *, ev_io *, int);
+
+/*
+ * After a pause: accept at once rather than wait for the next client, so
+ * that a drained backlog ends the burst (and says so) now.
+ */
 static void
 listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -273,6 +279,7 @@ listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	ev_io_start(loop, &l->io);
+	listener_accept_cb(loop, &l->io, EV_READ);
 }
 
 /*

@@ -20,6 +20,8 @@ enum step { STEP_OK, STEP_CLOSED };
  * one fast connection cannot keep the loop from the others.
  */
 #define U2C_RECORDS_PER_EVENT 8
+/* The same for client -> upstream, in buffers of RELAY_BUF_SIZE. */
+#define C2U_BUFS_PER_EVENT 8
 
 static bool
 buf_empty(const struct relay_buf *b)
@@ -289,11 +291,19 @@ c2u_flush(struct conn *c)
 	int rc;
 
 	while (!buf_empty(b)) {
+		size_t avail = b->tail - b->head;
 		/* After GNUTLS_E_AGAIN, GnuTLS wants the same call again. */
 		size_t len = r->send_pending > 0 ? r->send_pending :
-		    b->tail - b->head;
+		    avail < RELAY_RECORD_MAX ? avail : RELAY_RECORD_MAX;
 
+		/*
+		 * One record per call; all but the buffer's last go out with
+		 * MSG_MORE, so the kernel sends them together as the last one
+		 * leaves (or as ACKs come back, should the socket fill first).
+		 */
+		r->push_more = avail > len;
 		n = gnutls_record_send(c->tls, b->data + b->head, len);
+		r->push_more = false;
 		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
 			r->send_pending = (uint32_t)len;
 			r->send_wants_read =
@@ -433,6 +443,7 @@ c2u_fill(struct conn *c)
 	struct relay_buf *b = &r->c2u;
 	ssize_t n;
 
+	r->c2u_dry = false;
 	while (!r->client_eof && !buf_full(b)) {
 		if (buf_reserve(c, b) != 0)
 			return relay_fail(c, "client_error", ENOMEM, 0);
@@ -442,8 +453,10 @@ c2u_fill(struct conn *c)
 			b->tail += (uint32_t)n;
 			relay_activity(c);
 			/* A short read means the socket is dry. */
-			if ((size_t)n < RELAY_BUF_SIZE - (b->tail - (size_t)n))
+			if ((size_t)n < RELAY_BUF_SIZE - (b->tail - (size_t)n)) {
+				r->c2u_dry = true;
 				break;
+			}
 			continue;
 		}
 		if (n == 0) {
@@ -452,8 +465,10 @@ c2u_fill(struct conn *c)
 		}
 		if (errno == EINTR)
 			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			r->c2u_dry = true;
 			break;
+		}
 		return relay_fail(c, "client_error", errno, 0);
 	}
 	if (buf_empty(b))
@@ -493,12 +508,23 @@ relay_start(struct conn *c)
 	relay_arm(c);
 }
 
-/* Fired by c_rd: the client sent bytes or FIN. */
+/*
+ * Fired by c_rd: the client sent bytes or FIN. A few buffers per event while
+ * the client has more and the upstream takes it all, so that a fast upload
+ * costs one poll per C2U_BUFS_PER_EVENT buffers, not one per buffer.
+ */
 void
 relay_on_client_readable(struct conn *c)
 {
-	if (c2u_fill(c) == STEP_CLOSED || c2u_flush(c) == STEP_CLOSED)
-		return;
+	struct relay *r = &c->relay;
+
+	for (int i = 0; i < C2U_BUFS_PER_EVENT; i++) {
+		if (c2u_fill(c) == STEP_CLOSED || c2u_flush(c) == STEP_CLOSED)
+			return;
+		if (r->client_eof || r->c2u_dry || !buf_empty(&r->c2u) ||
+		    r->send_pending > 0)
+			break;
+	}
 	relay_arm(c);
 }
 

@@ -9,8 +9,13 @@
 
 struct conn;
 
-/* Enough for one full TLS record of plaintext. */
-#define RELAY_BUF_SIZE 16384
+/* Plaintext of one full TLS record. */
+#define RELAY_RECORD_MAX 16384
+/*
+ * A relay buffer: four records' worth, so that a fast upload reaches the
+ * upstream in 64 KiB writes (see c2u_flush), not one TCP segment a record.
+ */
+#define RELAY_BUF_SIZE (4 * RELAY_RECORD_MAX)
 
 /* Bytes in [head, tail) are waiting; data is NULL while nothing is. */
 struct relay_buf {
@@ -48,9 +53,11 @@ struct relay {
 	uint64_t	 bytes_down;
 	uint32_t	 send_pending;	/* length of a record_send to repeat */
 	bool		 send_wants_read;	/* that send waits for input */
+	bool		 push_more;	/* more records follow: MSG_MORE */
 	bool		 recv_wants_write;	/* record_recv waits for output */
 	bool		 bye_pending;		/* gnutls_bye() to repeat */
 	bool		 bye_wants_read;
+	bool		 c2u_dry;		/* the last client recv was short */
 	bool		 client_eof;		/* client sent FIN */
 	bool		 c2u_done;		/* close_notify sent upstream */
 	bool		 upstream_eof;		/* close_notify or EOF upstream */
