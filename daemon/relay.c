@@ -158,7 +158,10 @@ relay_upstream_pull(struct conn *c, void *buf, size_t len)
 		n = recv(c->ufd, b->data, RELAY_BUF_SIZE, 0);
 	} while (n < 0 && errno == EINTR);
 	if (n <= 0) {
+		int saved_errno = errno;	/* for the caller, past free() */
+
 		buf_release(c, b);
+		errno = saved_errno;
 		return n;
 	}
 	r->rx_dry = (size_t)n < RELAY_BUF_SIZE;

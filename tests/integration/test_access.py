@@ -208,6 +208,70 @@ def test_unix_socket_mode_enforced(ssl_upstream, service, start_tlsfwd, short_di
     assert rc == 3, "a user outside mode 0600 could connect (rc=%d)" % rc
 
 
+def test_stale_unix_socket_is_replaced(ssl_upstream, service, start_tlsfwd, short_dir):
+    """A socket file left by a crashed run (nothing listens on it) is removed
+    and the service listens in its place."""
+    up = ssl_upstream(H.echo_handler)
+    path = "%s/stale.sock" % short_dir()
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(path)
+    dead.listen(1)
+    dead.close()                        # the file stays: what a crash leaves
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    fwd = start_tlsfwd({"svc": service(up.port, listen="unix:" + path)})
+    s = H.connect_unix(path)
+    fwd.clients.append(s)
+    s.sendall(b"fresh")
+    assert H.recv_exact(s, 5) == b"fresh"
+
+
+@pytest.mark.parametrize("occupant", ["live_socket", "regular_file"])
+def test_occupied_unix_path_is_an_error(occupant, service, tlsfwd_bin, short_dir, tmp_path):
+    """Something listening on the path, or a file that is not a socket: tlsfwd
+    refuses to start, names the path, and leaves the occupant alone."""
+    path = "%s/busy.sock" % short_dir()
+    live = None
+    if occupant == "live_socket":
+        live = socket.socket(socket.AF_UNIX)
+        live.bind(path)
+        live.listen(4)
+        want = "%s is in use by a running process" % path
+    else:
+        with open(path, "w") as f:
+            f.write("not a socket\n")
+        want = "%s exists and is not a socket" % path
+    try:
+        ini = tmp_path / "occupied.ini"
+        ini.write_text(H.render_ini({"log_format": "logfmt"},
+                                    {"svc": service(H.closed_port(), listen="unix:" + path)}))
+        r = H.run_tlsfwd(tlsfwd_bin, ["-c", str(ini)])
+        err = r.stderr.decode(errors="replace")
+        assert r.returncode == 1, err
+        assert want in err, err
+        assert "event=ready" not in err
+        if live is not None:            # still the occupant's socket, still answering
+            live.setblocking(False)
+            try:
+                while True:             # tlsfwd's own probe, already closed
+                    live.accept()[0].close()
+            except BlockingIOError:
+                pass
+            live.setblocking(True)
+            live.settimeout(10)
+            probe = H.connect_unix(path)
+            conn, _ = live.accept()
+            probe.sendall(b"x")
+            assert conn.recv(1) == b"x"
+            probe.close()
+            conn.close()
+        else:
+            with open(path) as f:
+                assert f.read() == "not a socket\n"
+    finally:
+        if live is not None:
+            live.close()
+
+
 def test_key_readable_by_others_is_refused(pki, service, check_ini, start_tlsfwd, tmp_path):
     key = tmp_path / "open.key"
     shutil.copyfile(pki["client_key"], key)
