@@ -21,7 +21,7 @@
 #include "parse.h"
 
 enum { P_DURATION, P_HOST_PORT, P_LISTEN, P_BOOL, P_CIDR, P_COUNT,
-    P_FILE_MODE, P_NPARSERS };
+    P_FILE_MODE, P_INTERVAL, P_NPARSERS };
 
 /* A refusal says why, in a string that fits. */
 static void
@@ -73,6 +73,41 @@ fuzz_duration(const char *s)
 	snprintf(again, sizeof(again), "%llums", (unsigned long long)ms);
 	FUZZ_CHECK(parse_duration_ms(again, &ms2, err, sizeof(err)) == 0);
 	FUZZ_CHECK(ms2 == ms);
+}
+
+/* parse_interval_us, as io_collect_interval uses it: us or ms, at most max. */
+static void
+fuzz_interval(const char *s)
+{
+	static const struct { const char *unit; uint64_t us; } units[] = {
+		{ "us", 1 }, { "ms", 1000 },
+	};
+	const uint64_t max = IO_COLLECT_MAX_US;
+	char err[PARSE_ERR_MAX] = "", again[64];
+	size_t digits = strspn(s, "0123456789");
+	uint64_t us = 0, us2 = 0;
+	unsigned long long n;
+	int want = -1;
+
+	errno = 0;
+	n = strtoull(s, NULL, 10);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (digits > 0 && errno == 0 &&
+		    strcmp(s + digits, units[i].unit) == 0 &&
+		    n <= max / units[i].us) {
+			want = 0;
+			n *= units[i].us;
+		}
+	}
+	if (parse_interval_us(s, max, &us, err, sizeof(err)) != 0) {
+		FUZZ_CHECK(want != 0);
+		check_err(err);
+		return;
+	}
+	FUZZ_CHECK(want == 0 && us == n && us <= max);
+	snprintf(again, sizeof(again), "%lluus", (unsigned long long)us);
+	FUZZ_CHECK(parse_interval_us(again, max, &us2, err, sizeof(err)) == 0);
+	FUZZ_CHECK(us2 == us);
 }
 
 static void
@@ -332,6 +367,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case P_FILE_MODE:
 		fuzz_file_mode(s);
+		break;
+	case P_INTERVAL:
+		fuzz_interval(s);
 		break;
 	}
 	free(s);
