@@ -638,6 +638,31 @@ conn_close(struct conn *c, const char *reason)
 	}
 	if (clean && c->relay.upstream_truncated)
 		reason = "upstream_truncated", clean = false;
+
+	c->state = CONN_CLOSED;
+	ev_io_stop(loop, &c->c_rd);
+	ev_io_stop(loop, &c->c_wr);
+	ev_io_stop(loop, &c->u_rd);
+	ev_io_stop(loop, &c->u_wr);
+	ev_timer_stop(loop, &c->timer);
+	if (c->ufd >= 0)
+		close(c->ufd);
+	close(c->cfd);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	__atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
+	admission_release(c->svc);
+	gen->nconns--;
+
+	/*
+	 * Logged once the descriptors and the max_connections slot are free,
+	 * so that whoever reads the line may count on them; before the TLS
+	 * state goes, which the error text may point into.
+	 */
 	log_line_begin(&l, clean ? LOG_INFO : LOG_WARN, "close");
 	conn_log_ids(&l, c);
 	log_str(&l, "reason", reason);
@@ -651,29 +676,10 @@ conn_close(struct conn *c, const char *reason)
 	log_ms(&l, "duration_ms", conn_now_ms() - c->t_start);
 	log_line_end(&l);
 
-	c->state = CONN_CLOSED;
-	ev_io_stop(loop, &c->c_rd);
-	ev_io_stop(loop, &c->c_wr);
-	ev_io_stop(loop, &c->u_rd);
-	ev_io_stop(loop, &c->u_wr);
-	ev_timer_stop(loop, &c->timer);
 	if (c->tls != NULL)
 		gnutls_deinit(c->tls);
 	tls_conn_clear(&c->tlsc);
-	if (c->ufd >= 0)
-		close(c->ufd);
-	close(c->cfd);
 	relay_free(c);
-
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		srv->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	__atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
-	admission_release(c->svc);
-	gen->nconns--;
 	c->magic = 0;
 	free(c);
 	server_conn_closed(srv, gen);
