@@ -1090,7 +1090,7 @@ def main():
     if b.load_cpus:
         os.sched_setaffinity(0, b.load_cpus)
         meta["pinning"] = ("load generator (curl, wrk, idle client) and upstream nginx on CPU %d; "
-                           "each proxy alone on CPU %d (`workers=2` row: all CPUs)"
+                           "each proxy alone on CPU %d (`workers=2` rows: all CPUs)"
                            % (min(b.load_cpus), min(b.proxy_cpus)))
     else:
         meta["pinning"] = "none (a single CPU): proxy, upstream and load generator share it"
