@@ -41,29 +41,46 @@ all_digits(const char *s, size_t n)
 	return n > 0;
 }
 
+struct ref_unit {
+	const char	*unit;
+	uint64_t	 scale;
+};
+
+/*
+ * The reference for both duration parsers: digits, then exactly one of the
+ * units, scaled at most to max. 0 and *out, or -1.
+ */
+static int
+reference_scaled(const char *s, const struct ref_unit *units, size_t nunits,
+    uint64_t max, uint64_t *out)
+{
+	size_t digits = strspn(s, "0123456789");
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(s, NULL, 10);
+	for (size_t i = 0; i < nunits; i++) {
+		if (digits > 0 && errno == 0 &&
+		    strcmp(s + digits, units[i].unit) == 0 &&
+		    n <= max / units[i].scale) {
+			*out = n * units[i].scale;
+			return 0;
+		}
+	}
+	return -1;
+}
+
 static void
 fuzz_duration(const char *s)
 {
-	static const struct { const char *unit; uint64_t ms; } units[] = {
+	static const struct ref_unit units[] = {
 		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
 	};
 	char err[PARSE_ERR_MAX] = "", again[64];
-	size_t digits = strspn(s, "0123456789");
-	uint64_t ms = 0, ms2 = 0;
-	unsigned long long n;
-	int want = -1;
+	uint64_t ms = 0, ms2 = 0, n = 0;
+	int want = reference_scaled(s, units, sizeof(units) / sizeof(units[0]),
+	    DURATION_MAX_MS, &n);
 
-	/* The reference: digits, one unit, at most DURATION_MAX_MS. */
-	errno = 0;
-	n = strtoull(s, NULL, 10);
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (digits > 0 && errno == 0 &&
-		    strcmp(s + digits, units[i].unit) == 0 &&
-		    n <= DURATION_MAX_MS / units[i].ms) {
-			want = 0;
-			n *= units[i].ms;
-		}
-	}
 	if (parse_duration_ms(s, &ms, err, sizeof(err)) != 0) {
 		FUZZ_CHECK(want != 0);
 		check_err(err);
@@ -79,26 +96,13 @@ fuzz_duration(const char *s)
 static void
 fuzz_interval(const char *s)
 {
-	static const struct { const char *unit; uint64_t us; } units[] = {
-		{ "us", 1 }, { "ms", 1000 },
-	};
+	static const struct ref_unit units[] = { { "us", 1 }, { "ms", 1000 } };
 	const uint64_t max = IO_COLLECT_MAX_US;
 	char err[PARSE_ERR_MAX] = "", again[64];
-	size_t digits = strspn(s, "0123456789");
-	uint64_t us = 0, us2 = 0;
-	unsigned long long n;
-	int want = -1;
+	uint64_t us = 0, us2 = 0, n = 0;
+	int want = reference_scaled(s, units, sizeof(units) / sizeof(units[0]),
+	    max, &n);
 
-	errno = 0;
-	n = strtoull(s, NULL, 10);
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (digits > 0 && errno == 0 &&
-		    strcmp(s + digits, units[i].unit) == 0 &&
-		    n <= max / units[i].us) {
-			want = 0;
-			n *= units[i].us;
-		}
-	}
 	if (parse_interval_us(s, max, &us, err, sizeof(err)) != 0) {
 		FUZZ_CHECK(want != 0);
 		check_err(err);
