@@ -434,7 +434,7 @@ global_key(struct parse_ctx *p, const char *name, const char *value)
 	case K_WORKERS: {
 		unsigned long n;
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		char err[160];
+		char err[PARSE_ERR_MAX];
 
 		if (strcmp(value, "auto") == 0) {
 			g->workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ?

@@ -121,29 +121,46 @@ relay_free(struct conn *c)
  */
 #define RX_READ_AHEAD_BELOW 512
 
+/* Hands GnuTLS up to len of the bytes read ahead (there must be some). */
+static ssize_t
+rx_take(struct conn *c, void *buf, size_t len)
+{
+	struct relay_buf *b = &c->relay.rx;
+	size_t avail = b->tail - b->head;
+
+	if (len > avail)
+		len = avail;
+	memcpy(buf, b->data + b->head, len);
+	buf_consumed(c, b, len);
+	return (ssize_t)len;
+}
+
+static ssize_t
+recv_retrying(int fd, void *buf, size_t len)
+{
+	ssize_t n;
+
+	do {
+		n = recv(fd, buf, len, 0);
+	} while (n < 0 && errno == EINTR);
+	return n;
+}
+
 ssize_t
 relay_upstream_pull(struct conn *c, void *buf, size_t len)
 {
 	struct relay *r = &c->relay;
 	struct relay_buf *b = &r->rx;
-	size_t avail = b->tail - b->head;
 	ssize_t n;
 
-	if (avail > 0) {
-		if (len > avail)
-			len = avail;
-		memcpy(buf, b->data + b->head, len);
-		buf_consumed(c, b, len);
-		return (ssize_t)len;
-	}
+	if (!buf_empty(b))
+		return rx_take(c, buf, len);
 	if (r->rx_dry) {
 		errno = EAGAIN;
 		return -1;
 	}
 	if (len >= RX_READ_AHEAD_BELOW || r->rx_bulk) {
-		do {
-			n = recv(c->ufd, buf, len, 0);
-		} while (n < 0 && errno == EINTR);
+		n = recv_retrying(c->ufd, buf, len);
 		if (n >= 0 && (size_t)n < len) {
 			r->rx_dry = n > 0;
 			r->rx_bulk = false;
@@ -154,9 +171,7 @@ relay_upstream_pull(struct conn *c, void *buf, size_t len)
 		errno = ENOMEM;
 		return -1;
 	}
-	do {
-		n = recv(c->ufd, b->data, RELAY_BUF_SIZE, 0);
-	} while (n < 0 && errno == EINTR);
+	n = recv_retrying(c->ufd, b->data, RELAY_BUF_SIZE);
 	if (n <= 0) {
 		int saved_errno = errno;	/* for the caller, past free() */
 
@@ -167,11 +182,7 @@ relay_upstream_pull(struct conn *c, void *buf, size_t len)
 	r->rx_dry = (size_t)n < RELAY_BUF_SIZE;
 	r->rx_bulk = !r->rx_dry;
 	b->tail = (uint32_t)n;
-	if (len > (size_t)n)
-		len = (size_t)n;
-	memcpy(buf, b->data, len);
-	buf_consumed(c, b, len);
-	return (ssize_t)len;
+	return rx_take(c, buf, len);
 }
 
 void

@@ -554,10 +554,10 @@ dn_memo_get(struct tls_dn_memo *m, const gnutls_datum_t *der)
 	    memcmp(m->der.data, der->data, der->size) == 0)
 		return m;
 	dn_memo_clear(m);
-	if ((m->der.data = gnutls_malloc(der->size)) == NULL)
-		return m;
-	memcpy(m->der.data, der->data, der->size);
-	m->der.size = der->size;
+	/*
+	 * Out of memory: nothing is kept (the line says "-"), so the next
+	 * connection tries again rather than remembering the failure.
+	 */
 	if (gnutls_x509_crt_init(&crt) != 0)
 		return m;
 	if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) == 0) {
@@ -567,6 +567,10 @@ dn_memo_get(struct tls_dn_memo *m, const gnutls_datum_t *der)
 			m->issuer = (gnutls_datum_t){ NULL, 0 };
 	}
 	gnutls_x509_crt_deinit(crt);
+	if ((m->der.data = gnutls_malloc(der->size)) != NULL) {
+		memcpy(m->der.data, der->data, der->size);
+		m->der.size = der->size;
+	}
 	return m;
 }
 
