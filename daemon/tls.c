@@ -13,11 +13,16 @@
 
 /*
  * Modern defaults: TLS 1.2 and 1.3 only, and for TLS 1.2 only AEAD ciphers
- * with forward secrecy (no CBC, no static RSA key exchange).
+ * with forward secrecy (no CBC, no static RSA key exchange). AES-128-GCM is
+ * offered first, as browsers and Go do: servers that follow the client's
+ * order (nginx's default) then run the handshake's key schedule on SHA-256,
+ * which CPUs hash in hardware, instead of SHA-384 (a fifth of a resumed
+ * handshake's instructions, bench/profile.py), and bulk data takes 10 AES
+ * rounds instead of 14. Servers that insist on their own order still get it.
  */
 #define TLS_DEFAULT_PRIORITY \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:" \
-	"+AES-256-GCM:+AES-128-GCM:+CHACHA20-POLY1305:-RSA:-AES-128-CCM:" \
+	"+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:-RSA:-AES-128-CCM:" \
 	"-AES-256-CCM:-MAC-ALL:+AEAD:" TLS_DEFAULT_GROUPS
 /*
  * X25519 first: the cheapest key exchange and the one servers pick. Only

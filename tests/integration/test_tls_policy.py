@@ -22,6 +22,21 @@ def test_default_range_negotiates_tls13(openssl_server, service, start_tlsfwd, c
     assert b"TLSv1.3" in page
 
 
+@pytest.mark.parametrize("extra,version,page_cipher", [
+    ((), "TLS1.3", b"TLS_AES_128_GCM_SHA256"),
+    (("-tls1_2",), "TLS1.2", b"ECDHE-ECDSA-AES128-GCM-SHA256"),
+])
+def test_default_policy_offers_aes128_gcm_first(extra, version, page_cipher, openssl_server,
+                                                service, start_tlsfwd, client):
+    """A server that follows the client's order (OpenSSL's and nginx's
+    default) gets AES-128-GCM: the SHA-256 key schedule, not SHA-384."""
+    srv = openssl_server("server", "-www", *extra)
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
+    hs, page = ok_through(fwd, client(fwd))
+    assert (hs["version"], hs["cipher"]) == (version, "AES-128-GCM"), hs
+    assert page_cipher in page, page[:600]
+
+
 def test_default_range_accepts_tls12_server(openssl_server, service, start_tlsfwd, client):
     srv = openssl_server("server", "-www", "-tls1_2")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
