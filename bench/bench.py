@@ -416,6 +416,26 @@ def cpu_busy(seconds=1.0):
     return 1.0 - (i2 - i1) / max(1, t2 - t1)
 
 
+def cpu_ticks():
+    """{cpu number: (all ticks, idle ticks)} from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name = line.split(None, 1)[0]
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            v = list(map(int, line.split()[1:]))
+            out[int(name[3:])] = (sum(v), v[3] + (v[4] if len(v) > 4 else 0))
+    return out
+
+
+def cpus_busy(before, after, cpus):
+    """Busy share (0-1) of the CPUs in `cpus` between two cpu_ticks()."""
+    total = sum(after[c][0] - before[c][0] for c in cpus)
+    idle = sum(after[c][1] - before[c][1] for c in cpus)
+    return 1.0 - idle / max(1, total)
+
+
 def widen_port_range(need):
     """50000 connections from 127.0.0.1 to one address need more ephemeral
     ports than Linux's default 32768-60999; widen (root) and restore later."""
@@ -778,6 +798,7 @@ class Bench:
             for direction in (() if newconn_only else ("down", "up")):
                 samples = []
                 cpu0 = group_cpu_s(proc.pid) if proc is not None else None
+                ticks0 = cpu_ticks()
                 for i in range(a.reps):
                     if direction == "down":
                         v, err = curl_get(base + "/big.bin", self.size, **kw)
@@ -793,6 +814,7 @@ class Bench:
                     # (curl and the upstream) limits the rate.
                     row["bulk_%s_cpu_s_per_gb" % direction] = (
                         (group_cpu_s(proc.pid) - cpu0) / (a.reps * self.size / 1e9))
+                self.note_busy(row, "bulk_%s" % direction, ticks0)
                 row["bulk_%s_mbs" % direction] = median(samples)
                 log("%-14s bulk %-4s %s MB/s" % (key, direction, fmt(row["bulk_%s_mbs" % direction], 0)))
             try:
@@ -804,7 +826,9 @@ class Bench:
                     continue
                 cpu0 = group_cpu_s(proc.pid) if proc is not None else None
                 up0 = group_cpu_s(self.upstream.pid)
+                ticks0 = cpu_ticks()
                 res = wrk(wrk_base + "/tiny.txt", a.duration, a.conns, close)
+                self.note_busy(row, mode, ticks0)
                 if res.get("requests"):
                     # The upstream's share of the load core: what a proxy
                     # makes the server spend per request.
@@ -864,6 +888,16 @@ class Bench:
         for e in row["errors"]:
             log("%-14s ERROR %s" % (key, e))
         return row
+
+    def note_busy(self, row, what, ticks0):
+        """How busy the load core and the proxy core were during a run: a
+        load core near 100% while the proxy core has time left means the
+        rate measured the load side, not the proxy."""
+        if self.load_cpus is None:
+            return
+        ticks = cpu_ticks()
+        row["%s_load_core_busy" % what] = cpus_busy(ticks0, ticks, self.load_cpus)
+        row["%s_proxy_core_busy" % what] = cpus_busy(ticks0, ticks, self.proxy_cpus)
 
     def tlsfwd_log_note(self, row, path):
         """With log_level = warn a clean run logs nothing per connection; say
@@ -973,6 +1007,24 @@ def markdown(meta, rows, rat):
                 fmt(r.get("newconn_cpu_us_per_req"), 1),
                 fmt(r.get("keepalive_upstream_cpu_us_per_req"), 1),
                 fmt(r.get("newconn_upstream_cpu_us_per_req"), 1)))
+    busy_cols = [("bulk down", "bulk_down"), ("bulk up", "bulk_up"),
+                 ("keep-alive", "keepalive"), ("new-conn", "newconn")]
+    busy_rows = [r for r in rows if any(r.get("%s_load_core_busy" % k) is not None
+                                        for _, k in busy_cols)]
+    if busy_rows:
+        lines += ["", "How busy each core was during each run, load core / proxy core in % "
+                  "(`workers=2` rows are not pinned: there the numbers are CPU 0 / CPU 1, "
+                  "both shared by the load and tlsfwd). A load core near 100% with "
+                  "time left on the proxy core means the rate there is the load "
+                  "side's ceiling, not the proxy's:", "",
+                  "| configuration | " + " | ".join(c for c, _ in busy_cols) + " |",
+                  "|---|" + "---:|" * len(busy_cols)]
+        for r in busy_rows:
+            cells = []
+            for _, k in busy_cols:
+                lo, px = r.get("%s_load_core_busy" % k), r.get("%s_proxy_core_busy" % k)
+                cells.append("—" if lo is None else "%.0f / %.0f" % (100 * lo, 100 * px))
+            lines.append("| %s | %s |" % (r["label"], " | ".join(cells)))
     lines += ["", "Ratios (tlsfwd against the peer; for p99 and CPU, lower is better):", ""]
     for x in rat:
         if x["ratio"] is None:
