@@ -6,6 +6,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -61,6 +62,27 @@ def test_echo_roundtrip_bytes_identical(collect, ssl_upstream, service, start_tl
     assert num(cl["bytes_up"]) == total, cl
     assert num(cl["bytes_down"]) == total, cl
     assert num(cl["duration_ms"]) >= 0
+
+
+def test_lone_connection_is_not_paced_by_io_collect_interval(ssl_upstream, service,
+                                                             start_tlsfwd, client):
+    """Collecting starts only when polls find many events at once: one
+    connection's round trips do not each wait out the interval (10ms here,
+    so 50 paced round trips would take over 1 s: two waits each)."""
+    up = ssl_upstream(H.echo_handler)
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)},
+                       {"io_collect_interval": "10ms"})
+    s = client(fwd)
+    s.sendall(b"warm-up\n")
+    assert H.recv_exact(s, 8) == b"warm-up\n"
+    t0 = time.monotonic()
+    for i in range(50):
+        m = b"%04d\n" % i
+        s.sendall(m)
+        assert H.recv_exact(s, len(m)) == m
+    elapsed = time.monotonic() - t0
+    assert elapsed < 0.25 * H.SLOW, "50 round trips took %.3f s" % elapsed
+    s.close()
 
 
 def test_openssl_www_request_response(openssl_server, service, start_tlsfwd, client):
