@@ -110,6 +110,16 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
+/* Out of connect and handshake, for the loop's count of set-ups running. */
+static void
+conn_setup_done(struct conn *c)
+{
+	if (c->in_setup) {
+		c->in_setup = false;
+		c->srv->nsetup--;
+	}
+}
+
 void
 conn_set_state(struct conn *c, enum conn_state state)
 {
@@ -128,6 +138,8 @@ conn_set_state(struct conn *c, enum conn_state state)
 	}
 	c->state = state;
 	ev_timer_stop(loop, &c->timer);
+	if (state == CONN_RELAYING)
+		conn_setup_done(c);
 	switch (state) {
 	case CONN_CONNECTING:
 		ms = sc->connect_timeout_ms;
@@ -609,6 +621,8 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 	srv->conns = c;
 	__atomic_add_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
 	svc->gen->nconns++;
+	c->in_setup = true;
+	srv->nsetup++;
 
 	if (svc->addrs == NULL) {
 		c->err.text = svc->resolve_error;
@@ -655,6 +669,7 @@ conn_close(struct conn *c, const char *reason)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	__atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
+	conn_setup_done(c);
 	admission_release(c->svc);
 	gen->nconns--;
 

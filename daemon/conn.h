@@ -57,6 +57,7 @@ struct conn {
 
 	struct relay		 relay;
 	bool			 verdict_pending;	/* see conn_handshake_done */
+	bool			 in_setup;	/* counted in srv->nsetup */
 	struct conn_error	 err;
 	int			 io_errno;	/* last transport error, not EAGAIN */
 };

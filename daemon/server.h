@@ -86,6 +86,7 @@ struct server {
 	ev_tstamp		 collect_interval;
 	unsigned int		 collect_ready;	/* events the last poll returned */
 	bool			 collecting;
+	unsigned int		 nsetup;	/* connecting or handshaking */
 	ev_prepare		 collect_prepare;
 	ev_check		 collect_check;
 };
