@@ -402,20 +402,6 @@ def raise_nofile(want):
     return want
 
 
-def cpu_busy(seconds=1.0):
-    """Share of all CPUs busy over `seconds` (before the run: anything else
-    running makes every number here unreliable)."""
-    def sample():
-        with open("/proc/stat") as f:
-            v = list(map(int, f.readline().split()[1:]))
-        idle = v[3] + (v[4] if len(v) > 4 else 0)
-        return sum(v), idle
-    t1, i1 = sample()
-    time.sleep(seconds)
-    t2, i2 = sample()
-    return 1.0 - (i2 - i1) / max(1, t2 - t1)
-
-
 def cpu_ticks():
     """{cpu number: (all ticks, idle ticks)} from /proc/stat."""
     out = {}
@@ -434,6 +420,14 @@ def cpus_busy(before, after, cpus):
     total = sum(after[c][0] - before[c][0] for c in cpus)
     idle = sum(after[c][1] - before[c][1] for c in cpus)
     return 1.0 - idle / max(1, total)
+
+
+def cpu_busy(seconds=1.0):
+    """Share of all CPUs busy over `seconds` (before the run: anything else
+    running makes every number here unreliable)."""
+    before = cpu_ticks()
+    time.sleep(seconds)
+    return cpus_busy(before, cpu_ticks(), set(before))
 
 
 def widen_port_range(need):

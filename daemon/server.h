@@ -82,7 +82,7 @@ struct server {
 	ev_timer		 expiry_timer;	/* daily client cert check */
 	char			 status_note[96];	/* e.g. a failed reload */
 	struct relay_spares	 spares;		/* relay buffers to reuse */
-	/* io_collect_interval, applied only while polls return many events. */
+	/* io_collect_interval, applied only while the loop is busy. */
 	ev_tstamp		 collect_interval;
 	unsigned int		 collect_ready;	/* events the last poll returned */
 	bool			 collecting;
