@@ -12,10 +12,21 @@ CC	?= cc
 WARN	:= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	   -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wformat=2 \
 	   -Wundef -Wvla
+# The libraries' flags come from pkg-config when a recipe first needs them,
+# never when make reads this file: on a fresh machine `make deps` installs
+# the -dev packages after that. Asked once per make; a missing library is an
+# error that says what to run, not a link with empty flags.
+PKG_LIBS := gnutls inih libsystemd
+pkg_config = $(if $(shell pkg-config --exists $(PKG_LIBS) 2>/dev/null && echo y),$\
+	$(shell pkg-config $(1) $(PKG_LIBS)),$\
+	$(error pkg-config finds no $(PKG_LIBS) (Debian: libgnutls28-dev libinih-dev libsystemd-dev): run `make deps`))
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(call pkg_config,--cflags))$(PKG_CFLAGS)
+PKG_LDLIBS = $(eval PKG_LDLIBS := $(call pkg_config,--libs))$(PKG_LDLIBS)
+
 CFLAGS	?= -O2 -g
 CFLAGS	+= -std=c11 -pthread -D_GNU_SOURCE -DTLSFWD_VERSION='"$(VERSION)"' $(WARN) \
-	   $(shell pkg-config --cflags gnutls inih libsystemd)
-LIBS	:= $(shell pkg-config --libs gnutls inih libsystemd) -lev -lm -pthread
+	   $(PKG_CFLAGS)
+LIBS	= $(PKG_LDLIBS) -lev -lm -pthread
 
 # SAN=1: AddressSanitizer + UndefinedBehaviorSanitizer, any report is fatal.
 ifeq ($(SAN),1)
@@ -34,13 +45,13 @@ DEB_PKGS := gcc make pkg-config libgnutls28-dev libev-dev libinih-dev \
 	    libsystemd-dev \
 	    libcmocka-dev clang python3 python3-pytest gnutls-bin openssl \
 	    curl ca-certificates systemd mandoc groff-base man-db strace \
-	    softhsm2 iproute2 valgrind procps
+	    softhsm2 iproute2 valgrind procps libclang-rt-dev
 
 SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps check check-plain check-asan unit integration demo run \
-	install clean bench profile
+.PHONY: all deps check check-plain check-asan check-fresh unit integration demo \
+	run install clean bench profile
 
 all: $(BUILD)/tlsfwd
 
@@ -95,7 +106,17 @@ check-plain: all unit integration
 check-asan:
 	$(MAKE) BUILD=build/asan CC=clang SAN=1 all unit integration
 
-demo: deps all
+# `make demo` then `CI=true make check` in a pristine minimal Debian root
+# with a clean clone of HEAD (tests/fresh/): run it before landing a change
+# to this Makefile, `deps`, packaging or the tools a test needs. Root only;
+# the first run builds the base root (cached in /var/cache/tlsfwd-fresh).
+check-fresh:
+	tests/fresh/check-fresh.sh
+
+# Targets that need the packages run make again once `deps` has installed
+# them, so that nothing of this make (nor of -j) builds before they are in.
+demo: deps
+	@$(MAKE) --no-print-directory all
 	tests/demo.sh $(BUILD)/tlsfwd
 
 run: all
@@ -106,13 +127,15 @@ run: all
 # `make bench BENCH_ARGS=--quick` for a smoke run, `BENCH_ARGS=--big` for
 # 50000 idle connections.
 BENCH_ARGS ?=
-bench: deps all
+bench: deps
+	@$(MAKE) --no-print-directory all
 	$(PYTHON) bench/bench.py --tlsfwd $(BUILD)/tlsfwd $(BENCH_ARGS)
 
 # Instructions per connection, round trip and byte under callgrind: counts
 # that repeat on a busy machine (bench/results/profile.md).
 PROFILE_ARGS ?=
-profile: deps all
+profile: deps
+	@$(MAKE) --no-print-directory all
 	$(PYTHON) bench/profile.py --tlsfwd $(BUILD)/tlsfwd $(PROFILE_ARGS)
 
 # Units, sysusers.d file and man pages too.  The units in systemd/ name

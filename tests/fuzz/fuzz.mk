@@ -26,7 +26,7 @@ FUZZ_SAN	:= -fsanitize=address,undefined -fno-sanitize-recover=all \
 		   -fno-omit-frame-pointer
 FUZZ_BASE_CFLAGS = -std=c11 -pthread -D_GNU_SOURCE \
 		  -DTLSFWD_VERSION='"$(VERSION)"' $(WARN) -O1 -g \
-		  $(shell pkg-config --cflags gnutls inih libsystemd)
+		  $(PKG_CFLAGS)
 FUZZ_CFLAGS	= $(FUZZ_BASE_CFLAGS) $(FUZZ_SAN)
 FUZZ_OBJS	:= $(SRCS:daemon/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_LIBOBJS	:= $(filter-out $(FUZZ_BUILD)/obj/main.o,$(FUZZ_OBJS))
