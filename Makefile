@@ -93,7 +93,7 @@ unit: $(UNITS)
 	if [ -n "$$failed" ]; then echo "unit: FAILED:$$failed"; exit 1; fi
 
 integration: $(BUILD)/tlsfwd
-	TLSFWD=$(abspath $(BUILD)/tlsfwd) $(SAN_ENV) $(PYTHON) -m pytest -q \
+	TLSFWD=$(abspath $(BUILD)/tlsfwd) $(SAN_ENV) $(PYTHON) -m pytest -q -rs \
 	    -p no:cacheprovider tests/integration
 
 # Every test, with gcc, then again with clang under ASan+UBSan.

@@ -25,6 +25,7 @@ static const char *const state_names[] = {
 };
 
 static void conn_connect_next(struct conn *c);
+static void conn_note_connect_error(struct conn *c, int err);
 static void conn_handshake_step(struct conn *c);
 static void conn_log_handshake_failure(struct conn *c, const char *result,
     const char *stage, const char *alert_from);
@@ -277,10 +278,12 @@ conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 		    &len) != 0)
 			soerr = errno;
 		if (soerr != 0) {
-			c->err.sys_errno = soerr;
+			conn_note_connect_error(c, soerr);
 			conn_connect_next(c);
 			return;
 		}
+		/* An earlier address's refusal is not this connection's cause. */
+		c->err.sys_errno = 0;
 		c->t_connected = conn_now_ms();
 		conn_set_state(c, CONN_HANDSHAKING);
 		conn_handshake_step(c);
@@ -346,6 +349,20 @@ conn_drop_upstream(struct conn *c)
 }
 
 /*
+ * One upstream address failed (at connect() or later, from SO_ERROR): the
+ * cause is kept for the handshake line if no other address works, and each
+ * address's failure is shown at debug level.
+ */
+static void
+conn_note_connect_error(struct conn *c, int err)
+{
+	c->err.sys_errno = err;
+	if (log_enabled(LOG_DEBUG))
+		log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
+		    (unsigned long long)c->id, c->upstream, strerror(err));
+}
+
+/*
  * Tries the next resolved upstream address with a non-blocking connect();
  * completion arrives as writability (conn_upstream_writable_cb). When every
  * address has failed, logs the failure and closes the client.
@@ -377,11 +394,7 @@ conn_connect_next(struct conn *c)
 			conn_set_state(c, CONN_CONNECTING);
 			return;
 		}
-		c->err.sys_errno = errno;
-		if (log_enabled(LOG_DEBUG))
-			log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
-			    (unsigned long long)c->id, c->upstream,
-			    strerror(errno));
+		conn_note_connect_error(c, errno);
 		close(c->ufd);
 		c->ufd = -1;
 	}

@@ -1,6 +1,7 @@
 """Failures on the way to the upstream: refused, timeouts, alerts, protocol
 errors, truncation, resets, idle connections."""
 
+import os
 import socket
 import ssl
 import struct
@@ -40,6 +41,38 @@ def test_upstream_connection_refused(service, start_tlsfwd, client):
     cl = fwd.wait_close(hs["conn"])
     assert cl["reason"] == "handshake_failed" and cl["level"] == "warn", cl
     assert num(cl["bytes_down"]) == 0
+
+
+def test_refused_first_address_leaves_no_errno_on_a_later_failure(pki, cleanup, service,
+                                                                 start_tlsfwd, client, tmp_path):
+    """An upstream name with two addresses: ::1 refuses, 127.0.0.1 answers with
+    a certificate for another name. The handshake line is the verification
+    failure of the address that answered, without the refusal's errno (it
+    said errno=ECONNREFUSED: Debian's localhost is ::1, then 127.0.0.1)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a private /etc/hosts")
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.bind(("127.0.0.1", 0))
+    raw.listen(8)
+    raw.settimeout(0.2)
+    up = H.Upstream(H.echo_handler, ctx=H.server_context(pki["server"], pki["server_key"]),
+                    sock=raw)
+    cleanup.append(up)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 two.test\n::1 two.test\n")
+    fwd = start_tlsfwd({"svc": service("two.test:%d" % up.port)}, {"log_level": "debug"},
+                       argv=H.with_hosts(str(hosts)))
+    s = client(fwd)
+    data, _, _ = closed_after(s)
+    assert data == b""
+    hs = fwd.conn_of(s)
+    # the refused ::1 was tried first (IPv6 sorts first: RFC 6724)
+    tried = [r for r in fwd.find("connect") if "[::1]:%d" % up.port in r.get("msg", "")]
+    assert tried, fwd.log_text()
+    assert (hs["result"], hs["stage"], hs["verify"]) == ("fail", "verify", "fail"), hs
+    assert hs["upstream"] == "127.0.0.1:%d" % up.port, hs
+    assert "errno" not in hs, hs
+    assert "does not match" in hs.get("error", ""), hs
 
 
 def _syn_dropping_listener(cleanup):

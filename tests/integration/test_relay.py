@@ -25,7 +25,7 @@ def assert_ok_handshake(hs, port, sni="localhost", service="svc"):
     assert "CN=localhost" in hs["peer"], hs
     assert "tlsfwd Test Root CA" in hs["issuer"], hs
     assert hs["sni"] == sni, hs
-    assert hs["upstream"] == "127.0.0.1:%d" % port, hs
+    assert hs["upstream"] == H.resolve_first("localhost", port), hs
     assert hs["resumed"] in ("yes", "no"), hs
     assert "group" in hs and "alpn" in hs, hs
     assert "stage" not in hs and "error" not in hs, hs

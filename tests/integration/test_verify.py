@@ -51,7 +51,7 @@ def test_bad_certificate_refused(cert, words, openssl_server, service, start_tls
     assert hs["stage"] == "verify", hs
     assert hs["verify"] == "fail", hs
     assert hs["sni"] == "localhost", hs
-    assert hs["upstream"] == "127.0.0.1:%d" % srv.port, hs
+    assert hs["upstream"] == H.resolve_first("localhost", srv.port), hs
     err = hs.get("error", "")
     assert any(w in err.lower() for w in words), "error=%r should mention %r" % (err, words)
     if cert != "expired":

@@ -9,6 +9,7 @@
 - Plain TCP client helpers with timeouts everywhere.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -744,13 +745,97 @@ class BioConn:
             pass
 
 
+def resolve_first(host, port):
+    """The address tlsfwd tries first for upstream HOST:PORT, as it logs it
+    ("127.0.0.1:P" or "[::1]:P"): getaddrinfo's first answer with tlsfwd's
+    hints. Debian's /etc/hosts maps localhost to ::1 and 127.0.0.1, others
+    only to 127.0.0.1: a test that names localhost expects what it resolves to."""
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICSERV)[0]
+    if ai[0] == socket.AF_INET6:
+        return "[%s]:%d" % (ai[4][0], port)
+    return "%s:%d" % (ai[4][0], port)
+
+
+def localhost_addresses():
+    """The loopback addresses `localhost` resolves to here, in getaddrinfo's order."""
+    out = []
+    for ai in socket.getaddrinfo("localhost", 0, 0, socket.SOCK_STREAM):
+        if ai[4][0] not in out:
+            out.append(ai[4][0])
+    return out
+
+
+class LoopbackListener:
+    """One TCP port listening on every address `localhost` resolves to (a socket
+    per address), so that an upstream named localhost is reached at the first
+    address tlsfwd tries, whatever this machine's /etc/hosts says. Only loopback
+    addresses: nothing listens on the machine's other interfaces. The accept()
+    / settimeout() / getsockname() / close() of one socket."""
+
+    def __init__(self, backlog):
+        addrs = [a for a in localhost_addresses() if a in ("127.0.0.1", "::1")] or ["127.0.0.1"]
+        for _ in range(50):
+            self.socks = []
+            try:
+                port = 0
+                for a in list(addrs):
+                    s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET,
+                                      socket.SOCK_STREAM)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if ":" in a:
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    try:
+                        s.bind((a, port))
+                    except OSError as e:
+                        s.close()
+                        if e.errno == errno.EADDRINUSE or len(addrs) == 1:
+                            raise
+                        addrs.remove(a)     # e.g. no ::1 in a fresh network namespace
+                        continue
+                    self.socks.append(s)
+                    s.listen(backlog)
+                    port = s.getsockname()[1]
+                self.port = port
+                break
+            except OSError as e:
+                for s in self.socks:
+                    s.close()
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                # the first address's ephemeral port is taken on another: again
+        else:
+            raise AssertionError("no free port on all of %r" % addrs)
+        self.timeout = None
+
+    def settimeout(self, t):
+        self.timeout = t
+
+    def getsockname(self):
+        return self.socks[0].getsockname()
+
+    def fileno(self):
+        return self.socks[0].fileno()
+
+    def accept(self):
+        try:
+            ready, _, _ = select.select(self.socks, [], [], self.timeout)
+        except (ValueError, OSError) as e:   # closed meanwhile
+            raise OSError("listener closed") from e
+        if not ready:
+            raise socket.timeout("accept timed out")
+        conn, addr = ready[0].accept()
+        conn.setblocking(True)
+        return conn, addr
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+
+
 def listen_socket(backlog):
-    """A TCP listener on 127.0.0.1, ephemeral port, with a short accept timeout
-    so that accept loops notice when they are asked to stop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(backlog)
+    """A TCP listener on localhost (LoopbackListener), ephemeral port, with a
+    short accept timeout so that accept loops notice when they are asked to stop."""
+    sock = LoopbackListener(backlog)
     sock.settimeout(0.2)
     return sock
 
@@ -768,7 +853,7 @@ def accept_loop(sock, stopped, on_accept):
 
 
 class Upstream:
-    """A TCP server on 127.0.0.1:0; each connection gets a thread running handler(conn).
+    """A TCP server on localhost, ephemeral port (listen_socket); each connection gets a thread running handler(conn).
 
     mode 'ssl': conn is an ssl.SSLSocket (suppress_ragged_eofs=False, so a
                 truncation raises instead of looking like EOF);
@@ -779,7 +864,7 @@ class Upstream:
     """
 
     def __init__(self, handler, mode="ssl", ctx=None, backlog=512, sock=None):
-        """sock: a listening socket to serve instead of a new one on 127.0.0.1
+        """sock: a listening socket to serve instead of a new one on localhost
         (e.g. made inside another network namespace by NetNs.call(listen_socket, n))."""
         self.handler = handler
         self.mode = mode
@@ -913,9 +998,9 @@ class SilentHolder:
 
 
 def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+    """A port nothing listens on, on any address localhost resolves to."""
+    s = LoopbackListener(1)
+    port = s.port
     s.close()
     return port
 
@@ -1072,6 +1157,16 @@ def with_listen_pid(cmd):
     """argv wrapper: run cmd through `sh -c` that sets LISTEN_PID to its own pid
     and execs cmd, so that LISTEN_PID is the pid of tlsfwd itself."""
     return ["/bin/sh", "-c", 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"'] + list(cmd)
+
+
+def with_hosts(path):
+    """argv wrapper factory: run cmd in its own mount namespace with the file
+    at path over /etc/hosts (root only), so that a test decides what a name
+    resolves to and in which order."""
+    def wrap(cmd):
+        return ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                'mount --bind "$0" /etc/hosts && exec "$@"', path] + list(cmd)
+    return wrap
 
 
 def with_watchdog_pid(cmd):
