@@ -123,6 +123,9 @@ fresh_unpack() {
 
 fresh_mount() {
 	local r=$1
+	# The root is a mount point of its own, as / is on a machine: without it
+	# `unshare --propagation` and `ip netns` (mount --make-rslave /) fail.
+	mount --bind "$r" "$r"
 	mount -t proc proc "$r/proc"
 	mount -t sysfs sysfs "$r/sys" 2>/dev/null || mount --rbind /sys "$r/sys"
 	mount --rbind /dev "$r/dev"
