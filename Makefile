@@ -162,6 +162,36 @@ install: all
 	[ -e $(DESTDIR)$(SYSCONFDIR)/tlsfwd/tlsfwd.ini ] || \
 	    install -m 644 conf/tlsfwd.ini $(DESTDIR)$(SYSCONFDIR)/tlsfwd/tlsfwd.ini
 
+# The Debian package (debian/): `dpkg-buildpackage -us -uc -b` on a copy of
+# this tree in $(BUILD)/deb/src, so that neither the tree nor the objects in
+# $(BUILD) change. Leaves ./tlsfwd_$(VERSION)_ARCH.deb, replacing older ones,
+# for `apt install ./tlsfwd_*.deb`; the rest of the build's output stays in
+# $(BUILD)/deb. Like `deps`, installs missing build dependencies (from
+# debian/control) when run as root, and otherwise prints the command.
+.PHONY: deb
+deb:
+	@if ! command -v dpkg-checkbuilddeps >/dev/null 2>&1 || \
+	    ! dpkg-checkbuilddeps >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "deb: installing the build dependencies of debian/control"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			    apt-get build-dep -y -qq --no-install-recommends ./; \
+		else \
+			echo "deb: missing build dependencies (debian/control)"; \
+			echo "deb: run: sudo apt-get build-dep -y --no-install-recommends ./"; \
+			exit 1; \
+		fi; \
+	fi
+	rm -rf $(BUILD)/deb
+	mkdir -p $(BUILD)/deb/src
+	tar -cf - --exclude=./.git --exclude=./build --exclude='./$(BUILD)' \
+	    --exclude='./tlsfwd_*.deb' . | tar -xf - -C $(BUILD)/deb/src
+	cd $(BUILD)/deb/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	    dpkg-buildpackage -us -uc -b
+	rm -f tlsfwd_*.deb
+	cp $(BUILD)/deb/tlsfwd_$(VERSION)_*.deb .
+	@ls -l tlsfwd_*.deb
+
 clean:
 	rm -rf build
 
