@@ -294,7 +294,7 @@ enum { K_LISTEN, K_UPSTREAM, K_SNI, K_VERIFY, K_VERIFY_HOSTNAME, K_CA_FILE,
     K_CERT_FILE, K_KEY_FILE, K_KEY_PASSWORD_FILE, K_PIN_SHA256, K_ALPN,
     K_ALPN_REQUIRED, K_TLS_MIN_VERSION, K_TLS_MAX_VERSION, K_TLS_PRIORITY,
     K_SESSION_CACHE, K_OCSP, K_ALLOW, K_DENY, K_MAX_CONNECTIONS, K_MODE,
-    K_OWNER, K_SOCKET_GROUP, K_ALLOW_INSECURE_KEY_PERMS };
+    K_OWNER, K_SOCKET_GROUP, K_ALLOW_INSECURE_KEY_PERMS, K_ALLOW_CN_ONLY };
 
 struct key_def {
 	const char	*name;
@@ -343,6 +343,7 @@ static const struct key_def service_keys[] = {
 	{ "owner", K_OWNER, false },
 	{ "group", K_SOCKET_GROUP, false },
 	{ "allow_insecure_key_perms", K_ALLOW_INSECURE_KEY_PERMS, false },
+	{ "allow_cn_only", K_ALLOW_CN_ONLY, false },
 	{ NULL, 0, false },
 };
 
@@ -818,6 +819,9 @@ service_key(struct parse_ctx *p, const char *name, const char *value)
 	}
 	case K_ALLOW_INSECURE_KEY_PERMS:
 		set_bool(p, name, value, &svc->allow_insecure_key_perms);
+		break;
+	case K_ALLOW_CN_ONLY:
+		set_bool(p, name, value, &svc->allow_cn_only);
 		break;
 	default:
 		break;

@@ -76,6 +76,8 @@ struct service_config {
 	gid_t			unix_gid;	/* (gid_t)-1 = leave as is */
 	int			unix_perms_line;	/* mode/owner/group */
 	bool			allow_insecure_key_perms;
+	/* a host name only in the subject CN verifies (legacy CAs) */
+	bool			allow_cn_only;
 	unsigned int		keys_seen;	/* bit per key, for duplicates */
 	struct service_config  *next;
 };

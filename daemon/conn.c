@@ -15,6 +15,7 @@
 #include "parse.h"
 #include "server.h"
 #include "tls.h"
+#include "tls_policy.h"
 
 static const char *const state_names[] = {
 	[CONN_CONNECTING] = "connecting",
@@ -501,17 +502,15 @@ conn_handshake_refused(struct conn *c, int gnutls_rc)
 static void
 conn_handshake_done(struct conn *c)
 {
-	gnutls_datum_t alpn;
+	gnutls_alert_description_t alert;
+	const char *why;
 
-	/* The protocol said yes; the service may still want an ALPN answer. */
-	if (c->svc->cfg->alpn_required &&
-	    gnutls_alpn_get_selected_protocol(c->tls, &alpn) != 0) {
-		(void)gnutls_alert_send(c->tls, GNUTLS_AL_FATAL,
-		    GNUTLS_A_NO_APPLICATION_PROTOCOL);
-		tls_alert_name(GNUTLS_A_NO_APPLICATION_PROTOCOL, c->err.alert,
-		    sizeof(c->err.alert));
-		c->err.text = "the upstream selected no ALPN protocol "
-		    "(alpn_required = yes)";
+	/* The protocol said yes; the service may still require more of it. */
+	why = tls_policy_check_established(c->tls, c->svc->cfg, &alert);
+	if (why != NULL) {
+		(void)gnutls_alert_send(c->tls, GNUTLS_AL_FATAL, alert);
+		tls_alert_name((int)alert, c->err.alert, sizeof(c->err.alert));
+		c->err.text = why;
 		conn_log_handshake_failure(c, "fail", "handshake", NULL);
 		c->err.text = NULL;
 		conn_close(c, "handshake_failed");
@@ -563,6 +562,8 @@ conn_handshake_step(struct conn *c)
 		gnutls_transport_set_vec_push_function(c->tls, conn_tls_push);
 	}
 	for (;;) {
+		size_t ahead = relay_upstream_buffered(c);
+
 		rc = gnutls_handshake(c->tls);
 		if (rc == GNUTLS_E_SUCCESS) {
 			ev_io_stop(loop, &c->u_rd);
@@ -571,6 +572,17 @@ conn_handshake_step(struct conn *c)
 			return;
 		}
 		if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
+			/*
+			 * GnuTLS returns AGAIN after each record of a handshake
+			 * message that spans several (a large Certificate),
+			 * also when the rest is already read ahead: no fd event
+			 * will announce those bytes, so go on while it takes
+			 * them (it took some: no spinning).
+			 */
+			if (gnutls_record_get_direction(c->tls) == 0 &&
+			    relay_upstream_buffered(c) > 0 &&
+			    relay_upstream_buffered(c) != ahead)
+				continue;
 			if (gnutls_record_get_direction(c->tls) == 0) {
 				ev_io_stop(loop, &c->u_wr);
 				ev_io_start(loop, &c->u_rd);

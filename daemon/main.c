@@ -2,6 +2,7 @@
 #include <ev.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "privdrop.h"
 #include "server.h"
 #include "tls.h"
+#include "tls_policy.h"
 #include "worker.h"
 
 #ifndef TLSFWD_VERSION
@@ -63,22 +65,60 @@ usage(FILE *out)
 	    "  -h       print this help and exit\n");
 }
 
+/*
+ * What each service gives up of tlsfwd's defaults, explicitly: said at every
+ * start and reload (a warn line) and by -t (on stderr; the exit status is
+ * still that of the errors), so that it is never silent.
+ */
+typedef void weakening_fn(const struct service_config *sc, int line,
+    const char *msg, void *arg);
+
+static void
+config_weakenings(const struct config *cfg, weakening_fn *emit, void *arg)
+{
+	char msg[768];
+
+	for (const struct service_config *sc = cfg->services; sc != NULL;
+	    sc = sc->next) {
+		if (sc->verify == VERIFY_NONE)
+			emit(sc, sc->line, "verify = none: the upstream "
+			    "certificate is NOT verified; anyone on the path can "
+			    "read and change this traffic", arg);
+		if (sc->allow_cn_only && sc->verify == VERIFY_FULL)
+			emit(sc, sc->line, "allow_cn_only = yes: a certificate "
+			    "that names the host only in its subject CN is "
+			    "accepted (RFC 6125 and browsers refuse it)", arg);
+		if (tls_policy_weakenings(sc, msg, sizeof(msg)) > 0)
+			emit(sc, sc->tls_priority_line, msg, arg);
+	}
+}
+
+static void
+log_weakening(const struct service_config *sc, int line, const char *msg,
+    void *arg)
+{
+	struct log_line l;
+
+	(void)line;
+	(void)arg;
+	log_line_begin(&l, LOG_WARN, "config");
+	log_str(&l, "service", sc->name);
+	log_str(&l, "msg", msg);
+	log_line_end(&l);
+}
+
+static void
+print_weakening(const struct service_config *sc, int line, const char *msg,
+    void *arg)
+{
+	fprintf(stderr, "%s:%d: warning: [%s]: %s\n", (const char *)arg, line,
+	    sc->name, msg);
+}
+
 static void
 log_config_warnings(const struct config *cfg)
 {
-	for (const struct service_config *sc = cfg->services; sc != NULL;
-	    sc = sc->next) {
-		struct log_line l;
-
-		if (sc->verify != VERIFY_NONE)
-			continue;
-		log_line_begin(&l, LOG_WARN, "config");
-		log_str(&l, "service", sc->name);
-		log_str(&l, "msg", "verify = none: the upstream certificate "
-		    "is NOT verified; anyone on the path can read and change "
-		    "this traffic");
-		log_line_end(&l);
-	}
+	config_weakenings(cfg, log_weakening, NULL);
 }
 
 static void
@@ -202,6 +242,8 @@ check_config(const char *path)
 		printf("%s: configuration OK (%zu service%s)\n", path,
 		    cfg->nservices, cfg->nservices == 1 ? "" : "s");
 		rc = 0;
+		config_weakenings(cfg, print_weakening,
+		    (void *)(uintptr_t)path);
 	}
 	server_free(srv);
 	admission_free_all();

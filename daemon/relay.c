@@ -191,6 +191,12 @@ relay_upstream_readable(struct conn *c)
 	c->relay.rx_dry = false;
 }
 
+size_t
+relay_upstream_buffered(const struct conn *c)
+{
+	return c->relay.rx.tail - c->relay.rx.head;
+}
+
 void
 relay_upstream_reset(struct conn *c)
 {

@@ -75,6 +75,8 @@ ssize_t	relay_upstream_pull(struct conn *c, void *buf, size_t len);
 void	relay_upstream_readable(struct conn *c);
 /* Forgets what was read ahead (a new upstream socket). */
 void	relay_upstream_reset(struct conn *c);
+/* Bytes read ahead and not yet handed to GnuTLS: no fd event announces them. */
+size_t	relay_upstream_buffered(const struct conn *c);
 
 /* Enters the relay after the handshake. */
 void	relay_start(struct conn *c);

@@ -1,6 +1,8 @@
 /* tls.c - GnuTLS credentials, client sessions, verification and reporting. */
 #include "tls.h"
 
+#include "tls_policy.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -10,32 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/*
- * Modern defaults: TLS 1.2 and 1.3 only, and for TLS 1.2 only AEAD ciphers
- * with forward secrecy (no CBC, no static RSA key exchange). AES-128-GCM is
- * offered first, as browsers and Go do: servers that follow the client's
- * order (nginx's default) then run the handshake's key schedule on SHA-256,
- * which current x86 and ARM CPUs hash in hardware, instead of SHA-384, which
- * none do (it was a fifth of a resumed handshake's instructions), and bulk
- * data takes 10 AES rounds instead of 14: 10% more new connections a second
- * in make bench. Servers that insist on their own order still get it.
- */
-#define TLS_DEFAULT_PRIORITY \
-	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:" \
-	"+AES-128-GCM:+AES-256-GCM:+CHACHA20-POLY1305:-RSA:-AES-128-CCM:" \
-	"-AES-256-CCM:-MAC-ALL:+AEAD:" TLS_DEFAULT_GROUPS
-/*
- * X25519 first: the cheapest key exchange and the one servers pick. Only
- * the first group gets a key share (GNUTLS_KEY_SHARE_TOP in tls_session_new),
- * so a server without it costs a HelloRetryRequest instead of every
- * handshake paying for two key pairs (GnuTLS's default): one key pair is a
- * third of a resumed handshake's instructions (bench/profile.py).
- */
-#define TLS_DEFAULT_GROUPS \
-	"-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:" \
-	"+GROUP-X448:+GROUP-SECP521R1:+GROUP-FFDHE2048:+GROUP-FFDHE3072:" \
-	"+GROUP-FFDHE4096"
 
 int
 tls_global_init(char *err, size_t errlen)
@@ -75,26 +51,6 @@ read_password(const char *path, char *buf, size_t buflen, char *err,
 	n = strcspn(buf, "\r\n");
 	buf[n] = '\0';
 	return 0;
-}
-
-/* The configured policy, narrowed to tls_min/max_version when given. */
-static void
-build_priority(const struct service_config *sc, char *buf, size_t buflen)
-{
-	int lo = sc->tls_min_version ? sc->tls_min_version : 12;
-	int hi = sc->tls_max_version ? sc->tls_max_version : 13;
-	size_t n;
-
-	n = (size_t)snprintf(buf, buflen, "%s", sc->tls_priority != NULL ?
-	    sc->tls_priority : TLS_DEFAULT_PRIORITY);
-	if (sc->tls_min_version == TLS_VERSION_DEFAULT &&
-	    sc->tls_max_version == TLS_VERSION_DEFAULT)
-		return;
-	if (n < buflen)
-		n += (size_t)snprintf(buf + n, buflen - n, ":-VERS-ALL");
-	for (int v = hi; v >= lo && n < buflen; v--)
-		n += (size_t)snprintf(buf + n, buflen - n, ":+VERS-TLS1.%d",
-		    v - 10);
 }
 
 int
@@ -166,7 +122,7 @@ tls_service_init(struct tls_service *t, const struct service_config *sc,
 			goto fail;
 		}
 	}
-	build_priority(sc, priority, sizeof(priority));
+	tls_policy_priority(sc, priority, sizeof(priority));
 	rc = gnutls_priority_init2(&t->priority, priority, &errpos, 0);
 	if (rc < 0) {
 		*errline = sc->tls_priority != NULL ? sc->tls_priority_line :
@@ -396,6 +352,7 @@ tls_verify_cb(gnutls_session_t s)
 	const struct service_config *sc = tc->sc;
 	gnutls_typed_vdata_st data[2];
 	gnutls_datum_t text = { NULL, 0 };
+	char names_err[320];
 	unsigned int status = 0, n = 0;
 	int rc;
 
@@ -426,12 +383,22 @@ tls_verify_cb(gnutls_session_t s)
 				tc->ocsp = TLS_OCSP_REVOKED;
 			if (gnutls_certificate_verification_status_print(
 			    status, GNUTLS_CRT_X509, &text, 0) == 0) {
-				tc_fail(tc, "%s", (const char *)text.data);
+				/* GnuTLS does not say which algorithm. */
+				tc_fail(tc, "%s%s", (const char *)text.data,
+				    (status & GNUTLS_CERT_INSECURE_ALGORITHM) ?
+				    " (keys under 112-bit strength, e.g. RSA "
+				    "under 2048 bits, or SHA-1/MD5 signatures: "
+				    "refused by %PROFILE_MEDIUM)" : "");
 				gnutls_free(text.data);
 			} else {
 				tc_fail(tc, "%s", gnutls_strerror(
 				    GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR));
 			}
+			goto fail;
+		}
+		if (tls_policy_check_names(s, sc, names_err,
+		    sizeof(names_err)) != 0) {
+			tc_fail(tc, "%s", names_err);
 			goto fail;
 		}
 		if (sc->ocsp == OCSP_REQUIRE && tc->ocsp != TLS_OCSP_GOOD) {

@@ -69,10 +69,13 @@ def _run(args, cwd):
     return r
 
 
-def _key(d, name):
+def _key(d, name, alg="EC:P-256"):
+    """A new private key d/NAME.key: alg is EC:CURVE or RSA:BITS."""
+    kind, param = alg.split(":")
+    opts = (["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:" + param] if kind == "EC"
+            else ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:" + param])
     path = os.path.join(d, name + ".key")
-    _run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-          "-out", path], d)
+    _run(["openssl", "genpkey"] + opts + ["-out", path], d)
     os.chmod(path, 0o600)
     return path
 
@@ -95,8 +98,8 @@ def _root_ca(d, name, cn):
     return cert, key
 
 
-def _signed(d, name, subj, ca, ca_key, ext_lines, days=825):
-    key = _key(d, name)
+def _signed(d, name, subj, ca, ca_key, ext_lines, days=825, alg="EC:P-256"):
+    key = _key(d, name, alg)
     csr = os.path.join(d, name + ".csr")
     cert = os.path.join(d, name + ".pem")
     ext = _write(d, name + ".ext", "[ext]\n" + "\n".join(ext_lines) + "\n")
@@ -262,6 +265,75 @@ def make_pki(directory):
         if f.endswith(".srl"):
             os.unlink(os.path.join(d, f))
     return p
+
+
+def make_policy_pki(directory, p):
+    """The servers of the TLS policy tests (tests/integration/test_tls_refusals.py),
+    made on top of make_pki()'s p in directory; returns {name: path}. Each
+    certificate NAME comes with NAME_key; chains are NAME_chain.
+
+        rsa1024 rsa2048 rsa3072 rsa4096 p384   leaves by ca for localhost
+        nosan          leaf by ca, CN=localhost and no subjectAltName
+        big_rsa big_ec leaves by ca with 1,000 DNS subjectAltNames (~30 KB)
+        big_inter      the same by inter-ca (big_inter_chain adds inter-ca)
+        long           leaf under ca > i1 > i2 > i3 (long_chain: leaf, i3, i2, i1)
+        dh1024         DH parameters: RFC 5114's 1024-bit group
+        dh_small       RFC 5114's 2048-bit group with a 224-bit subgroup: p-1 has
+                       small factors (no safe prime)
+        dh_composite   2048-bit "group" whose modulus is not prime
+        ffdhe2048      RFC 7919's ffdhe2048
+    """
+    d = os.path.abspath(directory)
+    os.makedirs(d, exist_ok=True)
+    out = {}
+    leaf = "/O=tlsfwd tests/CN=localhost"
+    for name, alg in [("rsa1024", "RSA:1024"), ("rsa2048", "RSA:2048"), ("rsa3072", "RSA:3072"),
+                      ("rsa4096", "RSA:4096"), ("p384", "EC:P-384")]:
+        out[name], out[name + "_key"] = _signed(d, name, leaf, p["ca"], p["ca_key"],
+                                                _server_ext(), alg=alg)
+    out["nosan"], out["nosan_key"] = _signed(
+        d, "nosan", leaf, p["ca"], p["ca_key"],
+        [e for e in _server_ext() if not e.startswith("subjectAltName")])
+    many = _LEAF_SANS + "".join(",DNS:host%04d.sans.example" % i for i in range(1000))
+    out["big_rsa"], out["big_rsa_key"] = _signed(d, "big-rsa", leaf, p["ca"], p["ca_key"],
+                                                 _server_ext(many), alg="RSA:2048")
+    out["big_ec"], out["big_ec_key"] = _signed(d, "big-ec", leaf, p["ca"], p["ca_key"],
+                                               _server_ext(many))
+    out["big_inter"], out["big_inter_key"] = _signed(d, "big-inter", leaf, p["inter_ca"],
+                                                     p["inter_ca_key"], _server_ext(many))
+    out["big_inter_chain"] = _cat(d, "big-inter-chain.pem", [out["big_inter"], p["inter_ca"]])
+    ca, ca_key, chain = p["ca"], p["ca_key"], []
+    for i in (1, 2, 3):
+        ca, ca_key = _signed(d, "long-i%d" % i, "/O=tlsfwd tests/CN=tlsfwd long chain %d" % i,
+                             ca, ca_key, ["basicConstraints=critical,CA:TRUE",
+                                          "keyUsage=critical,keyCertSign,cRLSign",
+                                          "subjectKeyIdentifier=hash",
+                                          "authorityKeyIdentifier=keyid"])
+        chain.insert(0, ca)
+    out["long"], out["long_key"] = _signed(d, "long", leaf, ca, ca_key, _server_ext())
+    out["long_chain"] = _cat(d, "long-chain.pem", [out["long"]] + chain)
+    for name, opt in [("dh1024", "dh_rfc5114:1"), ("dh_small", "dh_rfc5114:2"),
+                      ("ffdhe2048", "group:ffdhe2048")]:
+        out[name] = os.path.join(d, name + ".pem")
+        _run(["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", opt,
+              "-out", out[name]], d)
+    # a 2048-bit odd modulus divisible by 3: no prime, no group
+    composite = int.from_bytes(os.urandom(256), "big") | (1 << 2047) | 1
+    while composite % 3 != 0:
+        composite += 2
+    out["dh_composite"] = _write(d, "dh-composite.pem", _pem(
+        "DH PARAMETERS", _der_seq(_der_int(composite), _der_int(2))))
+    for f in os.listdir(d):
+        if f.endswith(".srl"):
+            os.unlink(os.path.join(d, f))
+    return out
+
+
+def _pem(label, der):
+    import base64
+    b64 = base64.encodebytes(der).decode().replace("\n", "")
+    return "-----BEGIN %s-----\n%s\n-----END %s-----\n" % (
+        label, "\n".join(b64[i:i + 64] for i in range(0, len(b64), 64)), label)
 
 
 CLIENT_KEY_PASSWORD = "correct horse battery"

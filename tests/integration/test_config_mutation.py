@@ -372,8 +372,12 @@ def judge(path, data, rc, out, err):
     too_long = [i + 1 for i, ln in enumerate(lines) if len(ln) > LINE_MAX]    # a CR counts
     with_nul = [i + 1 for i, ln in enumerate(lines) if b"\x00" in ln]
     if rc == 0:
-        if err:
-            problems.append("rc 0 but stderr: %r" % err[:300])
+        # only warnings: what a service gives up of the defaults, on a line of it
+        for ln in (err.split(b"\n")[:-1] if err.endswith(b"\n") else [err]) if err else []:
+            m = ERROR_RE.match(ln)
+            if (m is None or m.group(1) != p or not m.group(3).startswith(b"warning: [")
+                    or not 1 <= int(m.group(2)) <= len(physical_lines(data))):
+                problems.append("rc 0 but stderr: %r" % ln[:300])
         if not re.match(rb"^%s: configuration OK \(\d+ services?\)\n$" % re.escape(p), out):
             problems.append("rc 0 but stdout %r" % out[:300])
         if too_long:

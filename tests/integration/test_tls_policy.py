@@ -154,8 +154,17 @@ def test_good_policy_values_pass_check(service, check_ini):
         "b": service("localhost:443", listen="127.0.0.1:1", tls_min_version="TLS1.2",
                      tls_max_version="TLS1.2"),
         "c": service("localhost:443", listen="127.0.0.1:2", tls_priority="SECURE256"),
+        "d": service("localhost:443", listen="127.0.0.1:3",
+                     tls_priority="SECURE256:-VERS-ALL:+VERS-TLS1.3:%PROFILE_HIGH"),
     })
-    assert rc == 0 and not errors, errors
+    assert rc == 0, errors
+    # SECURE256 takes back finite-field DHE, CBC and the 112-bit key floor: said
+    # as a warning on its tls_priority line; d gives up nothing
+    assert [(ln, m.split(":")[0]) for _f, ln, m in errors] == [
+        (H.ini_line(_text, "c", "tls_priority"), "warning")], errors
+    msg = errors[0][2]
+    for word in ("[c]", "DHE-RSA", "CBC", "%PROFILE_MEDIUM"):
+        assert word in msg, msg
 
 
 EXT_SUPPORTED_GROUPS = 10
