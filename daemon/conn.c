@@ -191,6 +191,7 @@ conn_log_handshake_failure(struct conn *c, const char *result,
 	}
 	if (c->tls != NULL)
 		tls_log_checks(&l, c->tls, &c->tlsc);
+	log_uint(&l, "attempts", c->attempts);
 	if (c->t_connected > 0) {
 		log_ms(&l, "connect_ms", c->t_connected - c->t_start);
 		log_ms(&l, "handshake_ms", conn_now_ms() - c->t_connected);
@@ -379,6 +380,7 @@ conn_connect_next(struct conn *c)
 		c->next_addr = ai->ai_next;
 		sockaddr_format(ai->ai_addr, ai->ai_addrlen, c->upstream,
 		    sizeof(c->upstream));
+		c->attempts++;
 		c->ufd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK |
 		    SOCK_CLOEXEC, 0);
 		if (c->ufd < 0) {
@@ -472,6 +474,7 @@ conn_log_handshake_ok(struct conn *c)
 	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
 	log_str(&l, "result", "ok");
 	tls_log_established(&l, c->tls, &c->tlsc);
+	log_uint(&l, "attempts", c->attempts);
 	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
 	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
 	log_line_end(&l);
@@ -711,6 +714,8 @@ conn_close(struct conn *c, const char *reason)
 		if (c->err.alert[0] != '\0')
 			log_str(&l, "alert", c->err.alert);
 	}
+	if (clean && c->relay.upstream_no_close_notify)
+		log_str(&l, "close_notify", "no");
 	log_uint(&l, "bytes_up", c->relay.bytes_up);
 	log_uint(&l, "bytes_down", c->relay.bytes_down);
 	log_ms(&l, "duration_ms", conn_now_ms() - c->t_start);

@@ -49,6 +49,7 @@ struct conn {
 	struct tls_conn		 tlsc;		/* verification results */
 
 	const struct addrinfo	*next_addr;	/* next upstream address to try */
+	unsigned int		 attempts;	/* upstream addresses tried */
 	char			 client[56];
 	char			 upstream[56];
 

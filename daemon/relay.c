@@ -218,14 +218,53 @@ relay_activity(struct conn *c)
 	c->last_activity = ev_now(c->srv->loop);
 }
 
+/*
+ * An upstream error while its verdict on our client certificate is pending
+ * (TLS 1.3): the verdict may still be there to read. A server that refuses
+ * sends its alert and closes while our first record is in flight, so our
+ * send meets a reset; the alert sits before it in the socket (or in what we
+ * read ahead). Reads every record still readable, then decides from what
+ * the upstream sent: an alert is a refusal, a record, a ticket or a
+ * close_notify an acceptance; nothing at all leaves the error as the cause.
+ * True if the verdict was yes (the caller then reports its error).
+ */
+static bool
+verdict_from_leftovers(struct conn *c, int *gnutls_rc)
+{
+	gnutls_packet_t pkt;
+	ssize_t n;
+
+	if (*gnutls_rc == GNUTLS_E_FATAL_ALERT_RECEIVED)
+		return false;
+	relay_upstream_readable(c);	/* ask the kernel, even if dry */
+	for (int i = 0; i < 64 && !c->tlsc.upstream_spoke; i++) {
+		pkt = NULL;
+		n = gnutls_record_recv_packet(c->tls, &pkt);
+		if (pkt != NULL)
+			gnutls_packet_deinit(pkt);
+		if (n > 0 || n == 0)
+			return true;
+		if (n == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+			*gnutls_rc = (int)n;
+			return false;
+		}
+		if (n == GNUTLS_E_AGAIN || gnutls_error_is_fatal((int)n))
+			break;
+	}
+	return c->tlsc.upstream_spoke;
+}
+
 /* Records a fatal error from a side and closes the connection. */
 static enum step
 relay_fail(struct conn *c, const char *reason, int sys_errno, int gnutls_rc)
 {
 	if (c->verdict_pending && strcmp(reason, "upstream_error") == 0) {
-		/* The upstream's answer to our Finished was no. */
-		conn_handshake_refused(c, gnutls_rc);
-		return STEP_CLOSED;
+		if (!verdict_from_leftovers(c, &gnutls_rc)) {
+			/* The upstream's answer to our Finished was no. */
+			conn_handshake_refused(c, gnutls_rc);
+			return STEP_CLOSED;
+		}
+		conn_handshake_confirmed(c);
 	}
 	c->err.sys_errno = sys_errno;
 	if (gnutls_rc != 0 && conn_note_tls_error(c, gnutls_rc))
@@ -354,6 +393,7 @@ c2u_flush(struct conn *c)
 		return relay_fail(c, "upstream_error", 0, rc);
 	(void)shutdown(c->ufd, SHUT_WR);
 	r->c2u_done = true;
+	r->bytes_down_at_bye = r->bytes_down;
 	return relay_check_done(c);
 }
 
@@ -416,26 +456,33 @@ u2c_fill(struct conn *c)
 		}
 		if (pkt != NULL)
 			gnutls_packet_deinit(pkt);
+		/*
+		 * An end without an alert after our Finished is no refusal:
+		 * a refusing TLS 1.3 server says why. (slapd answers our
+		 * close_notify with its own, and sends no ticket first.)
+		 */
 		if (c->verdict_pending && (n == 0 ||
-		    n == GNUTLS_E_PREMATURE_TERMINATION)) {
-			/* Gone before any record: that was a refusal. */
-			conn_handshake_refused(c, n == 0 ?
-			    GNUTLS_E_SESSION_EOF : (int)n);
-			return STEP_CLOSED;
-		}
+		    n == GNUTLS_E_PREMATURE_TERMINATION))
+			conn_handshake_confirmed(c);
 		switch (n) {
 		case 0:				/* close_notify */
 			r->upstream_eof = true;
 			break;
 		case GNUTLS_E_PREMATURE_TERMINATION:	/* EOF, no close_notify */
 			r->upstream_eof = true;
+			r->upstream_no_close_notify = true;
 			/*
-			 * After our close_notify, an upstream that never sent
-			 * a byte and just hangs up truncates nothing (health
-			 * checks do this); anything else may have lost data.
+			 * Truncation can only take bytes a client is still
+			 * waiting for. Once the client has finished (our
+			 * close_notify is out) and nothing came after that,
+			 * it had all it asked for before it closed: an
+			 * upstream that hangs up then (Redis, nginx, health
+			 * checks) lost nothing. Bytes after the client's end
+			 * (a response read to EOF), or an end while the client
+			 * still sends, may have been cut short.
 			 */
 			r->upstream_truncated = !(r->c2u_done &&
-			    r->bytes_down == 0);
+			    r->bytes_down == r->bytes_down_at_bye);
 			break;
 		case GNUTLS_E_AGAIN:
 			r->u2c_dry = true;

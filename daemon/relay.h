@@ -61,7 +61,9 @@ struct relay {
 	bool		 client_eof;		/* client sent FIN */
 	bool		 c2u_done;		/* close_notify sent upstream */
 	bool		 upstream_eof;		/* close_notify or EOF upstream */
-	bool		 upstream_truncated;	/* EOF without close_notify */
+	bool		 upstream_truncated;	/* that end may have cut data */
+	bool		 upstream_no_close_notify;	/* EOF without one */
+	uint64_t	 bytes_down_at_bye;	/* bytes_down when c2u_done */
 	bool		 u2c_done;		/* FIN sent to the client */
 };
 

@@ -344,3 +344,56 @@ def test_silent_hangup_after_our_close_notify_is_not_truncation(ssl_upstream, se
     assert up.result() is True
     cl = fwd.wait_close(hs["conn"])
     assert cl["reason"] == "done" and cl["level"] == "info", cl
+    assert cl.get("close_notify") == "no", cl
+
+
+def _answer_then_hang_up(bc):
+    """Answers each request; when the client has finished (our close_notify),
+    hangs up without one, as redis-server does."""
+    while True:
+        req = bc.recv()
+        if req == b"":
+            bc.close()
+            return "hung up"
+        bc.send(b"+" + req)
+
+
+def test_hangup_after_the_client_finished_is_done_with_close_notify_no(
+        ssl_upstream, service, start_tlsfwd, client):
+    """Request, answer, then the client closes; the upstream answers our
+    close_notify by closing TCP. The client had all it asked for: reason=done
+    at info with close_notify=no (redis-server on every connection)."""
+    up = ssl_upstream(_answer_then_hang_up, mode="bio")
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    s.sendall(b"PING")
+    assert H.recv_exact(s, 5) == b"+PING"
+    s.shutdown(socket.SHUT_WR)
+    assert H.recv_all(s) == b""
+    assert up.result() == "hung up"
+    cl = fwd.wait_close(fwd.conn_of(s)["conn"])
+    assert (cl["reason"], cl["level"], cl.get("close_notify")) == ("done", "info", "no"), cl
+    assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (4, 5), cl
+
+
+def test_hangup_after_bytes_that_followed_the_clients_end_is_truncation(
+        ssl_upstream, service, start_tlsfwd, client):
+    """HTTP/1.0 style: the client sends its request and its end at once, then
+    reads the answer to EOF. The upstream answers after that end and closes
+    without close_notify: the answer may have been cut, so upstream_truncated."""
+    def answer_after_end(bc):
+        req = bc.recv()
+        assert bc.recv() == b""            # the client's end, as close_notify
+        bc.send(b"answer to " + req)
+        bc.close()                         # no close_notify
+        return req
+    up = ssl_upstream(answer_after_end, mode="bio")
+    fwd = start_tlsfwd({"svc": service(up.port)})
+    s = client(fwd)
+    s.sendall(b"GET")
+    s.shutdown(socket.SHUT_WR)
+    assert H.recv_all(s) == b"answer to GET"
+    assert up.result() == b"GET"
+    cl = fwd.wait_close(fwd.conn_of(s)["conn"])
+    assert (cl["reason"], cl["level"]) == ("upstream_truncated", "warn"), cl
+    assert "close_notify" not in cl, cl

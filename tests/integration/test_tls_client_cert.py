@@ -4,6 +4,8 @@ Upstreams are `openssl s_server -Verify 1 -CAfile ca.pem` (a client certificate
 signed by the test CA is required) serving `-www` status pages, which print the
 client certificate the server received."""
 
+import collections
+import concurrent.futures
 import os
 import shutil
 import socket
@@ -12,6 +14,7 @@ import time
 import pytest
 
 import tlsfwd_helpers as H
+from tlsfwd_helpers import num
 
 CLIENT_CN = "CN=tlsfwd test client"
 VERSIONS = ["tls1_3", "tls1_2"]
@@ -260,3 +263,78 @@ def test_tls13_quiet_upstream_without_tickets_not_timed_out(pki, service, start_
     assert CLIENT_CN in hs["client_cert"], hs
     cl = fwd.wait_close(hs["conn"])
     assert cl["reason"] == "done" and H.num(cl["bytes_up"]) == 5, cl
+
+
+def _no_ticket_mtls_upstream(pki, cleanup, handler):
+    """A TLS 1.3 upstream that requires our client certificate and, like slapd,
+    sends no session ticket: its first record after our Finished is whatever
+    the handler sends."""
+    ctx = H.server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
+    ctx.num_tickets = 0
+    up = H.Upstream(handler, mode="bio", ctx=ctx)
+    cleanup.append(up)
+    return up
+
+
+def _read_then_close_notify(bc):
+    """Reads to the client's end (our close_notify), answers it with its own."""
+    got = bc.recv_until_eof()
+    bc.send_close_notify()
+    bc.close()
+    return got
+
+
+@pytest.mark.parametrize("request_bytes", [b"\x30\x05\x02\x01\x01\x42\x00", b""],
+                         ids=["unbind_and_leave", "health_check"])
+def test_close_notify_as_first_answer_is_an_accepted_certificate(
+        request_bytes, pki, cleanup, service, start_tlsfwd, client):
+    """slapd with TLSVerifyClient demand: a client sends an LDAP UnbindRequest
+    (or nothing, a TCP health check) and leaves. The upstream's first record
+    after our Finished is the close_notify answering ours: it accepted our
+    certificate (a refusal is an alert), so result=ok and a clean close, not
+    result=fail GNUTLS_E_SESSION_EOF."""
+    up = _no_ticket_mtls_upstream(pki, cleanup, _read_then_close_notify)
+    fwd = start_tlsfwd({"svc": service(up.port, cert_file=pki["client"],
+                                       key_file=pki["client_key"])})
+    s = client(fwd)
+    if request_bytes:
+        s.sendall(request_bytes)
+    s.shutdown(socket.SHUT_WR)
+    assert H.recv_all(s) == b""
+    assert up.result() == request_bytes
+    hs = fwd.conn_of(s)
+    assert (hs["result"], hs["version"], hs["level"]) == ("ok", "TLS1.3", "info"), hs
+    assert CLIENT_CN in hs["client_cert"], hs
+    cl = fwd.wait_close(hs["conn"])
+    assert (cl["reason"], cl["level"]) == ("done", "info"), cl
+    assert num(cl["bytes_up"]) == len(request_bytes), cl
+
+
+def test_refusal_alert_is_read_after_our_send_meets_a_reset(pki, cleanup, service,
+                                                           start_tlsfwd, client):
+    """Redis with tls-auth-clients yes, tlsfwd without a certificate: the
+    upstream sends certificate_required and closes while the client's first
+    bytes are in flight; they meet a reset. The alert was sent first and is
+    still readable: the line says result=alert, never fail/ECONNRESET. Timing
+    decides which way the race goes, so many tries, one after another and
+    together."""
+    ctx = H.server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
+    up = H.Upstream(lambda conn: None, mode="ssl", ctx=ctx)   # the handshake refuses
+    cleanup.append(up)
+    fwd = start_tlsfwd({"svc": service(up.port)})
+
+    def one():
+        s = socket.create_connection(("127.0.0.1", fwd.ports["svc"]), timeout=10)
+        try:
+            H.send_quiet(s, b"PING\r\n" * 200)
+            H.recv_closed(s)
+            return fwd.conn_of(s)
+        finally:
+            s.close()
+    lines = [one() for _ in range(40)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        for _ in range(2):
+            lines += list(pool.map(lambda _: one(), range(20)))
+    outcomes = collections.Counter((hs["result"], hs.get("alert"), hs.get("errno"))
+                                   for hs in lines)
+    assert outcomes == {("alert", "certificate_required", None): len(lines)}, outcomes
