@@ -1,16 +1,18 @@
 """What the default TLS policy refuses, and what it must still accept.
 
 Servers are built here (tests/pki.py make_policy_pki, `openssl s_server`,
-`gnutls-serv`), after badssl.com's catalogue: weak finite-field DHE groups
+`gnutls-serv`, nginx), after badssl.com's catalogue: weak finite-field DHE groups
 (1024-bit, composite, small subgroup), a 1024-bit RSA leaf, a leaf named only
 in its subject CN; and the good ones: RSA 2048-4096, ECDSA P-256/P-384, a long
 chain, 1,000 subjectAltNames in one Certificate message (~30 KB, more than one
 record) over TLS 1.2 and 1.3, also from a server that writes its whole flight
 at once (gnutls-serv), which once stalled tlsfwd until handshake_timeout."""
 
+import os
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -71,6 +73,71 @@ class GnutlsServ:
             self.proc.kill()
         self.proc.wait(10)
         self.proc.stdout.close()
+
+
+NGINX_CONF = """user root;
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        listen [::1]:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols {protocols};
+        location / {{ return 200 "ok from nginx\\n"; }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx (Debian's package) serving HTTPS with the given certificate chain."""
+
+    def __init__(self, directory, cert, key, protocols):
+        for _ in range(20):
+            self.port = H.closed_port()
+            conf = os.path.join(directory, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(dir=directory, port=self.port, cert=cert, key=key,
+                                          protocols=protocols))
+            self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", directory],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE)
+            # nginx says nothing when it listens: its port accepting is the sign
+            deadline = time.monotonic() + 10
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    time.sleep(0.02)
+            err = self.close()
+            if b"Address already in use" not in err:
+                raise AssertionError("nginx did not start: %s" % err.decode(errors="replace"))
+        raise AssertionError("nginx found no free port")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        err = self.proc.stderr.read()
+        self.proc.stderr.close()
+        return err
 
 
 @pytest.fixture
@@ -235,3 +302,21 @@ def test_large_certificate_flight_from_openssl(cert, chain, version, ppki, s_ser
         hs, page = www_get(fwd, client)
         assert hs["result"] == "ok", hs
         assert page.startswith(b"HTTP/1.0 200 ok"), page[:100]
+
+
+@pytest.mark.parametrize("version", ["TLS1.2", "TLS1.3"])
+@pytest.mark.parametrize("cert,chain", BIG, ids=[c for c, _ in BIG])
+def test_large_certificate_flight_from_nginx(cert, chain, version, ppki, service, start_tlsfwd,
+                                             client, cleanup, tmp_path):
+    srv = Nginx(str(tmp_path), ppki[chain] if chain else ppki[cert], ppki[cert + "_key"],
+                "TLSv" + version[3:])
+    cleanup.append(srv)
+    fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, **HS_TIMEOUT)})
+    for _ in range(ROUNDS):
+        s = client(fwd)
+        s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        page = H.recv_all(s)
+        assert page.startswith(b"HTTP/1.1 200 OK") and page.endswith(b"ok from nginx\n"), page
+        hs = fwd.conn_of(s)
+        assert (hs["result"], hs["version"]) == ("ok", version), hs
+        s.close()
