@@ -192,6 +192,17 @@ deb:
 	cp $(BUILD)/deb/tlsfwd_$(VERSION)_*.deb .
 	@ls -l tlsfwd_*.deb
 
+# The package under a real systemd (tests/fresh/check-systemd.sh): a fresh
+# bookworm root (as check-fresh) booted with `systemd-nspawn --boot`, the .deb
+# installed with apt, then start after READY, a request, the journal fields,
+# reload, stop, socket activation and `systemd-analyze security`, through
+# systemctl and journalctl. Root; not part of `make check`; about 20 s once
+# the base root is cached. Output in $(BUILD)/systemd.
+.PHONY: check-systemd
+check-systemd: deb
+	CHECK_SYSTEMD_LOGS=$(abspath $(BUILD))/systemd \
+	    tests/fresh/check-systemd.sh tlsfwd_$(VERSION)_$$(dpkg --print-architecture).deb
+
 clean:
 	rm -rf build
 
