@@ -1,35 +1,63 @@
-/* conn.c - one proxied connection: state machine, connect and handshake. */
-#include "conn.h"
-
+/* conn.c - one proxied connection: the state machine, connect, the close. */
 #include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "conn_priv.h"
 #include "log.h"
-#include "parse.h"
-#include "server.h"
-#include "tls.h"
-#include "tls_policy.h"
 
-static const char *const state_names[] = {
-	[CONN_CONNECTING] = "connecting",
-	[CONN_HANDSHAKING] = "handshaking",
-	[CONN_RELAYING] = "relaying",
-	[CONN_SHUTTING_DOWN] = "shutting_down",
-	[CONN_CLOSED] = "closed",
-};
+/*
+ * The state machine. conn_set_state is the only way in; conn_close the only
+ * way out.
+ *
+ *   state             entered from                        its timer
+ *   CONNECTING        conn_connect_next (each address)    connect_timeout:
+ *                                                         next address
+ *   HANDSHAKING       conn_connected                      handshake_timeout
+ *   AWAITING_VERDICT  conn_handshake_done: TLS 1.3 and    idle_timeout
+ *                     the upstream asked for our cert
+ *   RELAYING          conn_handshake_done, conn_on_relay  idle_timeout
+ *                     (the verdict came: yes)
+ *   SHUTTING_DOWN     conn_on_relay (RELAY_HALF_CLOSED)   idle_timeout,
+ *                                                         running on
+ *   CLOSED            conn_close: every end               none
+ *
+ * Failures before RELAYING end in conn_fail_handshake (one handshake line,
+ * then close); the relay's events are turned into states by conn_on_relay,
+ * with conn_state_after_relay's rules.
+ */
 
 static void conn_connect_next(struct conn *c);
-static void conn_note_connect_error(struct conn *c, int err);
-static void conn_handshake_step(struct conn *c);
-static void conn_log_handshake_failure(struct conn *c, const char *result,
-    const char *stage, const char *alert_from);
+
+static bool
+conn_in_setup(enum conn_state s)
+{
+	return s == CONN_CONNECTING || s == CONN_HANDSHAKING;
+}
+
+enum conn_state
+conn_state_after_relay(enum conn_state s, enum relay_event ev, bool verdict_in)
+{
+	switch (ev) {
+	case RELAY_DONE:
+	case RELAY_FAILED:
+		return CONN_CLOSED;
+	case RELAY_HALF_CLOSED:
+		if (s == CONN_AWAITING_VERDICT && !verdict_in)
+			return s;
+		return CONN_SHUTTING_DOWN;
+	case RELAY_WAIT:
+		break;
+	}
+	if (s == CONN_AWAITING_VERDICT)
+		return verdict_in ? CONN_RELAYING : s;
+	return s;
+}
 
 double
 conn_now_ms(void)
@@ -40,33 +68,60 @@ conn_now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* The fields every connection line starts with, after ts/level/event. */
-static void
-conn_log_ids(struct log_line *l, const struct conn *c)
+void
+conn_set_state(struct conn *c, enum conn_state state)
 {
-	log_str(l, "service", c->svc->cfg->name);
-	log_uint(l, "conn", c->id);
-	log_str(l, "client", c->client);
-	log_str(l, "upstream", c->upstream[0] ? c->upstream : "-");
+	struct ev_loop *loop = c->srv->loop;
+	const struct service_config *svc = c->svc->cfg;
+	enum conn_state from = c->state;
+	uint64_t ms = 0;
+
+	if (log_enabled(LOG_DEBUG) && state != from)
+		conn_log_state(c, state);
+	c->state = state;
+	if (conn_in_setup(from) && !conn_in_setup(state))
+		server_conn_setup_done(c->srv);
+	switch (state) {
+	case CONN_CONNECTING:
+		ms = svc->connect_timeout_ms;
+		break;
+	case CONN_HANDSHAKING:
+		ms = svc->handshake_timeout_ms;
+		break;
+	case CONN_AWAITING_VERDICT:
+	case CONN_RELAYING:
+	case CONN_SHUTTING_DOWN:
+		/* The idle timer starts with the relay and then runs on. */
+		if (!conn_in_setup(from))
+			return;
+		ms = svc->idle_timeout_ms;
+		break;
+	case CONN_CLOSED:
+		ev_timer_stop(loop, &c->timer);
+		return;
+	}
+	ev_timer_stop(loop, &c->timer);
+	ev_timer_set(&c->timer, (ev_tstamp)ms / 1e3, 0.);
+	ev_timer_start(loop, &c->timer);
 }
 
-/* error=, errno= and gnutls_error= for a recorded failure. */
-static void
-conn_log_error(struct log_line *l, const struct conn_error *e)
+void
+conn_fail_handshake(struct conn *c, enum conn_result result,
+    enum conn_stage stage, enum conn_alert_from from, const char *text)
 {
-	if (e->text != NULL)
-		log_str(l, "error", e->text);
-	else if (e->sys_errno != 0)
-		log_str(l, "error", strerror(e->sys_errno));
-	else if (e->gnutls_rc != 0)
-		log_str(l, "error", gnutls_strerror(e->gnutls_rc));
-	if (e->sys_errno != 0) {
-		const char *name = strerrorname_np(e->sys_errno);
+	if (text != NULL)
+		c->err.text = text;
+	conn_log_handshake_failure(c, result, stage, from);
+	c->err.text = NULL;	/* may point into a caller's buffer */
+	conn_close(c, CLOSE_HANDSHAKE_FAILED);
+}
 
-		log_str(l, "errno", name != NULL ? name : "?");
-	}
-	if (e->gnutls_rc != 0)
-		log_str(l, "gnutls_error", gnutls_strerror_name(e->gnutls_rc));
+/* The upstream took our certificate: the handshake line, at last. */
+static void
+conn_verdict_yes(struct conn *c)
+{
+	c->t_established = conn_now_ms();
+	conn_log_handshake_ok(c);
 }
 
 static void
@@ -74,8 +129,8 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
 	char text[96];
+	ev_tstamp idle, left;
 
-	(void)loop;
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
 	switch (c->state) {
@@ -88,166 +143,89 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		snprintf(text, sizeof(text), "TLS handshake not finished "
 		    "within %llu ms", (unsigned long long)
 		    c->svc->cfg->handshake_timeout_ms);
-		c->err.text = text;
-		conn_log_handshake_failure(c, "fail", "timeout", NULL);
-		c->err.text = NULL;
-		conn_close(c, "handshake_failed");
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_TIMEOUT, ALERT_NONE,
+		    text);
 		break;
+	case CONN_AWAITING_VERDICT:
 	case CONN_RELAYING:
-	case CONN_SHUTTING_DOWN: {
-		/* Lazy idle timer: activity only stamps last_activity. */
-		ev_tstamp idle = (ev_tstamp)c->svc->cfg->idle_timeout_ms / 1e3;
-		ev_tstamp left = c->last_activity + idle - ev_now(loop);
-
+	case CONN_SHUTTING_DOWN:
+		idle = (ev_tstamp)c->svc->cfg->idle_timeout_ms / 1e3;
+		left = c->relay.last_activity + idle - ev_now(loop);
 		if (left > 0) {
 			ev_timer_set(&c->timer, left, 0.);
 			ev_timer_start(loop, &c->timer);
 			break;
 		}
-		conn_close(c, "idle_timeout");
+		conn_close(c, CLOSE_IDLE_TIMEOUT);
 		break;
-	}
 	case CONN_CLOSED:
 		break;
 	}
 }
 
-/* Out of connect and handshake, for the loop's count of set-ups running. */
-static void
-conn_setup_done(struct conn *c)
-{
-	if (c->in_setup) {
-		c->in_setup = false;
-		c->srv->nsetup--;
-	}
-}
+/* ----- relay events: the relay moves bytes, this decides what follows ----- */
 
 void
-conn_set_state(struct conn *c, enum conn_state state)
+conn_on_relay(struct conn *c, enum relay_event ev)
 {
-	struct ev_loop *loop = c->srv->loop;
-	const struct service_config *sc = c->svc->cfg;
-	uint64_t ms = 0;
+	const struct relay *r = &c->relay;
+	enum conn_close_reason reason;
+	enum conn_state next;
+	bool verdict_in = true;
+	int rc = r->fail.gnutls_rc;
 
-	if (log_enabled(LOG_DEBUG) && state != c->state) {
-		struct log_line l;
+	if (c->state == CONN_AWAITING_VERDICT) {
+		/* Any record, ticket, close_notify or end without alert. */
+		verdict_in = r->upstream_spoke || c->tlsc.upstream_spoke;
+		if (!verdict_in && ev == RELAY_FAILED &&
+		    r->fail.side == RELAY_UPSTREAM) {
+			if (!conn_verdict_from_leftovers(c, &rc)) {
+				/* The upstream's answer to our Finished: no. */
+				bool alert = conn_note_tls_error(c, rc);
 
-		log_line_begin(&l, LOG_DEBUG, "state");
-		conn_log_ids(&l, c);
-		log_str(&l, "from", state_names[c->state]);
-		log_str(&l, "to", state_names[state]);
-		log_line_end(&l);
+				conn_fail_handshake(c, alert ? RESULT_ALERT :
+				    RESULT_FAIL, STAGE_HANDSHAKE, alert ?
+				    ALERT_FROM_UPSTREAM : ALERT_NONE, NULL);
+				return;
+			}
+			verdict_in = true;
+		}
 	}
-	c->state = state;
-	ev_timer_stop(loop, &c->timer);
-	if (state == CONN_RELAYING)
-		conn_setup_done(c);
-	switch (state) {
-	case CONN_CONNECTING:
-		ms = sc->connect_timeout_ms;
-		break;
-	case CONN_HANDSHAKING:
-		ms = sc->handshake_timeout_ms;
-		break;
-	case CONN_RELAYING:
-		ms = sc->idle_timeout_ms;
-		c->last_activity = ev_now(loop);
-		break;
-	case CONN_SHUTTING_DOWN:
-		/* Keeps the relay's idle timer running as it is. */
-		ev_timer_start(loop, &c->timer);
-		return;
-	case CONN_CLOSED:
+	next = conn_state_after_relay(c->state, ev, verdict_in);
+	if (next != CONN_CLOSED) {
+		if (c->state == CONN_AWAITING_VERDICT && verdict_in)
+			conn_verdict_yes(c);
+		if (next != c->state)
+			conn_set_state(c, next);
 		return;
 	}
-	ev_timer_set(&c->timer, (ev_tstamp)ms / 1e3, 0.);
-	ev_timer_start(loop, &c->timer);
-}
-
-/* Logs the one handshake line of a connection that never got verified TLS. */
-static void
-conn_log_handshake_failure(struct conn *c, const char *result,
-    const char *stage, const char *alert_from)
-{
-	struct log_line l;
-
-	__atomic_add_fetch(&c->srv->handshakes_failed, 1, __ATOMIC_RELAXED);
-	log_line_begin(&l, LOG_WARN, "handshake");
-	conn_log_ids(&l, c);
-	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
-	log_str(&l, "result", result);
-	log_str(&l, "stage", stage);
-	if (strcmp(stage, "verify") == 0)
-		log_str(&l, "verify", "fail");
-	if (strcmp(stage, "timeout") == 0)
-		log_str(&l, "timeout", c->state == CONN_HANDSHAKING ?
-		    "handshake" : "connect");
-	conn_log_error(&l, &c->err);
-	if (alert_from != NULL) {
-		log_str(&l, "alert", c->err.alert);
-		log_str(&l, "alert_from", alert_from);
-	} else if (c->err.alert[0] != '\0') {
-		log_str(&l, "alert_sent", c->err.alert);
-	}
-	if (c->tls != NULL)
-		tls_log_checks(&l, c->tls, &c->tlsc);
-	log_uint(&l, "attempts", c->attempts);
-	if (c->t_connected > 0) {
-		log_ms(&l, "connect_ms", c->t_connected - c->t_start);
-		log_ms(&l, "handshake_ms", conn_now_ms() - c->t_connected);
+	/* conn_close logs a verdict still awaited as a yes. */
+	if (ev == RELAY_DONE) {
+		reason = r->upstream_close == RELAY_CLOSE_EOF_TRUNCATED ?
+		    CLOSE_UPSTREAM_TRUNCATED : CLOSE_DONE;
 	} else {
-		log_ms(&l, "connect_ms", conn_now_ms() - c->t_start);
+		c->err.sys_errno = r->fail.sys_errno;
+		reason = r->fail.side == RELAY_CLIENT ? CLOSE_CLIENT_ERROR :
+		    CLOSE_UPSTREAM_ERROR;
+		if (rc != 0 && conn_note_tls_error(c, rc))
+			reason = CLOSE_UPSTREAM_ALERT;
 	}
-	log_line_end(&l);
-}
-
-/* ----- upstream transport for GnuTLS: records errno for the log ----- */
-
-/*
- * Keep the last real error for the log; EAGAIN is routine and must not
- * masquerade as the cause of a later EOF.
- */
-static void
-conn_note_io_errno(struct conn *c, int err)
-{
-	gnutls_transport_set_errno(c->tls, err);
-	if (err != EAGAIN && err != EWOULDBLOCK)
-		c->io_errno = err;
-}
-
-static ssize_t
-conn_tls_pull(gnutls_transport_ptr_t ptr, void *buf, size_t len)
-{
-	struct conn *c = ptr;
-	ssize_t n;
-
-	n = relay_upstream_pull(c, buf, len);
-	if (n < 0)
-		conn_note_io_errno(c, errno);
-	return n;
-}
-
-static ssize_t
-conn_tls_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
-{
-	struct conn *c = ptr;
-	struct msghdr msg;
-	ssize_t n;
-
-	memset(&msg, 0, sizeof(msg));
-	msg.msg_iov = (struct iovec *)(uintptr_t)iov;
-	msg.msg_iovlen = (size_t)iovcnt;
-	do {
-		n = sendmsg(c->ufd, &msg, MSG_NOSIGNAL |
-		    (c->relay.push_more ? MSG_MORE : 0));
-	} while (n < 0 && errno == EINTR);
-	if (n < 0)
-		conn_note_io_errno(c, errno);
-	return n;
+	conn_close(c, reason);
 }
 
 /* ----- watchers: one set, dispatched on state ----- */
 
+static bool
+conn_relaying(const struct conn *c)
+{
+	return c->state == CONN_AWAITING_VERDICT ||
+	    c->state == CONN_RELAYING || c->state == CONN_SHUTTING_DOWN;
+}
+
+/*
+ * Fired by u_rd: the upstream sent bytes. Handshaking: the next step.
+ * Relaying: the relay's (it re-arms what it still waits for).
+ */
 static void
 conn_upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -256,13 +234,43 @@ conn_upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
-	relay_upstream_readable(c);
+	relay_upstream_readable(&c->relay);
 	if (c->state == CONN_HANDSHAKING)
 		conn_handshake_step(c);
-	else if (c->state == CONN_RELAYING || c->state == CONN_SHUTTING_DOWN)
-		relay_on_upstream_readable(c);
+	else if (conn_relaying(c))
+		conn_on_relay(c, relay_on_upstream_readable(&c->relay));
 }
 
+/* The TCP connection to the upstream is up: the handshake starts. */
+static void
+conn_connected(struct conn *c)
+{
+	/* An earlier address's refusal is not this connection's cause. */
+	c->err.sys_errno = 0;
+	c->t_connected = conn_now_ms();
+	conn_set_state(c, CONN_HANDSHAKING);
+	conn_handshake_step(c);
+}
+
+/*
+ * One upstream address failed (at connect() or later, from SO_ERROR): the
+ * cause is kept for the handshake line if no other address works, and each
+ * address's failure is shown at debug level.
+ */
+static void
+conn_note_connect_error(struct conn *c, int err)
+{
+	c->err.sys_errno = err;
+	if (log_enabled(LOG_DEBUG))
+		log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
+		    (unsigned long long)c->id, c->upstream, strerror(err));
+}
+
+/*
+ * Fired by u_wr. Connecting: connect() finished, SO_ERROR says how (arms the
+ * handshake, or tries the next address). Handshaking: the next step.
+ * Relaying: the relay's.
+ */
 static void
 conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -274,7 +282,6 @@ conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	assert(c->magic == CONN_MAGIC);
 	switch (c->state) {
 	case CONN_CONNECTING:
-		/* connect() finished: SO_ERROR says how. */
 		ev_io_stop(loop, &c->u_wr);
 		if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr,
 		    &len) != 0)
@@ -284,24 +291,22 @@ conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 			conn_connect_next(c);
 			return;
 		}
-		/* An earlier address's refusal is not this connection's cause. */
-		c->err.sys_errno = 0;
-		c->t_connected = conn_now_ms();
-		conn_set_state(c, CONN_HANDSHAKING);
-		conn_handshake_step(c);
+		conn_connected(c);
 		break;
 	case CONN_HANDSHAKING:
 		conn_handshake_step(c);
 		break;
+	case CONN_AWAITING_VERDICT:
 	case CONN_RELAYING:
 	case CONN_SHUTTING_DOWN:
-		relay_on_upstream_writable(c);
+		conn_on_relay(c, relay_on_upstream_writable(&c->relay));
 		break;
 	case CONN_CLOSED:
 		break;
 	}
 }
 
+/* Fired by c_rd (armed only while relaying): the client sent bytes or FIN. */
 static void
 conn_client_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -310,9 +315,10 @@ conn_client_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
-	relay_on_client_readable(c);
+	conn_on_relay(c, relay_on_client_readable(&c->relay));
 }
 
+/* Fired by c_wr (armed only while relaying): the client can take more. */
 static void
 conn_client_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -321,7 +327,7 @@ conn_client_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
-	relay_on_client_writable(c);
+	conn_on_relay(c, relay_on_client_writable(&c->relay));
 }
 
 /* ----- connect ----- */
@@ -343,25 +349,11 @@ conn_drop_upstream(struct conn *c)
 
 	ev_io_stop(loop, &c->u_rd);
 	ev_io_stop(loop, &c->u_wr);
-	relay_upstream_reset(c);
+	relay_upstream_reset(&c->relay);
 	if (c->ufd >= 0) {
 		close(c->ufd);
 		c->ufd = -1;
 	}
-}
-
-/*
- * One upstream address failed (at connect() or later, from SO_ERROR): the
- * cause is kept for the handshake line if no other address works, and each
- * address's failure is shown at debug level.
- */
-static void
-conn_note_connect_error(struct conn *c, int err)
-{
-	c->err.sys_errno = err;
-	if (log_enabled(LOG_DEBUG))
-		log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
-		    (unsigned long long)c->id, c->upstream, strerror(err));
 }
 
 /*
@@ -401,206 +393,8 @@ conn_connect_next(struct conn *c)
 		close(c->ufd);
 		c->ufd = -1;
 	}
-	if (c->err.sys_errno == ETIMEDOUT)
-		conn_log_handshake_failure(c, "fail", "timeout", NULL);
-	else
-		conn_log_handshake_failure(c, "fail", "connect", NULL);
-	conn_close(c, "handshake_failed");
-}
-
-/* ----- handshake ----- */
-
-bool
-conn_note_tls_error(struct conn *c, int rc)
-{
-	c->err.gnutls_rc = rc;
-	if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED) {
-		tls_alert_name((int)gnutls_alert_get(c->tls), c->err.alert,
-		    sizeof(c->err.alert));
-		return true;
-	}
-	/* GnuTLS turns a send() ECONNRESET into PREMATURE_TERMINATION. */
-	if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR ||
-	    rc == GNUTLS_E_PREMATURE_TERMINATION)
-		c->err.sys_errno = c->io_errno;
-	return false;
-}
-
-static void
-conn_handshake_failed(struct conn *c, int rc)
-{
-	const char *stage = "handshake", *result = "fail", *from = NULL;
-	int level, alert;
-
-	if (conn_note_tls_error(c, rc)) {
-		result = "alert";
-		from = "upstream";
-	} else if (c->tlsc.verify_failed) {
-		/* Our verification callback said no, and why. */
-		stage = "verify";
-		c->err.text = c->tlsc.error != NULL ? c->tlsc.error :
-		    "certificate verification failed";
-	}
-	/*
-	 * Tell the upstream why we give up, when the protocol has words for
-	 * it (a verification failure is bad_certificate). Best effort: the
-	 * socket is non-blocking and we close right after.
-	 */
-	if (from == NULL && !tls_error_is_transport(rc) &&
-	    (alert = gnutls_error_to_alert(rc, &level)) >= 0 &&
-	    level == GNUTLS_AL_FATAL &&
-	    gnutls_alert_send(c->tls, GNUTLS_AL_FATAL,
-	    (gnutls_alert_description_t)alert) == 0) {
-		tls_alert_name(alert, c->err.alert, sizeof(c->err.alert));
-		if (strcmp(stage, "verify") != 0) {
-			result = "alert";
-			from = "tlsfwd";
-		}
-	}
-	conn_log_handshake_failure(c, result, stage, from);
-	c->err.text = NULL;
-	conn_close(c, "handshake_failed");
-}
-
-/* The one handshake line of a connection whose TLS is up and verified. */
-static void
-conn_log_handshake_ok(struct conn *c)
-{
-	struct log_line l;
-
-	__atomic_add_fetch(&c->srv->handshakes_ok, 1, __ATOMIC_RELAXED);
-	log_line_begin(&l, LOG_INFO, "handshake");
-	conn_log_ids(&l, c);
-	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
-	log_str(&l, "result", "ok");
-	tls_log_established(&l, c->tls, &c->tlsc);
-	log_uint(&l, "attempts", c->attempts);
-	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
-	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
-	log_line_end(&l);
-}
-
-void
-conn_handshake_confirmed(struct conn *c)
-{
-	c->verdict_pending = false;
-	c->t_established = conn_now_ms();
-	conn_log_handshake_ok(c);
-}
-
-void
-conn_handshake_refused(struct conn *c, int gnutls_rc)
-{
-	const char *result = "fail", *from = NULL;
-
-	c->verdict_pending = false;
-	if (conn_note_tls_error(c, gnutls_rc)) {
-		result = "alert";
-		from = "upstream";
-	}
-	conn_log_handshake_failure(c, result, "handshake", from);
-	conn_close(c, "handshake_failed");
-}
-
-static void
-conn_handshake_done(struct conn *c)
-{
-	gnutls_alert_description_t alert;
-	const char *why;
-
-	/* The protocol said yes; the service may still require more of it. */
-	why = tls_policy_check_established(c->tls, c->svc->cfg, &alert);
-	if (why != NULL) {
-		(void)gnutls_alert_send(c->tls, GNUTLS_AL_FATAL, alert);
-		tls_alert_name((int)alert, c->err.alert, sizeof(c->err.alert));
-		c->err.text = why;
-		conn_log_handshake_failure(c, "fail", "handshake", NULL);
-		c->err.text = NULL;
-		conn_close(c, "handshake_failed");
-		return;
-	}
-	tls_session_established(c->tls, &c->tlsc);
-	c->t_established = conn_now_ms();
-	/*
-	 * In TLS 1.3 our Finished ends our handshake before the upstream has
-	 * judged the client certificate it asked for: its verdict is its
-	 * next record. Relay meanwhile (no upstream byte can come first).
-	 */
-	c->verdict_pending = gnutls_protocol_get_version(c->tls) ==
-	    GNUTLS_TLS1_3 && gnutls_certificate_client_get_request_status(c->tls);
-	if (!c->verdict_pending)
-		conn_log_handshake_ok(c);
-	relay_start(c);
-}
-
-/*
- * Drives gnutls_handshake(): on GNUTLS_E_AGAIN/INTERRUPTED it waits for
- * whichever readiness gnutls_record_get_direction() names, like
- * SSL_connect() with SSL_ERROR_WANT_READ/WRITE; called again from that
- * watcher.
- */
-static void
-conn_handshake_step(struct conn *c)
-{
-	struct ev_loop *loop = c->srv->loop;
-	int rc;
-
-	if (c->tls == NULL) {
-		char err[256];
-
-		c->tlsc.sc = c->svc->cfg;
-		c->tlsc.t = &c->svc->tls;
-		c->tlsc.addr = c->upstream;
-		if (tls_session_new(&c->tls, &c->tlsc, err,
-		    sizeof(err)) != 0) {
-			c->err.text = err;
-			conn_log_handshake_failure(c, "fail", "handshake",
-			    NULL);
-			c->err.text = NULL;
-			conn_close(c, "handshake_failed");
-			return;
-		}
-		gnutls_transport_set_ptr(c->tls, c);
-		gnutls_transport_set_pull_function(c->tls, conn_tls_pull);
-		gnutls_transport_set_vec_push_function(c->tls, conn_tls_push);
-	}
-	for (;;) {
-		size_t ahead = relay_upstream_buffered(c);
-
-		rc = gnutls_handshake(c->tls);
-		if (rc == GNUTLS_E_SUCCESS) {
-			ev_io_stop(loop, &c->u_rd);
-			ev_io_stop(loop, &c->u_wr);
-			conn_handshake_done(c);
-			return;
-		}
-		if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
-			/*
-			 * GnuTLS returns AGAIN after each record of a handshake
-			 * message that spans several (a large Certificate),
-			 * also when the rest is already read ahead: no fd event
-			 * will announce those bytes, so go on while it takes
-			 * them (it took some: no spinning).
-			 */
-			if (gnutls_record_get_direction(c->tls) == 0 &&
-			    relay_upstream_buffered(c) > 0 &&
-			    relay_upstream_buffered(c) != ahead)
-				continue;
-			if (gnutls_record_get_direction(c->tls) == 0) {
-				ev_io_stop(loop, &c->u_wr);
-				ev_io_start(loop, &c->u_rd);
-			} else {
-				ev_io_stop(loop, &c->u_rd);
-				ev_io_start(loop, &c->u_wr);
-			}
-			return;
-		}
-		/* A warning alert (e.g. unrecognized_name) is not the end. */
-		if (!gnutls_error_is_fatal(rc))
-			continue;
-		conn_handshake_failed(c, rc);
-		return;
-	}
+	conn_fail_handshake(c, RESULT_FAIL, c->err.sys_errno == ETIMEDOUT ?
+	    STAGE_TIMEOUT : STAGE_CONNECT, ALERT_NONE, NULL);
 }
 
 /* ----- life cycle ----- */
@@ -611,7 +405,7 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 {
 	struct server *srv = svc->srv;
 	struct conn *c;
-	char client[sizeof(c->client)];
+	char client[SOCKADDR_TEXT_MAX];
 
 	/* Before any upstream work: a refused client costs one close(). */
 	sockaddr_format(peer, peerlen, client, sizeof(client));
@@ -643,20 +437,13 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 	ev_init(&c->timer, conn_timer_cb);
 	c->c_rd.data = c->c_wr.data = c->u_rd.data = c->u_wr.data = c;
 	c->timer.data = c;
-	c->next = srv->conns;
-	if (srv->conns != NULL)
-		srv->conns->prev = c;
-	srv->conns = c;
-	__atomic_add_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
-	svc->gen->nconns++;
-	c->in_setup = true;
-	srv->nsetup++;
+	relay_init(&c->relay, srv->loop, &srv->spares);
+	c->link.conn = c;
+	server_conn_attach(srv, svc->gen, &c->link);
 
 	if (svc->addrs == NULL) {
-		c->err.text = svc->resolve_error;
-		conn_log_handshake_failure(c, "fail", "resolve", NULL);
-		c->err.text = NULL;
-		conn_close(c, "handshake_failed");
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
+		    svc->resolve_error);
 		return;
 	}
 	c->next_addr = svc->addrs;
@@ -664,67 +451,34 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 }
 
 void
-conn_close(struct conn *c, const char *reason)
+conn_close(struct conn *c, enum conn_close_reason reason)
 {
 	struct ev_loop *loop = c->srv->loop;
 	struct server *srv = c->srv;
 	struct generation *gen = c->svc->gen;
-	struct log_line l;
-	bool clean = strcmp(reason, "done") == 0;
 
 	assert(c->magic == CONN_MAGIC);
-	if (c->verdict_pending) {
+	if (c->state == CONN_AWAITING_VERDICT &&
+	    reason != CLOSE_HANDSHAKE_FAILED)
 		/* Ended for another reason before a verdict: none was a no. */
-		c->verdict_pending = false;
-		conn_log_handshake_ok(c);
-	}
-	if (clean && c->relay.upstream_truncated)
-		reason = "upstream_truncated", clean = false;
+		conn_verdict_yes(c);
 
-	c->state = CONN_CLOSED;
+	conn_set_state(c, CONN_CLOSED);
 	ev_io_stop(loop, &c->c_rd);
 	ev_io_stop(loop, &c->c_wr);
 	ev_io_stop(loop, &c->u_rd);
 	ev_io_stop(loop, &c->u_wr);
-	ev_timer_stop(loop, &c->timer);
 	if (c->ufd >= 0)
 		close(c->ufd);
 	close(c->cfd);
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		srv->conns = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	__atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
-	conn_setup_done(c);
+	server_conn_detach(srv, gen, &c->link);
 	admission_release(c->svc);
-	gen->nconns--;
-
-	/*
-	 * Logged once the descriptors and the max_connections slot are free,
-	 * so that whoever reads the line may count on them; before the TLS
-	 * state goes, which the error text may point into.
-	 */
-	log_line_begin(&l, clean ? LOG_INFO : LOG_WARN, "close");
-	conn_log_ids(&l, c);
-	log_str(&l, "reason", reason);
-	if (strcmp(reason, "handshake_failed") != 0) {
-		conn_log_error(&l, &c->err);
-		if (c->err.alert[0] != '\0')
-			log_str(&l, "alert", c->err.alert);
-	}
-	if (clean && c->relay.upstream_no_close_notify)
-		log_str(&l, "close_notify", "no");
-	log_uint(&l, "bytes_up", c->relay.bytes_up);
-	log_uint(&l, "bytes_down", c->relay.bytes_down);
-	log_ms(&l, "duration_ms", conn_now_ms() - c->t_start);
-	log_line_end(&l);
+	conn_log_close(c, reason);
 
 	if (c->tls != NULL)
 		gnutls_deinit(c->tls);
 	tls_conn_clear(&c->tlsc);
-	relay_free(c);
+	relay_free(&c->relay);
 	c->magic = 0;
 	free(c);
 	server_conn_closed(srv, gen);

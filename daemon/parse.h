@@ -69,6 +69,12 @@ int	parse_count(const char *s, unsigned long min, unsigned long max,
 int	parse_file_mode(const char *s, unsigned int *mode, char *err,
 	    size_t errlen);
 
+/*
+ * Room for sockaddr_format's text of any IPv4 or IPv6 address with its port
+ * (an IPv6 with scope and brackets fits; a long unix path is cut short).
+ */
+#define SOCKADDR_TEXT_MAX 56
+
 /* Formats a socket address as "1.2.3.4:5", "[::1]:5" or "unix:/path". */
 void	sockaddr_format(const struct sockaddr *sa, socklen_t len, char *buf,
 	    size_t buflen);

@@ -1,19 +1,15 @@
-/* relay.c - moving bytes both ways: buffers, backpressure, half-close. */
+/* relay.c - the byte pump: buffers, backpressure, half-close (see relay.h). */
 #include "relay.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "log.h"
-#include "server.h"
-#include "tls.h"
-
-/* Results of one step of moving bytes. */
-enum step { STEP_OK, STEP_CLOSED };
+/* Results of one step of moving bytes: go on, or stop with the relay over. */
+enum step { STEP_OK, STEP_DONE, STEP_FAILED };
 
 /*
  * Records moved upstream -> client in one readiness event at most, so that
@@ -42,9 +38,9 @@ buf_full(const struct relay_buf *b)
  * allocator's fast path).
  */
 static int
-buf_reserve(struct conn *c, struct relay_buf *b)
+buf_reserve(struct relay *r, struct relay_buf *b)
 {
-	struct relay_spares *sp = &c->srv->spares;
+	struct relay_spares *sp = r->spares;
 
 	if (b->data != NULL)
 		return 0;
@@ -56,9 +52,9 @@ buf_reserve(struct conn *c, struct relay_buf *b)
 }
 
 static void
-buf_release(struct conn *c, struct relay_buf *b)
+buf_release(struct relay *r, struct relay_buf *b)
 {
-	struct relay_spares *sp = &c->srv->spares;
+	struct relay_spares *sp = r->spares;
 
 	if (b->data != NULL && sp->n < RELAY_SPARES_MAX)
 		sp->bufs[sp->n++] = b->data;
@@ -69,19 +65,18 @@ buf_release(struct conn *c, struct relay_buf *b)
 }
 
 static void
-buf_consumed(struct conn *c, struct relay_buf *b, size_t n)
+buf_consumed(struct relay *r, struct relay_buf *b, size_t n)
 {
 	b->head += (uint32_t)n;
 	if (b->head == b->tail)
-		buf_release(c, b);
+		buf_release(r, b);
 }
 
 /* Upstream bytes that no fd event will announce: in GnuTLS or read ahead. */
 static bool
-upstream_pending(struct conn *c)
+upstream_pending(struct relay *r)
 {
-	return gnutls_record_check_pending(c->tls) > 0 ||
-	    !buf_empty(&c->relay.rx);
+	return gnutls_record_check_pending(r->io.tls) > 0 || !buf_empty(&r->rx);
 }
 
 /* An upstream record is waiting for the client. */
@@ -101,11 +96,20 @@ u2c_release(struct relay *r)
 }
 
 void
-relay_free(struct conn *c)
+relay_init(struct relay *r, struct ev_loop *loop, struct relay_spares *spares)
 {
-	buf_release(c, &c->relay.c2u);
-	buf_release(c, &c->relay.rx);
-	u2c_release(&c->relay);
+	memset(r, 0, sizeof(*r));
+	r->loop = loop;
+	r->spares = spares;
+	r->io.cfd = r->io.ufd = -1;
+}
+
+void
+relay_free(struct relay *r)
+{
+	buf_release(r, &r->c2u);
+	buf_release(r, &r->rx);
+	u2c_release(r);
 }
 
 /*
@@ -123,15 +127,15 @@ relay_free(struct conn *c)
 
 /* Hands GnuTLS up to len of the bytes read ahead (there must be some). */
 static ssize_t
-rx_take(struct conn *c, void *buf, size_t len)
+rx_take(struct relay *r, void *buf, size_t len)
 {
-	struct relay_buf *b = &c->relay.rx;
+	struct relay_buf *b = &r->rx;
 	size_t avail = b->tail - b->head;
 
 	if (len > avail)
 		len = avail;
 	memcpy(buf, b->data + b->head, len);
-	buf_consumed(c, b, len);
+	buf_consumed(r, b, len);
 	return (ssize_t)len;
 }
 
@@ -147,62 +151,77 @@ recv_retrying(int fd, void *buf, size_t len)
 }
 
 ssize_t
-relay_upstream_pull(struct conn *c, void *buf, size_t len)
+relay_upstream_pull(struct relay *r, int fd, void *buf, size_t len)
 {
-	struct relay *r = &c->relay;
 	struct relay_buf *b = &r->rx;
 	ssize_t n;
 
 	if (!buf_empty(b))
-		return rx_take(c, buf, len);
+		return rx_take(r, buf, len);
 	if (r->rx_dry) {
 		errno = EAGAIN;
 		return -1;
 	}
 	if (len >= RX_READ_AHEAD_BELOW || r->rx_bulk) {
-		n = recv_retrying(c->ufd, buf, len);
+		n = recv_retrying(fd, buf, len);
 		if (n >= 0 && (size_t)n < len) {
 			r->rx_dry = n > 0;
 			r->rx_bulk = false;
 		}
 		return n;
 	}
-	if (buf_reserve(c, b) != 0) {
+	if (buf_reserve(r, b) != 0) {
 		errno = ENOMEM;
 		return -1;
 	}
-	n = recv_retrying(c->ufd, b->data, RELAY_BUF_SIZE);
+	n = recv_retrying(fd, b->data, RELAY_BUF_SIZE);
 	if (n <= 0) {
 		int saved_errno = errno;	/* for the caller, past free() */
 
-		buf_release(c, b);
+		buf_release(r, b);
 		errno = saved_errno;
 		return n;
 	}
 	r->rx_dry = (size_t)n < RELAY_BUF_SIZE;
 	r->rx_bulk = !r->rx_dry;
 	b->tail = (uint32_t)n;
-	return rx_take(c, buf, len);
+	return rx_take(r, buf, len);
+}
+
+ssize_t
+relay_upstream_push(struct relay *r, int fd, const giovec_t *iov, int iovcnt)
+{
+	struct msghdr msg;
+	ssize_t n;
+
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = (struct iovec *)(uintptr_t)iov;
+	msg.msg_iovlen = (size_t)iovcnt;
+	do {
+		n = sendmsg(fd, &msg, MSG_NOSIGNAL |
+		    (r->push_more ? MSG_MORE : 0));
+	} while (n < 0 && errno == EINTR);
+	return n;
 }
 
 void
-relay_upstream_readable(struct conn *c)
+relay_upstream_readable(struct relay *r)
 {
-	c->relay.rx_dry = false;
+	r->rx_dry = false;
 }
 
 size_t
-relay_upstream_buffered(const struct conn *c)
+relay_upstream_buffered(const struct relay *r)
 {
-	return c->relay.rx.tail - c->relay.rx.head;
+	return r->rx.tail - r->rx.head;
 }
 
 void
-relay_upstream_reset(struct conn *c)
+relay_upstream_reset(struct relay *r)
 {
-	buf_release(c, &c->relay.rx);
-	c->relay.rx_dry = false;
-	c->relay.rx_bulk = false;
+	buf_release(r, &r->rx);
+	r->rx_dry = false;
+	r->rx_bulk = false;
 }
 
 void
@@ -213,64 +232,33 @@ relay_spares_free(struct relay_spares *sp)
 }
 
 static void
-relay_activity(struct conn *c)
+relay_activity(struct relay *r)
 {
-	c->last_activity = ev_now(c->srv->loop);
+	r->last_activity = ev_now(r->loop);
 }
 
-/*
- * An upstream error while its verdict on our client certificate is pending
- * (TLS 1.3): the verdict may still be there to read. A server that refuses
- * sends its alert and closes while our first record is in flight, so our
- * send meets a reset; the alert sits before it in the socket (or in what we
- * read ahead). Reads every record still readable, then decides from what
- * the upstream sent: an alert is a refusal, a record, a ticket or a
- * close_notify an acceptance; nothing at all leaves the error as the cause.
- * True if the verdict was yes (the caller then reports its error).
- */
-static bool
-verdict_from_leftovers(struct conn *c, int *gnutls_rc)
-{
-	gnutls_packet_t pkt;
-	ssize_t n;
-
-	if (*gnutls_rc == GNUTLS_E_FATAL_ALERT_RECEIVED)
-		return false;
-	relay_upstream_readable(c);	/* ask the kernel, even if dry */
-	for (int i = 0; i < 64 && !c->tlsc.upstream_spoke; i++) {
-		pkt = NULL;
-		n = gnutls_record_recv_packet(c->tls, &pkt);
-		if (pkt != NULL)
-			gnutls_packet_deinit(pkt);
-		if (n > 0 || n == 0)
-			return true;
-		if (n == GNUTLS_E_FATAL_ALERT_RECEIVED) {
-			*gnutls_rc = (int)n;
-			return false;
-		}
-		if (n == GNUTLS_E_AGAIN || gnutls_error_is_fatal((int)n))
-			break;
-	}
-	return c->tlsc.upstream_spoke;
-}
-
-/* Records a fatal error from a side and closes the connection. */
+/* Records a fatal error from a side; the caller stops at once. */
 static enum step
-relay_fail(struct conn *c, const char *reason, int sys_errno, int gnutls_rc)
+relay_fail(struct relay *r, enum relay_side side, int sys_errno, int gnutls_rc)
 {
-	if (c->verdict_pending && strcmp(reason, "upstream_error") == 0) {
-		if (!verdict_from_leftovers(c, &gnutls_rc)) {
-			/* The upstream's answer to our Finished was no. */
-			conn_handshake_refused(c, gnutls_rc);
-			return STEP_CLOSED;
-		}
-		conn_handshake_confirmed(c);
-	}
-	c->err.sys_errno = sys_errno;
-	if (gnutls_rc != 0 && conn_note_tls_error(c, gnutls_rc))
-		reason = "upstream_alert";
-	conn_close(c, reason);
-	return STEP_CLOSED;
+	r->fail.side = side;
+	r->fail.sys_errno = sys_errno;
+	r->fail.gnutls_rc = gnutls_rc;
+	return STEP_FAILED;
+}
+
+static bool
+wants_read(enum relay_wait w)
+{
+	return w == RELAY_WAIT_READ;
+}
+
+/* The readiness GnuTLS's last unfinished call waits for. */
+static enum relay_wait
+tls_wait(gnutls_session_t tls)
+{
+	return gnutls_record_get_direction(tls) == 0 ? RELAY_WAIT_READ :
+	    RELAY_WAIT_WRITE;
 }
 
 /*
@@ -278,25 +266,21 @@ relay_fail(struct conn *c, const char *reason, int sys_errno, int gnutls_rc)
  * backpressure happens: a side is read only while its buffer has room.
  */
 static void
-relay_arm(struct conn *c)
+relay_arm(struct relay *r)
 {
-	struct ev_loop *loop = c->srv->loop;
-	struct relay *r = &c->relay;
+	struct ev_loop *loop = r->loop;
 	bool c_rd, c_wr, u_rd = false, u_wr = false;
 
-	c_rd = !r->client_eof && !buf_full(&r->c2u);
+	c_rd = r->c2u_end == RELAY_OPEN && !buf_full(&r->c2u);
 	c_wr = u2c_held(r);
-	if (!r->upstream_eof && !u2c_held(r)) {
-		if (r->recv_wants_write)
+	if (r->u2c_end == RELAY_OPEN && !u2c_held(r)) {
+		if (r->recv_wait == RELAY_WAIT_WRITE)
 			u_wr = true;
 		else
 			u_rd = true;
 	}
-	if (r->send_pending > 0 || r->bye_pending) {
-		bool wants_read = r->send_pending > 0 ? r->send_wants_read :
-		    r->bye_wants_read;
-
-		if (wants_read)
+	if (r->send_len > 0 || r->bye_wait != RELAY_NO_WAIT) {
+		if (wants_read(r->send_len > 0 ? r->send_wait : r->bye_wait))
 			u_rd = true;
 		else
 			u_wr = true;
@@ -307,10 +291,10 @@ relay_arm(struct conn *c)
 	else if (!(on) && ev_is_active(w))			\
 		ev_io_stop(loop, w);				\
 } while (0)
-	ARM(&c->c_rd, c_rd);
-	ARM(&c->c_wr, c_wr);
-	ARM(&c->u_rd, u_rd);
-	ARM(&c->u_wr, u_wr);
+	ARM(r->io.c_rd, c_rd);
+	ARM(r->io.c_wr, c_wr);
+	ARM(r->io.u_rd, u_rd);
+	ARM(r->io.u_wr, u_wr);
 #undef ARM
 	/*
 	 * Bytes read ahead announce themselves to no one: the socket they came
@@ -318,22 +302,41 @@ relay_arm(struct conn *c)
 	 * iteration, as the kernel would have for bytes left in the socket.
 	 */
 	if (u_rd && !buf_empty(&r->rx))
-		ev_feed_event(loop, &c->u_rd, EV_READ);
+		ev_feed_event(loop, r->io.u_rd, EV_READ);
 }
 
-/* Both directions over: the connection is done; one over: shutting down. */
-static enum step
-relay_check_done(struct conn *c)
+/* Where the directions stand, after a pass that did not stop. */
+static enum relay_event
+relay_status(const struct relay *r)
 {
-	struct relay *r = &c->relay;
+	if (r->c2u_end == RELAY_END_FORWARDED ||
+	    r->u2c_end == RELAY_END_FORWARDED)
+		return RELAY_HALF_CLOSED;
+	return RELAY_WAIT;
+}
 
-	if (r->c2u_done && r->u2c_done) {
-		conn_close(c, "done");
-		return STEP_CLOSED;
+/* The end of an entry point: a stop, or the watchers armed for more. */
+static enum relay_event
+relay_finish(struct relay *r, enum step s)
+{
+	switch (s) {
+	case STEP_DONE:
+		return RELAY_DONE;
+	case STEP_FAILED:
+		return RELAY_FAILED;
+	case STEP_OK:
+		break;
 	}
-	if ((r->c2u_done || r->u2c_done) && c->state == CONN_RELAYING)
-		conn_set_state(c, CONN_SHUTTING_DOWN);
-	return STEP_OK;
+	relay_arm(r);
+	return relay_status(r);
+}
+
+/* Both directions over: the relay is done. */
+static enum step
+relay_check_done(const struct relay *r)
+{
+	return r->c2u_end == RELAY_END_FORWARDED &&
+	    r->u2c_end == RELAY_END_FORWARDED ? STEP_DONE : STEP_OK;
 }
 
 /*
@@ -342,9 +345,9 @@ relay_check_done(struct conn *c)
  * FIN, keeping the upstream's direction open.
  */
 static enum step
-c2u_flush(struct conn *c)
+c2u_flush(struct relay *r)
 {
-	struct relay *r = &c->relay;
+	gnutls_session_t tls = r->io.tls;
 	struct relay_buf *b = &r->c2u;
 	ssize_t n;
 	int rc;
@@ -352,7 +355,7 @@ c2u_flush(struct conn *c)
 	while (!buf_empty(b)) {
 		size_t avail = b->tail - b->head;
 		/* After GNUTLS_E_AGAIN, GnuTLS wants the same call again. */
-		size_t len = r->send_pending > 0 ? r->send_pending :
+		size_t len = r->send_len > 0 ? r->send_len :
 		    avail < RELAY_RECORD_MAX ? avail : RELAY_RECORD_MAX;
 
 		/*
@@ -361,70 +364,85 @@ c2u_flush(struct conn *c)
 		 * leaves (or as ACKs come back, should the socket fill first).
 		 */
 		r->push_more = avail > len;
-		n = gnutls_record_send(c->tls, b->data + b->head, len);
+		n = gnutls_record_send(tls, b->data + b->head, len);
 		r->push_more = false;
 		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
-			r->send_pending = (uint32_t)len;
-			r->send_wants_read =
-			    gnutls_record_get_direction(c->tls) == 0;
+			r->send_len = (uint32_t)len;
+			r->send_wait = tls_wait(tls);
 			return STEP_OK;
 		}
-		r->send_pending = 0;
+		r->send_len = 0;
+		r->send_wait = RELAY_NO_WAIT;
 		if (n < 0)
-			return relay_fail(c, "upstream_error", 0, (int)n);
+			return relay_fail(r, RELAY_UPSTREAM, 0, (int)n);
 		r->bytes_up += (uint64_t)n;
-		buf_consumed(c, b, (size_t)n);
-		relay_activity(c);
+		buf_consumed(r, b, (size_t)n);
+		relay_activity(r);
 	}
-	if (!r->client_eof || r->c2u_done)
+	if (r->c2u_end != RELAY_END_READ)
 		return STEP_OK;
-	rc = gnutls_bye(c->tls, GNUTLS_SHUT_WR);
+	rc = gnutls_bye(tls, GNUTLS_SHUT_WR);
 	if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) {
-		r->bye_pending = true;
-		r->bye_wants_read = gnutls_record_get_direction(c->tls) == 0;
+		r->bye_wait = tls_wait(tls);
 		return STEP_OK;
 	}
-	r->bye_pending = false;
+	r->bye_wait = RELAY_NO_WAIT;
 	/*
 	 * A failed close_notify to an upstream that already left is no loss;
 	 * to one still talking, it is.
 	 */
-	if (rc < 0 && !r->upstream_eof)
-		return relay_fail(c, "upstream_error", 0, rc);
-	(void)shutdown(c->ufd, SHUT_WR);
-	r->c2u_done = true;
+	if (rc < 0 && r->u2c_end == RELAY_OPEN)
+		return relay_fail(r, RELAY_UPSTREAM, 0, rc);
+	(void)shutdown(r->io.ufd, SHUT_WR);
+	r->c2u_end = RELAY_END_FORWARDED;
 	r->bytes_down_at_bye = r->bytes_down;
-	return relay_check_done(c);
+	return relay_check_done(r);
 }
 
 /* Upstream -> client: writes the held record; FIN after the upstream's end. */
 static enum step
-u2c_flush(struct conn *c)
+u2c_flush(struct relay *r)
 {
-	struct relay *r = &c->relay;
 	ssize_t n;
 
 	while (u2c_held(r)) {
-		n = send(c->cfd, r->u2c_data.data + r->u2c_off,
+		n = send(r->io.cfd, r->u2c_data.data + r->u2c_off,
 		    r->u2c_data.size - r->u2c_off, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return STEP_OK;
 		if (n < 0)
-			return relay_fail(c, "client_error", errno, 0);
+			return relay_fail(r, RELAY_CLIENT, errno, 0);
 		r->bytes_down += (uint64_t)n;
 		r->u2c_off += (uint32_t)n;
 		if (r->u2c_off == r->u2c_data.size)
 			u2c_release(r);
-		relay_activity(c);
+		relay_activity(r);
 	}
-	if (r->upstream_eof && !r->u2c_done) {
-		(void)shutdown(c->cfd, SHUT_WR);
-		r->u2c_done = true;
-		return relay_check_done(c);
+	if (r->u2c_end == RELAY_END_READ) {
+		(void)shutdown(r->io.cfd, SHUT_WR);
+		r->u2c_end = RELAY_END_FORWARDED;
+		return relay_check_done(r);
 	}
 	return STEP_OK;
+}
+
+/*
+ * The upstream ended its direction without a close_notify. Truncation can
+ * only take bytes a client is still waiting for. Once the client has
+ * finished (our close_notify is out) and nothing came after that, it had all
+ * it asked for before it closed: an upstream that hangs up then (Redis,
+ * nginx, health checks) lost nothing. Bytes after the client's end (a
+ * response read to EOF), or an end while the client still sends, may have
+ * been cut short.
+ */
+static enum relay_upstream_close
+upstream_eof_kind(const struct relay *r)
+{
+	return r->c2u_end == RELAY_END_FORWARDED &&
+	    r->bytes_down == r->bytes_down_at_bye ?
+	    RELAY_CLOSE_EOF_HARMLESS : RELAY_CLOSE_EOF_TRUNCATED;
 }
 
 /*
@@ -434,60 +452,40 @@ u2c_flush(struct conn *c)
  * event will announce.
  */
 static enum step
-u2c_fill(struct conn *c)
+u2c_fill(struct relay *r)
 {
-	struct relay *r = &c->relay;
 	gnutls_packet_t pkt;
 	ssize_t n;
 
-	r->recv_wants_write = false;
-	while (!r->upstream_eof && !u2c_held(r)) {
+	r->recv_wait = RELAY_NO_WAIT;
+	while (r->u2c_end == RELAY_OPEN && !u2c_held(r)) {
 		pkt = NULL;
-		n = gnutls_record_recv_packet(c->tls, &pkt);
-		if (c->verdict_pending && (n > 0 || c->tlsc.upstream_spoke))
-			conn_handshake_confirmed(c);
+		n = gnutls_record_recv_packet(r->io.tls, &pkt);
 		if (n > 0) {
 			r->u2c_pkt = pkt;
 			r->u2c_off = 0;
 			gnutls_packet_get(pkt, &r->u2c_data, NULL);
 			r->u2c_dry = false;
-			relay_activity(c);
+			r->upstream_spoke = true;
+			relay_activity(r);
 			continue;
 		}
 		if (pkt != NULL)
 			gnutls_packet_deinit(pkt);
-		/*
-		 * An end without an alert after our Finished is no refusal:
-		 * a refusing TLS 1.3 server says why. (slapd answers our
-		 * close_notify with its own, and sends no ticket first.)
-		 */
-		if (c->verdict_pending && (n == 0 ||
-		    n == GNUTLS_E_PREMATURE_TERMINATION))
-			conn_handshake_confirmed(c);
 		switch (n) {
 		case 0:				/* close_notify */
-			r->upstream_eof = true;
+			r->u2c_end = RELAY_END_READ;
+			r->upstream_spoke = true;
 			break;
 		case GNUTLS_E_PREMATURE_TERMINATION:	/* EOF, no close_notify */
-			r->upstream_eof = true;
-			r->upstream_no_close_notify = true;
-			/*
-			 * Truncation can only take bytes a client is still
-			 * waiting for. Once the client has finished (our
-			 * close_notify is out) and nothing came after that,
-			 * it had all it asked for before it closed: an
-			 * upstream that hangs up then (Redis, nginx, health
-			 * checks) lost nothing. Bytes after the client's end
-			 * (a response read to EOF), or an end while the client
-			 * still sends, may have been cut short.
-			 */
-			r->upstream_truncated = !(r->c2u_done &&
-			    r->bytes_down == r->bytes_down_at_bye);
+			r->u2c_end = RELAY_END_READ;
+			r->upstream_spoke = true;
+			r->upstream_close = upstream_eof_kind(r);
 			break;
 		case GNUTLS_E_AGAIN:
 			r->u2c_dry = true;
-			r->recv_wants_write =
-			    gnutls_record_get_direction(c->tls) == 1;
+			if (gnutls_record_get_direction(r->io.tls) == 1)
+				r->recv_wait = RELAY_WAIT_WRITE;
 			return STEP_OK;
 		case GNUTLS_E_INTERRUPTED:
 		case GNUTLS_E_REHANDSHAKE:	/* declined by not answering */
@@ -496,7 +494,7 @@ u2c_fill(struct conn *c)
 		default:
 			if (!gnutls_error_is_fatal((int)n))
 				continue;
-			return relay_fail(c, "upstream_error", 0, (int)n);
+			return relay_fail(r, RELAY_UPSTREAM, 0, (int)n);
 		}
 	}
 	return STEP_OK;
@@ -504,21 +502,20 @@ u2c_fill(struct conn *c)
 
 /* Reads the client into the c2u buffer until full, dry or EOF. */
 static enum step
-c2u_fill(struct conn *c)
+c2u_fill(struct relay *r)
 {
-	struct relay *r = &c->relay;
 	struct relay_buf *b = &r->c2u;
 	ssize_t n;
 
 	r->c2u_dry = false;
-	while (!r->client_eof && !buf_full(b)) {
-		if (buf_reserve(c, b) != 0)
-			return relay_fail(c, "client_error", ENOMEM, 0);
-		n = recv(c->cfd, b->data + b->tail, RELAY_BUF_SIZE - b->tail,
-		    0);
+	while (r->c2u_end == RELAY_OPEN && !buf_full(b)) {
+		if (buf_reserve(r, b) != 0)
+			return relay_fail(r, RELAY_CLIENT, ENOMEM, 0);
+		n = recv(r->io.cfd, b->data + b->tail,
+		    RELAY_BUF_SIZE - b->tail, 0);
 		if (n > 0) {
 			b->tail += (uint32_t)n;
-			relay_activity(c);
+			relay_activity(r);
 			/* A short read means the socket is dry. */
 			if ((size_t)n < RELAY_BUF_SIZE - (b->tail - (size_t)n)) {
 				r->c2u_dry = true;
@@ -527,7 +524,7 @@ c2u_fill(struct conn *c)
 			continue;
 		}
 		if (n == 0) {
-			r->client_eof = true;
+			r->c2u_end = RELAY_END_READ;
 			break;
 		}
 		if (errno == EINTR)
@@ -536,10 +533,10 @@ c2u_fill(struct conn *c)
 			r->c2u_dry = true;
 			break;
 		}
-		return relay_fail(c, "client_error", errno, 0);
+		return relay_fail(r, RELAY_CLIENT, errno, 0);
 	}
 	if (buf_empty(b))
-		buf_consumed(c, b, 0);
+		buf_consumed(r, b, 0);
 	return STEP_OK;
 }
 
@@ -549,30 +546,30 @@ c2u_fill(struct conn *c)
  * waiting on it.
  */
 static enum step
-relay_pump_u2c(struct conn *c)
+relay_pump_u2c(struct relay *r)
 {
-	struct relay *r = &c->relay;
+	enum step s;
 
 	for (int i = 0; i < U2C_RECORDS_PER_EVENT; i++) {
-		if (u2c_fill(c) == STEP_CLOSED || u2c_flush(c) == STEP_CLOSED)
-			return STEP_CLOSED;
-		if (r->upstream_eof || u2c_held(r) || r->recv_wants_write)
+		if ((s = u2c_fill(r)) != STEP_OK || (s = u2c_flush(r)) != STEP_OK)
+			return s;
+		if (r->u2c_end != RELAY_OPEN || u2c_held(r) ||
+		    r->recv_wait != RELAY_NO_WAIT)
 			break;
 		/* Dry socket: go on only for bytes GnuTLS already holds. */
-		if (r->u2c_dry && !upstream_pending(c))
+		if (r->u2c_dry && !upstream_pending(r))
 			break;
 	}
 	return STEP_OK;
 }
 
-void
-relay_start(struct conn *c)
+enum relay_event
+relay_start(struct relay *r, const struct relay_ends *ends)
 {
-	conn_set_state(c, CONN_RELAYING);
+	r->io = *ends;
+	relay_activity(r);
 	/* The upstream may have sent data along with its last handshake flight. */
-	if (relay_pump_u2c(c) == STEP_CLOSED)
-		return;
-	relay_arm(c);
+	return relay_finish(r, relay_pump_u2c(r));
 }
 
 /*
@@ -580,58 +577,56 @@ relay_start(struct conn *c)
  * the client has more and the upstream takes it all, so that a fast upload
  * costs one poll per C2U_BUFS_PER_EVENT buffers, not one per buffer.
  */
-void
-relay_on_client_readable(struct conn *c)
+enum relay_event
+relay_on_client_readable(struct relay *r)
 {
-	struct relay *r = &c->relay;
+	enum step s = STEP_OK;
 
 	for (int i = 0; i < C2U_BUFS_PER_EVENT; i++) {
-		if (c2u_fill(c) == STEP_CLOSED || c2u_flush(c) == STEP_CLOSED)
-			return;
-		if (r->client_eof || r->c2u_dry || !buf_empty(&r->c2u) ||
-		    r->send_pending > 0)
+		if ((s = c2u_fill(r)) != STEP_OK || (s = c2u_flush(r)) != STEP_OK)
+			break;
+		if (r->c2u_end != RELAY_OPEN || r->c2u_dry ||
+		    !buf_empty(&r->c2u) || r->send_len > 0)
 			break;
 	}
-	relay_arm(c);
+	return relay_finish(r, s);
 }
 
 /* Fired by c_wr: the client can take more of the upstream's bytes. */
-void
-relay_on_client_writable(struct conn *c)
+enum relay_event
+relay_on_client_writable(struct relay *r)
 {
-	if (u2c_flush(c) == STEP_CLOSED)
-		return;
-	if (!c->relay.upstream_eof && !u2c_held(&c->relay) &&
-	    upstream_pending(c) && relay_pump_u2c(c) == STEP_CLOSED)
-		return;
-	relay_arm(c);
+	enum step s = u2c_flush(r);
+
+	if (s == STEP_OK && r->u2c_end == RELAY_OPEN && !u2c_held(r) &&
+	    upstream_pending(r))
+		s = relay_pump_u2c(r);
+	return relay_finish(r, s);
 }
 
 /* Fired by u_rd: upstream records arrived, or a send/bye waits on input. */
-void
-relay_on_upstream_readable(struct conn *c)
+enum relay_event
+relay_on_upstream_readable(struct relay *r)
 {
-	struct relay *r = &c->relay;
+	enum step s = STEP_OK;
 
-	if (!r->recv_wants_write && relay_pump_u2c(c) == STEP_CLOSED)
-		return;
-	if (((r->send_pending > 0 && r->send_wants_read) ||
-	    (r->bye_pending && r->bye_wants_read)) &&
-	    c2u_flush(c) == STEP_CLOSED)
-		return;
-	relay_arm(c);
+	if (r->recv_wait == RELAY_NO_WAIT)
+		s = relay_pump_u2c(r);
+	if (s == STEP_OK && ((r->send_len > 0 && wants_read(r->send_wait)) ||
+	    wants_read(r->bye_wait)))
+		s = c2u_flush(r);
+	return relay_finish(r, s);
 }
 
 /* Fired by u_wr: a send or bye can go on, or a recv waits to write. */
-void
-relay_on_upstream_writable(struct conn *c)
+enum relay_event
+relay_on_upstream_writable(struct relay *r)
 {
-	struct relay *r = &c->relay;
+	enum step s = STEP_OK;
 
-	if ((r->send_pending > 0 || r->bye_pending) &&
-	    c2u_flush(c) == STEP_CLOSED)
-		return;
-	if (r->recv_wants_write && relay_pump_u2c(c) == STEP_CLOSED)
-		return;
-	relay_arm(c);
+	if (r->send_len > 0 || r->bye_wait != RELAY_NO_WAIT)
+		s = c2u_flush(r);
+	if (s == STEP_OK && r->recv_wait == RELAY_WAIT_WRITE)
+		s = relay_pump_u2c(r);
+	return relay_finish(r, s);
 }

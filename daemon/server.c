@@ -598,10 +598,10 @@ server_status(const struct server *srv, char *buf, size_t buflen)
 }
 
 void
-server_close_all(struct server *srv, const char *reason)
+server_close_all(struct server *srv)
 {
 	while (srv->conns != NULL)
-		conn_close(srv->conns, reason);
+		conn_close(srv->conns->conn, CLOSE_SHUTDOWN);
 }
 
 static void
@@ -612,7 +612,7 @@ drain_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	log_msg(LOG_WARN, "drain", "shutdown_timeout reached: closing %llu "
 	    "open connections", (unsigned long long)srv->nconns);
-	server_close_all(srv, "shutdown");
+	server_close_all(srv);
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -623,7 +623,7 @@ server_begin_shutdown(struct server *srv)
 
 	if (srv->draining) {
 		/* Asked twice: do not wait any longer. */
-		server_close_all(srv, "shutdown");
+		server_close_all(srv);
 		ev_break(srv->loop, EVBREAK_ALL);
 		return;
 	}
@@ -645,6 +645,40 @@ server_begin_shutdown(struct server *srv)
 	    (ev_tstamp)srv->gen->cfg->global.shutdown_timeout_ms / 1e3, 0.);
 	srv->drain_timer.data = srv;
 	ev_timer_start(srv->loop, &srv->drain_timer);
+}
+
+void
+server_conn_attach(struct server *srv, struct generation *gen,
+    struct conn_link *link)
+{
+	link->prev = NULL;
+	link->next = srv->conns;
+	if (srv->conns != NULL)
+		srv->conns->prev = link;
+	srv->conns = link;
+	__atomic_add_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
+	gen->nconns++;
+	srv->nsetup++;
+}
+
+void
+server_conn_setup_done(struct server *srv)
+{
+	srv->nsetup--;
+}
+
+void
+server_conn_detach(struct server *srv, struct generation *gen,
+    struct conn_link *link)
+{
+	if (link->prev != NULL)
+		link->prev->next = link->next;
+	else
+		srv->conns = link->next;
+	if (link->next != NULL)
+		link->next->prev = link->prev;
+	__atomic_sub_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
+	gen->nconns--;
 }
 
 void
@@ -682,7 +716,7 @@ server_free(struct server *srv)
 			ev_check_stop(srv->loop, &srv->collect_check);
 		}
 	}
-	server_close_all(srv, "shutdown");
+	server_close_all(srv);
 	while (srv->retired != NULL) {
 		struct generation *next = srv->retired->next;
 

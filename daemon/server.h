@@ -17,6 +17,12 @@ struct server;
 struct generation;
 struct conn;
 
+/* A connection's place in its loop's list of open ones (conn.c embeds it). */
+struct conn_link {
+	struct conn		*conn;
+	struct conn_link	*prev, *next;
+};
+
 /* A configured service, live: trust loaded, upstream resolved, listening. */
 struct service {
 	const struct service_config	*cfg;
@@ -61,7 +67,7 @@ struct server {
 	struct ev_loop		*loop;
 	struct generation	*gen;		/* the current configuration */
 	struct generation	*retired;
-	struct conn		*conns;		/* all open connections */
+	struct conn_link	*conns;		/* all open connections */
 	/* Counted by this loop, read by the main one: atomic. */
 	uint64_t		 nconns;
 	uint64_t		 handshakes_ok;
@@ -133,9 +139,20 @@ void	server_log_listening(struct server *srv, bool only_new);
 void	server_status(const struct server *srv, char *buf, size_t buflen);
 /* Stops accepting; ends the loop once connections finish or time runs out. */
 void	server_begin_shutdown(struct server *srv);
-/* Closes every connection now. */
-void	server_close_all(struct server *srv, const char *reason);
-/* Called by conn.c when a connection of gen ends. */
+/* Closes every connection now (reason=shutdown). */
+void	server_close_all(struct server *srv);
+/*
+ * The connection bookkeeping, all of it: conn.c attaches each new connection
+ * of gen (counted as setting up), says when its set-up is over, and detaches
+ * it at its close, before the close line; once it is freed,
+ * server_conn_closed does what may follow (a retired configuration freed,
+ * the drain over).
+ */
+void	server_conn_attach(struct server *srv, struct generation *gen,
+	    struct conn_link *link);
+void	server_conn_setup_done(struct server *srv);
+void	server_conn_detach(struct server *srv, struct generation *gen,
+	    struct conn_link *link);
 void	server_conn_closed(struct server *srv, struct generation *gen);
 void	server_free(struct server *srv);
 

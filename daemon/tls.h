@@ -9,12 +9,13 @@
 
 #include "config.h"
 #include "log.h"
+#include "parse.h"
 
 /* Latest session data per upstream address, for resumption. */
 #define TLS_SESSION_CACHE_MAX 16
 
 struct tls_cached_session {
-	char		addr[56];
+	char		addr[SOCKADDR_TEXT_MAX];
 	gnutls_datum_t	data;
 };
 

@@ -1,0 +1,184 @@
+/*
+ * conn_log.c - a connection's log lines: one handshake line (ok, alert or
+ * fail, kept apart), one close line, and state changes at debug level. Also
+ * the names the log uses for states, reasons, stages and results.
+ */
+#include <string.h>
+
+#include "conn_priv.h"
+#include "log.h"
+
+static const char *const state_names[] = {
+	[CONN_CONNECTING] = "connecting",
+	[CONN_HANDSHAKING] = "handshaking",
+	[CONN_AWAITING_VERDICT] = "awaiting_verdict",
+	[CONN_RELAYING] = "relaying",
+	[CONN_SHUTTING_DOWN] = "shutting_down",
+	[CONN_CLOSED] = "closed",
+};
+
+static const char *const close_reason_names[] = {
+	[CLOSE_DONE] = "done",
+	[CLOSE_UPSTREAM_TRUNCATED] = "upstream_truncated",
+	[CLOSE_HANDSHAKE_FAILED] = "handshake_failed",
+	[CLOSE_IDLE_TIMEOUT] = "idle_timeout",
+	[CLOSE_CLIENT_ERROR] = "client_error",
+	[CLOSE_UPSTREAM_ERROR] = "upstream_error",
+	[CLOSE_UPSTREAM_ALERT] = "upstream_alert",
+	[CLOSE_SHUTDOWN] = "shutdown",
+};
+
+static const char *const stage_names[] = {
+	[STAGE_RESOLVE] = "resolve",
+	[STAGE_CONNECT] = "connect",
+	[STAGE_TIMEOUT] = "timeout",
+	[STAGE_HANDSHAKE] = "handshake",
+	[STAGE_VERIFY] = "verify",
+};
+
+static const char *const result_names[] = {
+	[RESULT_OK] = "ok",
+	[RESULT_ALERT] = "alert",
+	[RESULT_FAIL] = "fail",
+};
+
+static const char *const alert_from_names[] = {
+	[ALERT_NONE] = NULL,
+	[ALERT_FROM_UPSTREAM] = "upstream",
+	[ALERT_FROM_TLSFWD] = "tlsfwd",
+};
+
+const char *
+conn_state_name(enum conn_state s)
+{
+	return state_names[s];
+}
+
+const char *
+conn_close_reason_name(enum conn_close_reason r)
+{
+	return close_reason_names[r];
+}
+
+/* The fields every connection line starts with, after ts/level/event. */
+static void
+conn_log_ids(struct log_line *l, const struct conn *c)
+{
+	log_str(l, "service", c->svc->cfg->name);
+	log_uint(l, "conn", c->id);
+	log_str(l, "client", c->client);
+	log_str(l, "upstream", c->upstream[0] ? c->upstream : "-");
+}
+
+/* error=, errno= and gnutls_error= for a recorded failure. */
+static void
+conn_log_error(struct log_line *l, const struct conn_error *e)
+{
+	if (e->text != NULL)
+		log_str(l, "error", e->text);
+	else if (e->sys_errno != 0)
+		log_str(l, "error", strerror(e->sys_errno));
+	else if (e->gnutls_rc != 0)
+		log_str(l, "error", gnutls_strerror(e->gnutls_rc));
+	if (e->sys_errno != 0) {
+		const char *name = strerrorname_np(e->sys_errno);
+
+		log_str(l, "errno", name != NULL ? name : "?");
+	}
+	if (e->gnutls_rc != 0)
+		log_str(l, "gnutls_error", gnutls_strerror_name(e->gnutls_rc));
+}
+
+void
+conn_log_state(const struct conn *c, enum conn_state to)
+{
+	struct log_line l;
+
+	log_line_begin(&l, LOG_DEBUG, "state");
+	conn_log_ids(&l, c);
+	log_str(&l, "from", state_names[c->state]);
+	log_str(&l, "to", state_names[to]);
+	log_line_end(&l);
+}
+
+/* Logs the one handshake line of a connection that never got verified TLS. */
+void
+conn_log_handshake_failure(struct conn *c, enum conn_result result,
+    enum conn_stage stage, enum conn_alert_from from)
+{
+	struct log_line l;
+
+	__atomic_add_fetch(&c->srv->handshakes_failed, 1, __ATOMIC_RELAXED);
+	log_line_begin(&l, LOG_WARN, "handshake");
+	conn_log_ids(&l, c);
+	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
+	log_str(&l, "result", result_names[result]);
+	log_str(&l, "stage", stage_names[stage]);
+	if (stage == STAGE_VERIFY)
+		log_str(&l, "verify", "fail");
+	if (stage == STAGE_TIMEOUT)
+		log_str(&l, "timeout", c->state == CONN_HANDSHAKING ?
+		    "handshake" : "connect");
+	conn_log_error(&l, &c->err);
+	if (from != ALERT_NONE) {
+		log_str(&l, "alert", c->err.alert);
+		log_str(&l, "alert_from", alert_from_names[from]);
+	} else if (c->err.alert[0] != '\0') {
+		log_str(&l, "alert_sent", c->err.alert);
+	}
+	if (c->tls != NULL)
+		tls_log_checks(&l, c->tls, &c->tlsc);
+	log_uint(&l, "attempts", c->attempts);
+	if (c->t_connected > 0) {
+		log_ms(&l, "connect_ms", c->t_connected - c->t_start);
+		log_ms(&l, "handshake_ms", conn_now_ms() - c->t_connected);
+	} else {
+		log_ms(&l, "connect_ms", conn_now_ms() - c->t_start);
+	}
+	log_line_end(&l);
+}
+
+/* The one handshake line of a connection whose TLS is up and verified. */
+void
+conn_log_handshake_ok(struct conn *c)
+{
+	struct log_line l;
+
+	__atomic_add_fetch(&c->srv->handshakes_ok, 1, __ATOMIC_RELAXED);
+	log_line_begin(&l, LOG_INFO, "handshake");
+	conn_log_ids(&l, c);
+	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
+	log_str(&l, "result", "ok");
+	tls_log_established(&l, c->tls, &c->tlsc);
+	log_uint(&l, "attempts", c->attempts);
+	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
+	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
+	log_line_end(&l);
+}
+
+/*
+ * The close line. Written once the descriptors and the max_connections slot
+ * are free, so that whoever reads it may count on them; before the TLS state
+ * goes, which the error text may point into.
+ */
+void
+conn_log_close(const struct conn *c, enum conn_close_reason reason)
+{
+	struct log_line l;
+	bool clean = reason == CLOSE_DONE;
+
+	log_line_begin(&l, clean ? LOG_INFO : LOG_WARN, "close");
+	conn_log_ids(&l, c);
+	log_str(&l, "reason", close_reason_names[reason]);
+	if (reason != CLOSE_HANDSHAKE_FAILED) {
+		conn_log_error(&l, &c->err);
+		if (c->err.alert[0] != '\0')
+			log_str(&l, "alert", c->err.alert);
+	}
+	if (clean && c->relay.upstream_close == RELAY_CLOSE_EOF_HARMLESS)
+		log_str(&l, "close_notify", "no");
+	log_uint(&l, "bytes_up", c->relay.bytes_up);
+	log_uint(&l, "bytes_down", c->relay.bytes_down);
+	log_ms(&l, "duration_ms", conn_now_ms() - c->t_start);
+	log_line_end(&l);
+}

@@ -1,0 +1,108 @@
+/*
+ * conn_priv.h - what conn.c, conn_handshake.c and conn_log.c share: the
+ * connection struct and the calls between them. No other file includes it:
+ * the rest of the daemon sees conn.h.
+ */
+#ifndef TLSFWD_CONN_PRIV_H
+#define TLSFWD_CONN_PRIV_H
+
+#include <ev.h>
+#include <gnutls/gnutls.h>
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "parse.h"
+#include "relay.h"
+#include "server.h"
+#include "tls.h"
+
+#define CONN_MAGIC 0x74666364u	/* checked at the top of every callback */
+
+/* Where the set-up failed: the handshake line's stage=. */
+enum conn_stage {
+	STAGE_RESOLVE,
+	STAGE_CONNECT,
+	STAGE_TIMEOUT,
+	STAGE_HANDSHAKE,
+	STAGE_VERIFY,
+};
+
+/* The handshake line's result=: the three outcomes, kept apart. */
+enum conn_result { RESULT_OK, RESULT_ALERT, RESULT_FAIL };
+
+/* Who sent the alert behind a failure (alert_from=). */
+enum conn_alert_from { ALERT_NONE, ALERT_FROM_UPSTREAM, ALERT_FROM_TLSFWD };
+
+
+/* Why a failure happened, for the handshake and close lines. */
+struct conn_error {
+	int		 sys_errno;	/* 0, or errno */
+	int		 gnutls_rc;	/* 0, or a GnuTLS error code */
+	const char	*text;		/* overrides the derived text */
+	char		 alert[40];	/* alert received/sent, "" if none */
+};
+
+struct conn {
+	uint32_t		 magic;
+	enum conn_state		 state;
+	uint64_t		 id;
+	struct service		*svc;
+	struct server		*srv;
+	struct conn_link	 link;		/* in srv->conns */
+
+	int			 cfd;		/* client, plaintext */
+	int			 ufd;		/* upstream, TLS */
+	ev_io			 c_rd, c_wr, u_rd, u_wr;
+	ev_timer		 timer;		/* the current state's limit */
+	gnutls_session_t	 tls;
+	struct tls_conn		 tlsc;		/* verification results */
+
+	const struct addrinfo	*next_addr;	/* next upstream address to try */
+	unsigned int		 attempts;	/* upstream addresses tried */
+	char			 client[SOCKADDR_TEXT_MAX];
+	char			 upstream[SOCKADDR_TEXT_MAX];
+
+	double			 t_start, t_connected, t_established;
+
+	struct relay		 relay;
+	struct conn_error	 err;
+	int			 io_errno;	/* last transport error, not EAGAIN */
+};
+
+/* conn.c: the state machine. */
+/* The only way to change state; arms the new state's timer. */
+void	conn_set_state(struct conn *c, enum conn_state state);
+/* Turns what the relay reports into the next state, or the close. */
+void	conn_on_relay(struct conn *c, enum relay_event ev);
+/*
+ * The end of every failed set-up: the handshake line (with text as the
+ * error, when given), then the close.
+ */
+void	conn_fail_handshake(struct conn *c, enum conn_result result,
+	    enum conn_stage stage, enum conn_alert_from from, const char *text);
+double	conn_now_ms(void);
+
+/* conn_handshake.c: the TLS session and its handshake. */
+/*
+ * Drives gnutls_handshake() from the watchers; on success starts the relay
+ * (conn_on_relay), on failure ends in conn_fail_handshake.
+ */
+void	conn_handshake_step(struct conn *c);
+/*
+ * Records GnuTLS error rc in c->err with what lies behind it: the alert
+ * received, or the transport's errno. True if it was an alert.
+ */
+bool	conn_note_tls_error(struct conn *c, int rc);
+/* The upstream's verdict, read from what it sent before an error. */
+bool	conn_verdict_from_leftovers(struct conn *c, int *gnutls_rc);
+
+/* conn_log.c: the connection's log lines. */
+void	conn_log_state(const struct conn *c, enum conn_state to);
+void	conn_log_handshake_failure(struct conn *c, enum conn_result result,
+	    enum conn_stage stage, enum conn_alert_from from);
+void	conn_log_handshake_ok(struct conn *c);
+void	conn_log_close(const struct conn *c, enum conn_close_reason reason);
+
+#endif
