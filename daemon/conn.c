@@ -72,7 +72,7 @@ void
 conn_set_state(struct conn *c, enum conn_state state)
 {
 	struct ev_loop *loop = c->srv->loop;
-	const struct service_config *svc = c->svc->cfg;
+	const struct service_config *sc = c->svc->cfg;
 	enum conn_state from = c->state;
 	uint64_t ms = 0;
 
@@ -83,10 +83,10 @@ conn_set_state(struct conn *c, enum conn_state state)
 		server_conn_setup_done(c->srv);
 	switch (state) {
 	case CONN_CONNECTING:
-		ms = svc->connect_timeout_ms;
+		ms = sc->connect_timeout_ms;
 		break;
 	case CONN_HANDSHAKING:
-		ms = svc->handshake_timeout_ms;
+		ms = sc->handshake_timeout_ms;
 		break;
 	case CONN_AWAITING_VERDICT:
 	case CONN_RELAYING:
@@ -94,7 +94,7 @@ conn_set_state(struct conn *c, enum conn_state state)
 		/* The idle timer starts with the relay and then runs on. */
 		if (!conn_in_setup(from))
 			return;
-		ms = svc->idle_timeout_ms;
+		ms = sc->idle_timeout_ms;
 		break;
 	case CONN_CLOSED:
 		ev_timer_stop(loop, &c->timer);
@@ -174,6 +174,9 @@ conn_on_relay(struct conn *c, enum relay_event ev)
 	bool verdict_in = true;
 	int rc = r->fail.gnutls_rc;
 
+	/* The common case, once per readiness event: nothing changes. */
+	if (ev == RELAY_WAIT && c->state == CONN_RELAYING)
+		return;
 	if (c->state == CONN_AWAITING_VERDICT) {
 		/* Any record, ticket, close_notify or end without alert. */
 		verdict_in = r->upstream_spoke || c->tlsc.upstream_spoke;
