@@ -74,7 +74,9 @@ def test_refusals_are_rate_limited(ssl_upstream, service, start_tlsfwd):
     fwd = start_tlsfwd({"svc": service(up.port, deny="127.0.0.0/8")})
     for _ in range(20):
         assert_closed_at_once(H.connect(fwd.ports["svc"]))
-    # Every one was closed by tlsfwd, so every one was judged.
+    # Every one was closed by tlsfwd, so every one was judged; the line is
+    # written before the close, but read by the log reader thread after it.
+    fwd.wait_event("refused", service="svc")
     first = refused_lines(fwd, service="svc")
     assert len(first) == 1, first
     assert "suppressed" not in first[0], first
