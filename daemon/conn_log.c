@@ -101,6 +101,26 @@ conn_log_state(const struct conn *c, enum conn_state to)
 	log_line_end(&l);
 }
 
+/*
+ * The start every handshake line shares (ids, sni, result=), and the loop's
+ * count of handshakes by outcome, which STATUS= shows.
+ */
+static void
+handshake_line_begin(struct log_line *l, const struct conn *c,
+    enum conn_result result)
+{
+	if (result == RESULT_OK)
+		__atomic_add_fetch(&c->srv->handshakes_ok, 1, __ATOMIC_RELAXED);
+	else
+		__atomic_add_fetch(&c->srv->handshakes_failed, 1,
+		    __ATOMIC_RELAXED);
+	log_line_begin(l, result == RESULT_OK ? LOG_INFO : LOG_WARN,
+	    "handshake");
+	conn_log_ids(l, c);
+	log_str(l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
+	log_str(l, "result", result_names[result]);
+}
+
 /* Logs the one handshake line of a connection that never got verified TLS. */
 void
 conn_log_handshake_failure(struct conn *c, enum conn_result result,
@@ -108,11 +128,7 @@ conn_log_handshake_failure(struct conn *c, enum conn_result result,
 {
 	struct log_line l;
 
-	__atomic_add_fetch(&c->srv->handshakes_failed, 1, __ATOMIC_RELAXED);
-	log_line_begin(&l, LOG_WARN, "handshake");
-	conn_log_ids(&l, c);
-	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
-	log_str(&l, "result", result_names[result]);
+	handshake_line_begin(&l, c, result);
 	log_str(&l, "stage", stage_names[stage]);
 	if (stage == STAGE_VERIFY)
 		log_str(&l, "verify", "fail");
@@ -144,11 +160,7 @@ conn_log_handshake_ok(struct conn *c)
 {
 	struct log_line l;
 
-	__atomic_add_fetch(&c->srv->handshakes_ok, 1, __ATOMIC_RELAXED);
-	log_line_begin(&l, LOG_INFO, "handshake");
-	conn_log_ids(&l, c);
-	log_str(&l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
-	log_str(&l, "result", "ok");
+	handshake_line_begin(&l, c, RESULT_OK);
 	tls_log_established(&l, c->tls, &c->tlsc);
 	log_uint(&l, "attempts", c->attempts);
 	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
