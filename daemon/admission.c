@@ -8,7 +8,7 @@
 
 #include "config.h"
 #include "log.h"
-#include "server.h"
+#include "service.h"
 
 struct admission_count {
 	char			 name[SERVICE_NAME_MAX + 1];
@@ -54,18 +54,18 @@ admission_free_all(void)
 }
 
 bool
-admission_address_allowed(const struct service_config *cfg,
+admission_address_allowed(const struct service_config *sc,
     const struct sockaddr *peer)
 {
 	if (peer->sa_family != AF_INET && peer->sa_family != AF_INET6)
 		return true;	/* unix: the socket file's mode decides */
-	for (size_t i = 0; i < cfg->ndeny; i++)
-		if (cidr_contains(&cfg->deny[i], peer))
+	for (size_t i = 0; i < sc->ndeny; i++)
+		if (cidr_contains(&sc->deny[i], peer))
 			return false;
-	if (cfg->nallow == 0)
+	if (sc->nallow == 0)
 		return true;
-	for (size_t i = 0; i < cfg->nallow; i++)
-		if (cidr_contains(&cfg->allow[i], peer))
+	for (size_t i = 0; i < sc->nallow; i++)
+		if (cidr_contains(&sc->allow[i], peer))
 			return true;
 	return false;
 }
@@ -76,11 +76,10 @@ admission_address_allowed(const struct service_config *cfg,
  * many were left out.
  */
 static void
-admission_log_refusal(struct service *svc, const char *client,
+admission_log_refusal(struct service *svc, double now, const char *client,
     const char *reason, unsigned long limit)
 {
 	struct admission_log *rl = &svc->refusals;
-	double now = ev_now(svc->srv->loop);
 	struct log_line l;
 
 	if (rl->last != 0 && now - rl->last < 1.0) {
@@ -89,7 +88,7 @@ admission_log_refusal(struct service *svc, const char *client,
 	}
 	rl->last = now;
 	log_line_begin(&l, LOG_WARN, "refused");
-	log_str(&l, "service", svc->cfg->name);
+	log_str(&l, "service", svc->sc->name);
 	log_str(&l, "client", client);
 	log_str(&l, "reason", reason);
 	if (limit > 0)
@@ -102,31 +101,31 @@ admission_log_refusal(struct service *svc, const char *client,
 
 bool
 admission_admit(struct service *svc, const struct sockaddr *peer,
-    const char *client)
+    const char *client, double now)
 {
-	const struct service_config *cfg = svc->cfg;
+	const struct service_config *sc = svc->sc;
 	unsigned long global_max = svc->gen->cfg->global.max_connections;
 	uint64_t mine, all;
 
-	if (!admission_address_allowed(cfg, peer)) {
-		admission_log_refusal(svc, client, "denied", 0);
+	if (!admission_address_allowed(sc, peer)) {
+		admission_log_refusal(svc, now, client, "denied", 0);
 		return false;
 	}
 	/* Take the slots first, then look: no window where two loops both
 	 * see room for one. */
 	mine = __atomic_add_fetch(&svc->count->open, 1, __ATOMIC_RELAXED);
 	all = __atomic_add_fetch(&open_total, 1, __ATOMIC_RELAXED);
-	if ((cfg->max_connections == 0 || mine <= cfg->max_connections) &&
+	if ((sc->max_connections == 0 || mine <= sc->max_connections) &&
 	    (global_max == 0 || all <= global_max))
 		return true;
 	__atomic_sub_fetch(&svc->count->open, 1, __ATOMIC_RELAXED);
 	__atomic_sub_fetch(&open_total, 1, __ATOMIC_RELAXED);
-	if (cfg->max_connections != 0 && mine > cfg->max_connections)
-		admission_log_refusal(svc, client, "max_connections",
-		    cfg->max_connections);
+	if (sc->max_connections != 0 && mine > sc->max_connections)
+		admission_log_refusal(svc, now, client, "max_connections",
+		    sc->max_connections);
 	else
-		admission_log_refusal(svc, client, "global_max_connections",
-		    global_max);
+		admission_log_refusal(svc, now, client,
+		    "global_max_connections", global_max);
 	return false;
 }
 

@@ -26,17 +26,17 @@ struct admission_log {
 struct admission_count *admission_count_get(const char *service);
 void	admission_free_all(void);
 
-/* Whether cfg's allow and deny let peer in (always true off TCP). */
-bool	admission_address_allowed(const struct service_config *cfg,
+/* Whether sc's allow and deny let peer in (always true off TCP). */
+bool	admission_address_allowed(const struct service_config *sc,
 	    const struct sockaddr *peer);
 
 /*
- * Decides on a client svc just accepted: true takes a connection slot,
- * given back with admission_release(); false logs the refusal (rate
- * limited) and the caller closes the socket.
+ * Decides on a client svc just accepted (now: the loop's ev_now): true
+ * takes a connection slot, given back with admission_release(); false logs
+ * the refusal (rate limited) and the caller closes the socket.
  */
 bool	admission_admit(struct service *svc, const struct sockaddr *peer,
-	    const char *client);
+	    const char *client, double now);
 void	admission_release(struct service *svc);
 
 /* Open connections of all services, every loop. */

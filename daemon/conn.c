@@ -72,7 +72,7 @@ void
 conn_set_state(struct conn *c, enum conn_state state)
 {
 	struct ev_loop *loop = c->srv->loop;
-	const struct service_config *sc = c->svc->cfg;
+	const struct service_config *sc = c->svc->sc;
 	enum conn_state from = c->state;
 	uint64_t ms = 0;
 
@@ -142,14 +142,14 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case CONN_HANDSHAKING:
 		snprintf(text, sizeof(text), "TLS handshake not finished "
 		    "within %llu ms", (unsigned long long)
-		    c->svc->cfg->handshake_timeout_ms);
+		    c->svc->sc->handshake_timeout_ms);
 		conn_fail_handshake(c, RESULT_FAIL, STAGE_TIMEOUT, ALERT_NONE,
 		    text);
 		break;
 	case CONN_AWAITING_VERDICT:
 	case CONN_RELAYING:
 	case CONN_SHUTTING_DOWN:
-		idle = (ev_tstamp)c->svc->cfg->idle_timeout_ms / 1e3;
+		idle = (ev_tstamp)c->svc->sc->idle_timeout_ms / 1e3;
 		left = c->relay.last_activity + idle - ev_now(loop);
 		if (left > 0) {
 			ev_timer_set(&c->timer, left, 0.);
@@ -412,14 +412,14 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 
 	/* Before any upstream work: a refused client costs one close(). */
 	sockaddr_format(peer, peerlen, client, sizeof(client));
-	if (!admission_admit(svc, peer, client)) {
+	if (!admission_admit(svc, peer, client, ev_now(srv->loop))) {
 		close(cfd);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		log_msg(LOG_ERROR, "accept", "service=%s: out of memory, "
-		    "closing the client", svc->cfg->name);
+		    "closing the client", svc->sc->name);
 		admission_release(svc);
 		close(cfd);
 		return;
@@ -444,12 +444,12 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 	c->link.conn = c;
 	server_conn_attach(srv, svc->gen, &c->link);
 
-	if (svc->addrs == NULL) {
+	if (svc->upstream.addrs == NULL) {
 		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
-		    svc->resolve_error);
+		    svc->upstream.error);
 		return;
 	}
-	c->next_addr = svc->addrs;
+	c->next_addr = svc->upstream.addrs;
 	conn_connect_next(c);
 }
 

@@ -153,7 +153,7 @@ conn_handshake_done(struct conn *c)
 	const char *why;
 
 	/* The protocol said yes; the service may still require more of it. */
-	why = tls_policy_check_established(c->tls, c->svc->cfg, &alert);
+	why = tls_policy_check_established(c->tls, c->svc->sc, &alert);
 	if (why != NULL) {
 		(void)gnutls_alert_send(c->tls, GNUTLS_AL_FATAL, alert);
 		tls_alert_name((int)alert, c->err.alert, sizeof(c->err.alert));
@@ -192,7 +192,7 @@ conn_handshake_step(struct conn *c)
 	int rc;
 
 	if (c->tls == NULL) {
-		c->tlsc.sc = c->svc->cfg;
+		c->tlsc.sc = c->svc->sc;
 		c->tlsc.t = &c->svc->tls;
 		c->tlsc.addr = c->upstream;
 		if (tls_session_new(&c->tls, &c->tlsc, err,

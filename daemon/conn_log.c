@@ -64,7 +64,7 @@ conn_close_reason_name(enum conn_close_reason r)
 static void
 conn_log_ids(struct log_line *l, const struct conn *c)
 {
-	log_str(l, "service", c->svc->cfg->name);
+	log_str(l, "service", c->svc->sc->name);
 	log_uint(l, "conn", c->id);
 	log_str(l, "client", c->client);
 	log_str(l, "upstream", c->upstream[0] ? c->upstream : "-");
@@ -117,7 +117,7 @@ handshake_line_begin(struct log_line *l, const struct conn *c,
 	log_line_begin(l, result == RESULT_OK ? LOG_INFO : LOG_WARN,
 	    "handshake");
 	conn_log_ids(l, c);
-	log_str(l, "sni", c->svc->cfg->sni[0] ? c->svc->cfg->sni : "-");
+	log_str(l, "sni", c->svc->sc->sni[0] ? c->svc->sc->sni : "-");
 	log_str(l, "result", result_names[result]);
 }
 

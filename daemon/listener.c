@@ -12,7 +12,7 @@
 
 #include "conn.h"
 #include "log.h"
-#include "server.h"
+#include "service.h"
 
 /* Accepts per wake-up, so one busy listener cannot starve the others. */
 #define ACCEPT_BATCH 64
@@ -66,16 +66,16 @@ unix_path_clear(const struct listen_addr *la, char *err, size_t errlen)
 
 /* mode, owner and group of the socket file, set before listen(). */
 static int
-unix_path_protect(const char *path, const struct service_config *cfg,
+unix_path_protect(const char *path, const struct service_config *sc,
     char *err, size_t errlen)
 {
-	if (chmod(path, cfg->unix_mode) != 0) {
-		snprintf(err, errlen, "chmod %04o %s: %s", cfg->unix_mode, path,
+	if (chmod(path, sc->unix_mode) != 0) {
+		snprintf(err, errlen, "chmod %04o %s: %s", sc->unix_mode, path,
 		    strerror(errno));
 		return -1;
 	}
-	if ((cfg->unix_uid != (uid_t)-1 || cfg->unix_gid != (gid_t)-1) &&
-	    lchown(path, cfg->unix_uid, cfg->unix_gid) != 0) {
+	if ((sc->unix_uid != (uid_t)-1 || sc->unix_gid != (gid_t)-1) &&
+	    lchown(path, sc->unix_uid, sc->unix_gid) != 0) {
 		snprintf(err, errlen, "chown %s: %s", path, strerror(errno));
 		return -1;
 	}
@@ -186,7 +186,7 @@ listener_open(struct listener *l, const struct listen_addr *la,
 	if (la->is_unix) {
 		snprintf(l->unix_path, sizeof(l->unix_path), "%s",
 		    ((const struct sockaddr_un *)&la->sa)->sun_path);
-		if (unix_path_protect(l->unix_path, svc->cfg, err,
+		if (unix_path_protect(l->unix_path, svc->sc, err,
 		    errlen) != 0)
 			goto fail;
 	}
@@ -293,7 +293,7 @@ listener_pause(struct listener *l, struct ev_loop *loop, int err)
 		l->paused_since = ev_now(loop);
 		log_msg(LOG_ERROR, "accept", "service=%s listen=%s: %s; "
 		    "pausing accept (%.0f ms at a time) until descriptors "
-		    "free up", l->svc->cfg->name, l->bound, strerror(err),
+		    "free up", l->svc->sc->name, l->bound, strerror(err),
 		    ACCEPT_PAUSE_S * 1e3);
 	}
 	ev_io_stop(loop, &l->io);
@@ -305,7 +305,7 @@ static void
 listener_unpaused(struct listener *l, struct ev_loop *loop)
 {
 	log_msg(LOG_INFO, "accept", "service=%s listen=%s: accepting again "
-	    "after %u pause(s), %.0f ms", l->svc->cfg->name, l->bound,
+	    "after %u pause(s), %.0f ms", l->svc->sc->name, l->bound,
 	    l->pauses, (ev_now(loop) - l->paused_since) * 1e3);
 	l->pauses = 0;
 }
@@ -335,8 +335,8 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (fd >= 0) {
 			conn_accept(l->svc, fd, (struct sockaddr *)&peer,
 			    peerlen);
-			if (l->svc->srv->draining)
-				return;
+			if (l->fd < 0)
+				return;	/* closed meanwhile (shutdown) */
 			continue;
 		}
 		switch (errno) {
@@ -360,7 +360,7 @@ listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		default:
 			log_msg(LOG_ERROR, "accept", "service=%s listen=%s: %s",
-			    l->svc->cfg->name, l->bound, strerror(errno));
+			    l->svc->sc->name, l->bound, strerror(errno));
 			return;
 		}
 	}

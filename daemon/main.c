@@ -11,6 +11,7 @@
 
 #include "admission.h"
 #include "config.h"
+#include "generation.h"
 #include "log.h"
 #include "notify.h"
 #include "privdrop.h"
@@ -178,7 +179,7 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		    cfg->global.user_line,
 		    "[global] group: a change needs a restart");
 	if (cfg != NULL && (errs.n > 0 ||
-	    server_apply(srv, cfg, true, &errs) != 0)) {
+	    generation_apply(srv, cfg, true, &errs) != 0)) {
 		config_free(cfg);
 		cfg = NULL;
 	}
@@ -238,7 +239,7 @@ check_config(const char *path)
 		goto out;
 	}
 	srv = server_new(NULL);
-	if (srv != NULL && server_apply(srv, cfg, false, &errs) == 0) {
+	if (srv != NULL && generation_apply(srv, cfg, false, &errs) == 0) {
 		printf("%s: configuration OK (%zu service%s)\n", path,
 		    cfg->nservices, cfg->nservices == 1 ? "" : "s");
 		rc = 0;
@@ -407,8 +408,8 @@ run(const char *path)
 		tls_global_deinit();
 		return 1;
 	}
-	if (server_inherit_fds(d.srv, &errs) != 0 ||
-	    server_apply(d.srv, cfg, true, &errs) != 0) {
+	if (generation_inherit_fds(d.srv, &errs) != 0 ||
+	    generation_apply(d.srv, cfg, true, &errs) != 0) {
 		config_errors_print(&errs, stderr);
 		config_errors_free(&errs);
 		config_free(cfg);

@@ -1,62 +1,26 @@
-/* server.h - one event loop's world: configurations, services, connections. */
+/*
+ * server.h - one event loop's world: its configuration (a generation, see
+ * generation.h), its open connections, status and shutdown.
+ */
 #ifndef TLSFWD_SERVER_H
 #define TLSFWD_SERVER_H
 
 #include <ev.h>
-#include <netdb.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "admission.h"
-#include "config.h"
-#include "listener.h"
+#include "io_collect.h"
 #include "relay.h"
-#include "tls.h"
+#include "service.h"
+#include "service_warn.h"
 
-struct server;
-struct generation;
 struct conn;
+struct inherited_fd;
 
 /* A connection's place in its loop's list of open ones (conn.c embeds it). */
 struct conn_link {
 	struct conn		*conn;
 	struct conn_link	*prev, *next;
-};
-
-/* A configured service, live: trust loaded, upstream resolved, listening. */
-struct service {
-	const struct service_config	*cfg;
-	struct generation		*gen;
-	struct server			*srv;
-	struct tls_service		 tls;
-	bool				 tls_ready;
-	struct addrinfo			*addrs;		/* NULL if unresolved */
-	char				 resolve_error[HOST_MAX + 128];
-	struct listener			 listener;
-	struct listener			*takeover;	/* reload: old one to keep */
-	bool				 kept;		/* listener carried over */
-	struct admission_count		*count;		/* open, all loops */
-	struct admission_log		 refusals;
-};
-
-/*
- * One loaded configuration and its services. A reload makes a new one; the
- * old one is retired and freed when its last connection ends, so open
- * connections finish on the configuration they started with.
- */
-struct generation {
-	struct config		*cfg;
-	struct service		*services;
-	size_t			 nservices;
-	size_t			 nconns;
-	struct generation	*next;		/* in srv->retired */
-};
-
-/* A socket passed by the service manager (socket activation). */
-struct inherited_fd {
-	int	 fd;
-	char	*name;
-	bool	 used;
 };
 
 /*
@@ -85,46 +49,21 @@ struct server {
 	size_t			 ninherited;
 	bool			 draining;
 	ev_timer		 drain_timer;
-	ev_timer		 expiry_timer;	/* daily client cert check */
+	struct service_warn_daily daily;	/* client cert expiry */
 	char			 status_note[96];	/* e.g. a failed reload */
 	struct relay_spares	 spares;		/* relay buffers to reuse */
-	/* io_collect_interval, applied only while the loop is busy. */
-	ev_tstamp		 collect_interval;
-	unsigned int		 collect_ready;	/* events the last poll returned */
-	bool			 collecting;
 	unsigned int		 nsetup;	/* connecting or handshaking */
-	ev_prepare		 collect_prepare;
-	ev_check		 collect_check;
+	struct io_collect	 collect;	/* reads nsetup */
+	/*
+	 * Per-loop seats of what is to come, so it lands beside this and not
+	 * in conn.c: the resolver and upstream health (upstream.c), warm
+	 * upstream connections (pool.c), lock-free counters summed at scrape
+	 * time (metrics.c).
+	 */
 };
 
+/* A loop's world with no configuration yet (loop NULL: only checks). */
 struct server *server_new(struct ev_loop *loop);
-/*
- * Takes the sockets systemd passed (LISTEN_FDS); they are matched to services
- * by name when the first configuration is applied. Errors go to errs.
- */
-int	server_inherit_fds(struct server *srv, struct config_errors *errs);
-/*
- * Builds services from cfg (trust, and with bind: upstream addresses and
- * listeners, reusing the current ones whose address is unchanged) and
- * makes it current, taking cfg over. Without bind (-t) it only checks, and
- * cfg stays the caller's. On any error, reported to errs, nothing changes
- * and cfg stays the caller's.
- */
-int	server_apply(struct server *srv, struct config *cfg, bool bind,
-	    struct config_errors *errs);
-/*
- * A generation for a worker loop (wsrv) with cfg, its own copy of the main
- * loop's configuration: its own trust and caches, and dups of the main
- * loop's listening sockets. Built by the main thread; committed by the
- * worker's own thread with server_commit(). NULL with errs on failure.
- */
-struct generation *server_prepare_shared(struct server *wsrv,
-	    struct config *cfg, const struct server *main_srv,
-	    struct config_errors *errs);
-/* Makes gen current in srv's loop; retires the previous one. */
-void	server_commit(struct server *srv, struct generation *gen);
-/* Frees a generation that was never committed. */
-void	server_discard(struct server *srv, struct generation *gen);
 
 enum server_total { TOTAL_CONNS, TOTAL_OK, TOTAL_FAILED };
 /* A count summed over every loop of srv's group. */

@@ -22,10 +22,9 @@
  * AES-128-GCM is offered first, as browsers and Go do: servers that follow
  * the client's order (nginx's default) then run the handshake's key
  * schedule on SHA-256, which current x86 and ARM CPUs hash in hardware,
- * instead of SHA-384, which none do (it was a fifth of a resumed
- * handshake's instructions), and bulk data takes 10 AES rounds instead of
- * 14: 10% more new connections a second in make bench. Servers that insist
- * on their own order still get it.
+ * instead of SHA-384, which none do, and bulk data takes 10 AES rounds
+ * instead of 14 (README, Performance, has the measurements). Servers that
+ * insist on their own order still get it.
  */
 #define TLS_DEFAULT_PRIORITY \
 	"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:" \
@@ -36,8 +35,8 @@
  * X25519 first: the cheapest key exchange and the one servers pick. Only
  * the first group gets a key share (GNUTLS_KEY_SHARE_TOP in tls_session_new),
  * so a server without it costs a HelloRetryRequest instead of every
- * handshake paying for two key pairs (GnuTLS's default): one key pair is a
- * third of a resumed handshake's instructions (bench/profile.py).
+ * handshake paying for two key pairs (GnuTLS's default): a key pair is a
+ * large share of a resumed handshake's cost (README, Performance).
  */
 #define TLS_DEFAULT_GROUPS \
 	"-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:" \

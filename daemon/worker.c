@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "generation.h"
 #include "log.h"
 
 /* Fired in the worker's loop by worker_reload() and worker_stop(). */
@@ -23,9 +24,9 @@ worker_wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 	stop = w->stop;
 	pthread_mutex_unlock(&w->lock);
 	if (gen != NULL && !w->srv->draining)
-		server_commit(w->srv, gen);
+		generation_commit(w->srv, gen);
 	else if (gen != NULL)
-		server_discard(w->srv, gen);
+		generation_discard(w->srv, gen);
 	if (stop)
 		server_begin_shutdown(w->srv);
 }
@@ -50,7 +51,7 @@ worker_prepare(struct worker *w, const char *text, const char *path,
 	cfg = config_load_string(text, path, errs);
 	if (cfg == NULL)
 		return NULL;
-	gen = server_prepare_shared(w->srv, cfg, main_srv, errs);
+	gen = generation_prepare_worker(w->srv, cfg, main_srv, errs);
 	if (gen == NULL)
 		config_free(cfg);
 	return gen;
@@ -89,7 +90,7 @@ worker_new(unsigned int index, unsigned int count, const char *text,
 		return NULL;
 	}
 	/* The thread is not running yet: its loop is still ours to touch. */
-	server_commit(w->srv, gen);
+	generation_commit(w->srv, gen);
 	return w;
 }
 
@@ -122,7 +123,7 @@ worker_reload(struct worker *w, const char *text, const char *path,
 	pthread_mutex_unlock(&w->lock);
 	/* Never committed, never started: freeing it touches no loop. */
 	if (old != NULL)
-		server_discard(w->srv, old);
+		generation_discard(w->srv, old);
 	ev_async_send(w->loop, &w->wake);
 	return 0;
 }
@@ -144,7 +145,7 @@ worker_free(struct worker *w)
 	if (w->started)
 		pthread_join(w->thread, NULL);
 	if (w->pending != NULL)
-		server_discard(w->srv, w->pending);
+		generation_discard(w->srv, w->pending);
 	ev_async_stop(w->loop, &w->wake);
 	server_free(w->srv);
 	ev_loop_destroy(w->loop);
