@@ -16,10 +16,10 @@ WARN	:= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 # never when make reads this file: on a fresh machine `make deps` installs
 # the -dev packages after that. Asked once per make; a missing library is an
 # error that says what to run, not a link with empty flags.
-PKG_LIBS := gnutls inih libsystemd
+PKG_LIBS := gnutls inih libsystemd libcares
 pkg_config = $(if $(shell pkg-config --exists $(PKG_LIBS) 2>/dev/null && echo y),$\
 	$(shell pkg-config $(1) $(PKG_LIBS)),$\
-	$(error pkg-config finds no $(PKG_LIBS) (Debian: libgnutls28-dev libinih-dev libsystemd-dev): run `make deps`))
+	$(error pkg-config finds no $(PKG_LIBS) (Debian: libgnutls28-dev libinih-dev libsystemd-dev libc-ares-dev): run `make deps`))
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(call pkg_config,--cflags))$(PKG_CFLAGS)
 PKG_LDLIBS = $(eval PKG_LDLIBS := $(call pkg_config,--libs))$(PKG_LDLIBS)
 
@@ -42,7 +42,7 @@ UNITS	:= $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*
 
 # Debian packages to build, test and demo; `make deps` installs what is missing.
 DEB_PKGS := gcc make pkg-config libgnutls28-dev libev-dev libinih-dev \
-	    libsystemd-dev \
+	    libsystemd-dev libc-ares-dev python3-dnspython \
 	    libcmocka-dev clang python3 python3-pytest gnutls-bin openssl \
 	    curl ca-certificates systemd mandoc groff-base man-db strace \
 	    softhsm2 iproute2 valgrind procps libclang-rt-dev nginx \
