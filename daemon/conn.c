@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +17,8 @@
  * way out.
  *
  *   state             entered from                        its timer
+ *   RESOLVING         conn_accept (the first state): the  connect_timeout
+ *                     upstream's addresses, if not known
  *   CONNECTING        conn_connect_next (each address)    connect_timeout:
  *                                                         next address
  *   HANDSHAKING       conn_connected                      handshake_timeout
@@ -37,7 +40,8 @@ static void conn_connect_next(struct conn *c);
 static bool
 conn_in_setup(enum conn_state s)
 {
-	return s == CONN_CONNECTING || s == CONN_HANDSHAKING;
+	return s == CONN_RESOLVING || s == CONN_CONNECTING ||
+	    s == CONN_HANDSHAKING;
 }
 
 enum conn_state
@@ -82,6 +86,7 @@ conn_set_state(struct conn *c, enum conn_state state)
 	if (conn_in_setup(from) && !conn_in_setup(state))
 		server_conn_setup_done(c->srv);
 	switch (state) {
+	case CONN_RESOLVING:
 	case CONN_CONNECTING:
 		ms = sc->connect_timeout_ms;
 		break;
@@ -128,12 +133,19 @@ static void
 conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	char text[96];
+	char text[HOST_MAX + 96];
 	ev_tstamp idle, left;
 
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
 	switch (c->state) {
+	case CONN_RESOLVING:
+		snprintf(text, sizeof(text), "cannot resolve %s: no answer "
+		    "within %llu ms", c->svc->sc->upstream.host,
+		    (unsigned long long)c->svc->sc->connect_timeout_ms);
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
+		    text);
+		break;
 	case CONN_CONNECTING:
 		/* This address took too long; the next one may not. */
 		c->err.sys_errno = ETIMEDOUT;
@@ -304,6 +316,7 @@ conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	case CONN_SHUTTING_DOWN:
 		conn_on_relay(c, relay_on_upstream_writable(&c->relay));
 		break;
+	case CONN_RESOLVING:
 	case CONN_CLOSED:
 		break;
 	}
@@ -368,22 +381,23 @@ static void
 conn_connect_next(struct conn *c)
 {
 	struct ev_loop *loop = c->srv->loop;
-	const struct addrinfo *ai;
+	const struct resolver_addr *ra;
+	const struct sockaddr *sa;
 
 	conn_drop_upstream(c);
-	while ((ai = c->next_addr) != NULL) {
-		c->next_addr = ai->ai_next;
-		sockaddr_format(ai->ai_addr, ai->ai_addrlen, c->upstream,
-		    sizeof(c->upstream));
+	while (c->next_addr < c->addrs->n) {
+		ra = &c->addrs->a[c->next_addr++];
+		sa = (const struct sockaddr *)&ra->ss;
+		sockaddr_format(sa, ra->len, c->upstream, sizeof(c->upstream));
 		c->attempts++;
-		c->ufd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK |
+		c->ufd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK |
 		    SOCK_CLOEXEC, 0);
 		if (c->ufd < 0) {
 			c->err.sys_errno = errno;
 			continue;
 		}
 		conn_set_nodelay(c->ufd);
-		if (connect(c->ufd, ai->ai_addr, ai->ai_addrlen) == 0 ||
+		if (connect(c->ufd, sa, ra->len) == 0 ||
 		    errno == EINPROGRESS) {
 			/* Even an immediate success reports via writability. */
 			ev_io_set(&c->u_rd, c->ufd, EV_READ);
@@ -402,11 +416,30 @@ conn_connect_next(struct conn *c)
 
 /* ----- life cycle ----- */
 
+/* Called by upstream.c when the addresses a RESOLVING conn waits for came. */
+static void
+conn_resolved(struct upstream_wait *w, struct upstream_addrs *addrs,
+    const char *error)
+{
+	struct conn *c = (struct conn *)((char *)w -
+	    offsetof(struct conn, wait));
+
+	assert(c->magic == CONN_MAGIC && c->state == CONN_RESOLVING);
+	if (addrs == NULL) {
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
+		    error);
+		return;
+	}
+	c->addrs = addrs;
+	conn_connect_next(c);
+}
+
 void
 conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
     socklen_t peerlen)
 {
 	struct server *srv = svc->srv;
+	const char *error;
 	struct conn *c;
 	char client[SOCKADDR_TEXT_MAX];
 
@@ -444,13 +477,20 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 	c->link.conn = c;
 	server_conn_attach(srv, svc->gen, &c->link);
 
-	if (svc->upstream.addrs == NULL) {
+	/* The first state, RESOLVING, is left at once if addrs are known. */
+	c->wait.done = conn_resolved;
+	switch (upstream_name_get(&svc->upstream, &c->wait, &c->addrs, &error)) {
+	case UPSTREAM_NAME_READY:
+		conn_connect_next(c);
+		break;
+	case UPSTREAM_NAME_WAIT:
+		conn_set_state(c, CONN_RESOLVING);
+		break;
+	case UPSTREAM_NAME_FAILED:
 		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
-		    svc->upstream.error);
-		return;
+		    error);
+		break;
 	}
-	c->next_addr = svc->upstream.addrs;
-	conn_connect_next(c);
 }
 
 void
@@ -465,6 +505,8 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	    reason != CLOSE_HANDSHAKE_FAILED)
 		/* Ended for another reason before a verdict: none was a no. */
 		conn_verdict_yes(c);
+	if (c->state == CONN_RESOLVING)
+		upstream_name_wait_cancel(&c->svc->upstream, &c->wait);
 
 	conn_set_state(c, CONN_CLOSED);
 	ev_io_stop(loop, &c->c_rd);
@@ -482,6 +524,7 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 		gnutls_deinit(c->tls);
 	tls_conn_clear(&c->tlsc);
 	relay_free(&c->relay);
+	upstream_addrs_put(c->addrs);
 	c->magic = 0;
 	free(c);
 	server_conn_closed(srv, gen);

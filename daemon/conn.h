@@ -18,6 +18,7 @@ struct service;
  * at the top of conn.c for what enters each, and each state's timer).
  */
 enum conn_state {
+	CONN_RESOLVING,		/* waiting for the upstream's addresses */
 	CONN_CONNECTING,	/* non-blocking connect() to an upstream address */
 	CONN_HANDSHAKING,	/* gnutls_handshake() until done or failed */
 	CONN_AWAITING_VERDICT,	/* relaying; TLS 1.3 upstream judging our cert */

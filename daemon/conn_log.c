@@ -9,6 +9,7 @@
 #include "log.h"
 
 static const char *const state_names[] = {
+	[CONN_RESOLVING] = "resolving",
 	[CONN_CONNECTING] = "connecting",
 	[CONN_HANDSHAKING] = "handshaking",
 	[CONN_AWAITING_VERDICT] = "awaiting_verdict",

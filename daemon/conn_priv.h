@@ -59,7 +59,9 @@ struct conn {
 	gnutls_session_t	 tls;
 	struct tls_conn		 tlsc;		/* verification results */
 
-	const struct addrinfo	*next_addr;	/* next upstream address to try */
+	struct upstream_addrs	*addrs;		/* the upstream's, a reference */
+	size_t			 next_addr;	/* in addrs: the next to try */
+	struct upstream_wait	 wait;		/* RESOLVING: for addrs */
 	unsigned int		 attempts;	/* upstream addresses tried */
 	char			 client[SOCKADDR_TEXT_MAX];
 	char			 upstream[SOCKADDR_TEXT_MAX];

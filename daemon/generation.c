@@ -14,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "server.h"
 #include "service_warn.h"
 
@@ -69,8 +70,9 @@ generation_free(struct generation *gen, struct ev_loop *loop)
 		listener_close(&svc->listener, loop);
 		if (svc->tls_ready)
 			tls_service_deinit(&svc->tls);
-		upstream_free(&svc->upstream);
+		upstream_name_free(&svc->upstream);
 	}
+	resolver_free(gen->resolver);
 	free(gen->services);
 	config_free(gen->cfg);
 	free(gen);
@@ -169,8 +171,10 @@ service_listen(struct server *srv, struct generation *gen, size_t idx,
 static void
 generation_retire(struct server *srv, struct generation *gen)
 {
-	for (size_t i = 0; i < gen->nservices; i++)
+	for (size_t i = 0; i < gen->nservices; i++) {
 		listener_close(&gen->services[i].listener, srv->loop);
+		upstream_name_stop(&gen->services[i].upstream);
+	}
 	if (gen->nconns == 0) {
 		generation_free(gen, srv->loop);
 		return;
@@ -235,9 +239,34 @@ generation_discard(struct server *srv, struct generation *gen)
 	generation_free(gen, srv->loop);
 }
 
+/*
+ * The upstream of the configuration being replaced with the same name and
+ * port as sc's, if any: its addresses serve until the first refresh.
+ */
+static const struct upstream_name *
+previous_upstream(const struct generation *old,
+    const struct service_config *sc)
+{
+	for (size_t i = 0; old != NULL && i < old->nservices; i++) {
+		const struct service_config *osc = old->services[i].sc;
+
+		if (osc->upstream.port == sc->upstream.port &&
+		    strcmp(osc->upstream.host, sc->upstream.host) == 0)
+			return &old->services[i].upstream;
+	}
+	return NULL;
+}
+
 void
 generation_commit(struct server *srv, struct generation *gen)
 {
+	char err[256];
+
+	/* Its own, so a reload reads /etc/resolv.conf again. */
+	gen->resolver = resolver_new(srv->loop, NULL, err, sizeof(err));
+	if (gen->resolver == NULL)
+		log_msg(LOG_ERROR, "resolve", "cannot start the resolver: %s "
+		    "(every connection fails at stage=resolve)", err);
 	for (size_t i = 0; i < gen->nservices; i++) {
 		struct service *svc = &gen->services[i];
 
@@ -246,8 +275,12 @@ generation_commit(struct server *srv, struct generation *gen)
 			listener_move(&svc->listener, svc->takeover, svc,
 			    srv->loop);
 		svc->takeover = NULL;
-		/* Each loop keeps its own addresses; the main loop logs. */
-		upstream_resolve(&svc->upstream, svc->sc, srv->is_worker);
+		/* Each loop resolves on its own; the main loop logs. */
+		upstream_name_init(&svc->upstream, svc->sc->name,
+		    svc->sc->upstream.host, svc->sc->upstream.port,
+		    UPSTREAM_RESOLVE_INTERVAL);
+		upstream_name_start(&svc->upstream, srv->loop, gen->resolver,
+		    previous_upstream(srv->gen, svc->sc), srv->is_worker);
 		if (!srv->is_worker) {	/* said once, not once per loop */
 			service_warn_key_perms(svc->sc, NULL, NULL);
 			service_warn_open_access(svc);

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,16 +234,12 @@ query_deliver_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	query_unlink_free(q);
 }
 
-/* Whether host is an address, or a name the hosts file has: no TTL. */
+/* Whether the hosts file has host: no TTL. */
 static bool
-query_has_no_ttl(struct resolver *r, const char *host)
+query_in_hosts_file(struct resolver *r, const char *host)
 {
-	unsigned char buf[sizeof(struct in6_addr)];
 	struct hostent *he = NULL;
 
-	if (inet_pton(AF_INET, host, buf) == 1 ||
-	    inet_pton(AF_INET6, host, buf) == 1)
-		return true;
 	if (ares_gethostbyname_file(r->channel, host, AF_INET, &he) ==
 	    ARES_SUCCESS || ares_gethostbyname_file(r->channel, host, AF_INET6,
 	    &he) == ARES_SUCCESS) {
@@ -299,10 +296,47 @@ query_answer_cb(void *arg, int status, int timeouts, struct ares_addrinfo *ai)
 	q->res.addrs = q->addrs;
 	q->res.naddrs = count;
 	q->res.ttl = status == ARES_SUCCESS && ttl == 0 &&
-	    query_has_no_ttl(r, q->host) ? -1 : ttl;
+	    query_in_hosts_file(r, q->host) ? -1 : ttl;
 	q->answered = true;
 	ev_timer_set(&q->deliver, 0., 0.);
 	ev_timer_start(r->loop, &q->deliver);
+}
+
+/*
+ * An address is its own answer: no lookup (c-ares would still ask the DNS
+ * server for the other family, holding a socket meanwhile).
+ */
+static bool
+query_literal(struct resolver_query *q, unsigned int port)
+{
+	struct sockaddr_in6 *sin6;
+	struct sockaddr_in *sin;
+
+	q->addrs = calloc(1, sizeof(*q->addrs));
+	if (q->addrs == NULL)
+		return false;
+	sin = (struct sockaddr_in *)&q->addrs->ss;
+	sin6 = (struct sockaddr_in6 *)&q->addrs->ss;
+	if (inet_pton(AF_INET, q->host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		q->addrs->len = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, q->host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		q->addrs->len = sizeof(*sin6);
+	} else {
+		free(q->addrs);
+		q->addrs = NULL;
+		return false;
+	}
+	q->res.addrs = q->addrs;
+	q->res.naddrs = 1;
+	q->res.ttl = -1;
+	q->answered = true;
+	ev_timer_set(&q->deliver, 0., 0.);
+	ev_timer_start(q->r->loop, &q->deliver);
+	return true;
 }
 
 struct resolver_query *
@@ -328,6 +362,8 @@ resolver_lookup(struct resolver *r, const char *host, unsigned int port,
 		r->queries->prev = q;
 	r->queries = q;
 
+	if (query_literal(q, port))
+		return q;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
