@@ -17,11 +17,12 @@
  * way out.
  *
  *   state             entered from                        its timer
- *   RESOLVING         conn_accept (the first state): the  connect_timeout
- *                     upstream's addresses, if not known
- *   CONNECTING        conn_connect_next (each address)    connect_timeout:
- *                                                         next address
- *   HANDSHAKING       conn_connected                      handshake_timeout
+ *   RESOLVING         conn_connect_start (the first       connect_timeout
+ *                     state): no addresses known yet
+ *   CONNECTING        conn_connect_paths; conn_connect_   connect_timeout,
+ *                     next_path (a handshake failed and   each attempt of
+ *                     another path is left)               the race
+ *   HANDSHAKING       conn_race_won                       handshake_timeout
  *   AWAITING_VERDICT  conn_handshake_done: TLS 1.3 and    idle_timeout
  *                     the upstream asked for our cert
  *   RELAYING          conn_handshake_done, conn_on_relay  idle_timeout
@@ -31,11 +32,10 @@
  *   CLOSED            conn_close: every end               none
  *
  * Failures before RELAYING end in conn_fail_handshake (one handshake line,
- * then close); the relay's events are turned into states by conn_on_relay,
+ * then close), unless a handshake failed and another path is left
+ * (conn_connect.c: back to CONNECTING); the relay's events are turned into states by conn_on_relay,
  * with conn_state_after_relay's rules.
  */
-
-static void conn_connect_next(struct conn *c);
 
 static bool
 conn_in_setup(enum conn_state s)
@@ -83,13 +83,19 @@ conn_set_state(struct conn *c, enum conn_state state)
 	if (log_enabled(LOG_DEBUG) && state != from)
 		conn_log_state(c, state);
 	c->state = state;
-	if (conn_in_setup(from) && !conn_in_setup(state))
+	if (conn_in_setup(from) && !conn_in_setup(state)) {
 		server_conn_setup_done(c->srv);
+		if (state != CONN_CLOSED)
+			conn_connect_done(c);	/* the path worked */
+	}
 	switch (state) {
 	case CONN_RESOLVING:
-	case CONN_CONNECTING:
 		ms = sc->connect_timeout_ms;
 		break;
+	case CONN_CONNECTING:
+		/* The race times each attempt with connect_timeout. */
+		ev_timer_stop(loop, &c->timer);
+		return;
 	case CONN_HANDSHAKING:
 		ms = sc->handshake_timeout_ms;
 		break;
@@ -116,6 +122,9 @@ conn_fail_handshake(struct conn *c, enum conn_result result,
 {
 	if (text != NULL)
 		c->err.text = text;
+	if (c->state == CONN_HANDSHAKING &&
+	    conn_connect_next_path(c, result, stage, from))
+		return;
 	conn_log_handshake_failure(c, result, stage, from);
 	c->err.text = NULL;	/* may point into a caller's buffer */
 	conn_close(c, CLOSE_HANDSHAKE_FAILED);
@@ -147,10 +156,7 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		    text);
 		break;
 	case CONN_CONNECTING:
-		/* This address took too long; the next one may not. */
-		c->err.sys_errno = ETIMEDOUT;
-		conn_connect_next(c);
-		break;
+		break;		/* the race times each attempt */
 	case CONN_HANDSHAKING:
 		snprintf(text, sizeof(text), "TLS handshake not finished "
 		    "within %llu ms", (unsigned long long)
@@ -256,58 +262,19 @@ conn_upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_on_relay(c, relay_on_upstream_readable(&c->relay));
 }
 
-/* The TCP connection to the upstream is up: the handshake starts. */
-static void
-conn_connected(struct conn *c)
-{
-	/* An earlier address's refusal is not this connection's cause. */
-	c->err.sys_errno = 0;
-	c->t_connected = conn_now_ms();
-	conn_set_state(c, CONN_HANDSHAKING);
-	conn_handshake_step(c);
-}
-
 /*
- * One upstream address failed (at connect() or later, from SO_ERROR): the
- * cause is kept for the handshake line if no other address works, and each
- * address's failure is shown at debug level.
- */
-static void
-conn_note_connect_error(struct conn *c, int err)
-{
-	c->err.sys_errno = err;
-	if (log_enabled(LOG_DEBUG))
-		log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
-		    (unsigned long long)c->id, c->upstream, strerror(err));
-}
-
-/*
- * Fired by u_wr. Connecting: connect() finished, SO_ERROR says how (arms the
- * handshake, or tries the next address). Handshaking: the next step.
+ * Fired by u_wr (armed from the handshake on). Handshaking: the next step.
  * Relaying: the relay's.
  */
 static void
 conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct conn *c = w->data;
-	socklen_t len = sizeof(int);
-	int soerr = 0;
 
+	(void)loop;
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
 	switch (c->state) {
-	case CONN_CONNECTING:
-		ev_io_stop(loop, &c->u_wr);
-		if (getsockopt(c->ufd, SOL_SOCKET, SO_ERROR, &soerr,
-		    &len) != 0)
-			soerr = errno;
-		if (soerr != 0) {
-			conn_note_connect_error(c, soerr);
-			conn_connect_next(c);
-			return;
-		}
-		conn_connected(c);
-		break;
 	case CONN_HANDSHAKING:
 		conn_handshake_step(c);
 		break;
@@ -317,6 +284,7 @@ conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_on_relay(c, relay_on_upstream_writable(&c->relay));
 		break;
 	case CONN_RESOLVING:
+	case CONN_CONNECTING:
 	case CONN_CLOSED:
 		break;
 	}
@@ -357,89 +325,13 @@ conn_set_nodelay(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-/* Closes the upstream socket of a failed attempt. */
-static void
-conn_drop_upstream(struct conn *c)
-{
-	struct ev_loop *loop = c->srv->loop;
-
-	ev_io_stop(loop, &c->u_rd);
-	ev_io_stop(loop, &c->u_wr);
-	relay_upstream_reset(&c->relay);
-	if (c->ufd >= 0) {
-		close(c->ufd);
-		c->ufd = -1;
-	}
-}
-
-/*
- * Tries the next resolved upstream address with a non-blocking connect();
- * completion arrives as writability (conn_upstream_writable_cb). When every
- * address has failed, logs the failure and closes the client.
- */
-static void
-conn_connect_next(struct conn *c)
-{
-	struct ev_loop *loop = c->srv->loop;
-	const struct resolver_addr *ra;
-	const struct sockaddr *sa;
-
-	conn_drop_upstream(c);
-	while (c->next_addr < c->addrs->n) {
-		ra = &c->addrs->a[c->next_addr++];
-		sa = (const struct sockaddr *)&ra->ss;
-		sockaddr_format(sa, ra->len, c->upstream, sizeof(c->upstream));
-		c->attempts++;
-		c->ufd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, 0);
-		if (c->ufd < 0) {
-			c->err.sys_errno = errno;
-			continue;
-		}
-		conn_set_nodelay(c->ufd);
-		if (connect(c->ufd, sa, ra->len) == 0 ||
-		    errno == EINPROGRESS) {
-			/* Even an immediate success reports via writability. */
-			ev_io_set(&c->u_rd, c->ufd, EV_READ);
-			ev_io_set(&c->u_wr, c->ufd, EV_WRITE);
-			ev_io_start(loop, &c->u_wr);
-			conn_set_state(c, CONN_CONNECTING);
-			return;
-		}
-		conn_note_connect_error(c, errno);
-		close(c->ufd);
-		c->ufd = -1;
-	}
-	conn_fail_handshake(c, RESULT_FAIL, c->err.sys_errno == ETIMEDOUT ?
-	    STAGE_TIMEOUT : STAGE_CONNECT, ALERT_NONE, NULL);
-}
-
 /* ----- life cycle ----- */
-
-/* Called by upstream.c when the addresses a RESOLVING conn waits for came. */
-static void
-conn_resolved(struct upstream_wait *w, struct upstream_addrs *addrs,
-    const char *error)
-{
-	struct conn *c = (struct conn *)((char *)w -
-	    offsetof(struct conn, wait));
-
-	assert(c->magic == CONN_MAGIC && c->state == CONN_RESOLVING);
-	if (addrs == NULL) {
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
-		    error);
-		return;
-	}
-	c->addrs = addrs;
-	conn_connect_next(c);
-}
 
 void
 conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
     socklen_t peerlen)
 {
 	struct server *srv = svc->srv;
-	const char *error;
 	struct conn *c;
 	char client[SOCKADDR_TEXT_MAX];
 
@@ -477,20 +369,7 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 	c->link.conn = c;
 	server_conn_attach(srv, svc->gen, &c->link);
 
-	/* The first state, RESOLVING, is left at once if addrs are known. */
-	c->wait.done = conn_resolved;
-	switch (upstream_name_get(&svc->upstream, &c->wait, &c->addrs, &error)) {
-	case UPSTREAM_NAME_READY:
-		conn_connect_next(c);
-		break;
-	case UPSTREAM_NAME_WAIT:
-		conn_set_state(c, CONN_RESOLVING);
-		break;
-	case UPSTREAM_NAME_FAILED:
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
-		    error);
-		break;
-	}
+	conn_connect_start(c);
 }
 
 void
@@ -505,8 +384,7 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	    reason != CLOSE_HANDSHAKE_FAILED)
 		/* Ended for another reason before a verdict: none was a no. */
 		conn_verdict_yes(c);
-	if (c->state == CONN_RESOLVING)
-		upstream_name_wait_cancel(&c->svc->upstream, &c->wait);
+	conn_connect_end(c);
 
 	conn_set_state(c, CONN_CLOSED);
 	ev_io_stop(loop, &c->c_rd);
@@ -524,7 +402,6 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 		gnutls_deinit(c->tls);
 	tls_conn_clear(&c->tlsc);
 	relay_free(&c->relay);
-	upstream_addrs_put(c->addrs);
 	c->magic = 0;
 	free(c);
 	server_conn_closed(srv, gen);

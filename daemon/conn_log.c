@@ -3,6 +3,7 @@
  * fail, kept apart), one close line, and state changes at debug level. Also
  * the names the log uses for states, reasons, stages and results.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "conn_priv.h"
@@ -122,6 +123,35 @@ handshake_line_begin(struct log_line *l, const struct conn *c,
 	log_str(l, "result", result_names[result]);
 }
 
+/* What a handshake line says of a failure: stage, error, alert, checks. */
+static void
+failure_fields(struct log_line *l, const struct conn *c, enum conn_stage stage,
+    enum conn_alert_from from)
+{
+	log_str(l, "stage", stage_names[stage]);
+	if (stage == STAGE_VERIFY)
+		log_str(l, "verify", "fail");
+	if (stage == STAGE_TIMEOUT)
+		log_str(l, "timeout", c->state == CONN_HANDSHAKING ?
+		    "handshake" : "connect");
+	conn_log_error(l, &c->err);
+	if (from != ALERT_NONE) {
+		log_str(l, "alert", c->err.alert);
+		log_str(l, "alert_from", alert_from_names[from]);
+	} else if (c->err.alert[0] != '\0') {
+		log_str(l, "alert_sent", c->err.alert);
+	}
+	if (c->tls != NULL)
+		tls_log_checks(l, c->tls, &c->tlsc);
+	log_uint(l, "attempts", c->attempts);
+	if (c->t_connected > 0) {
+		log_ms(l, "connect_ms", c->t_connected - c->t_start);
+		log_ms(l, "handshake_ms", conn_now_ms() - c->t_connected);
+	} else {
+		log_ms(l, "connect_ms", conn_now_ms() - c->t_start);
+	}
+}
+
 /* Logs the one handshake line of a connection that never got verified TLS. */
 void
 conn_log_handshake_failure(struct conn *c, enum conn_result result,
@@ -130,29 +160,38 @@ conn_log_handshake_failure(struct conn *c, enum conn_result result,
 	struct log_line l;
 
 	handshake_line_begin(&l, c, result);
-	log_str(&l, "stage", stage_names[stage]);
-	if (stage == STAGE_VERIFY)
-		log_str(&l, "verify", "fail");
-	if (stage == STAGE_TIMEOUT)
-		log_str(&l, "timeout", c->state == CONN_HANDSHAKING ?
-		    "handshake" : "connect");
-	conn_log_error(&l, &c->err);
-	if (from != ALERT_NONE) {
-		log_str(&l, "alert", c->err.alert);
-		log_str(&l, "alert_from", alert_from_names[from]);
-	} else if (c->err.alert[0] != '\0') {
-		log_str(&l, "alert_sent", c->err.alert);
-	}
-	if (c->tls != NULL)
-		tls_log_checks(&l, c->tls, &c->tlsc);
-	log_uint(&l, "attempts", c->attempts);
-	if (c->t_connected > 0) {
-		log_ms(&l, "connect_ms", c->t_connected - c->t_start);
-		log_ms(&l, "handshake_ms", conn_now_ms() - c->t_connected);
-	} else {
-		log_ms(&l, "connect_ms", conn_now_ms() - c->t_start);
-	}
+	failure_fields(&l, c, stage, from);
 	log_line_end(&l);
+}
+
+/*
+ * A path failed and another is tried for the same client: not the
+ * connection's handshake line (that comes once, for the last path).
+ */
+void
+conn_log_attempt_failure(const struct conn *c, enum conn_result result,
+    enum conn_stage stage, enum conn_alert_from from)
+{
+	struct log_line l;
+
+	log_line_begin(&l, LOG_WARN, "attempt");
+	conn_log_ids(&l, c);
+	log_str(&l, "sni", c->svc->sc->sni[0] ? c->svc->sc->sni : "-");
+	log_str(&l, "result", result_names[result]);
+	failure_fields(&l, c, stage, from);
+	log_str(&l, "next", "another path");
+	log_line_end(&l);
+}
+
+void
+conn_attempt_error_text(const struct conn *c, char *buf, size_t len)
+{
+	const struct conn_error *e = &c->err;
+
+	snprintf(buf, len, "%s%s%s", e->text != NULL ? e->text :
+	    e->sys_errno != 0 ? strerror(e->sys_errno) : e->gnutls_rc != 0 ?
+	    gnutls_strerror(e->gnutls_rc) : "handshake failed",
+	    e->alert[0] != '\0' ? ": alert " : "", e->alert);
 }
 
 /* The one handshake line of a connection whose TLS is up and verified. */

@@ -1,7 +1,7 @@
 /*
- * conn_priv.h - what conn.c, conn_handshake.c and conn_log.c share: the
- * connection struct and the calls between them. No other file includes it:
- * the rest of the daemon sees conn.h.
+ * conn_priv.h - what conn.c, conn_connect.c, conn_handshake.c and conn_log.c
+ * share: the connection struct and the calls between them. No other file
+ * includes it: the rest of the daemon sees conn.h.
  */
 #ifndef TLSFWD_CONN_PRIV_H
 #define TLSFWD_CONN_PRIV_H
@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "connect_race.h"
 #include "parse.h"
 #include "relay.h"
 #include "server.h"
@@ -44,6 +45,17 @@ struct conn_error {
 	char		 alert[40];	/* alert received/sent, "" if none */
 };
 
+/*
+ * A connection's way to its upstream while it sets up (RESOLVING to the
+ * handshake's end): the paths in the order to try, and their race.
+ */
+struct conn_paths {
+	struct conn		*conn;
+	struct connect_race	 race;
+	size_t			 n;
+	struct resolver_addr	 addr[];
+};
+
 struct conn {
 	uint32_t		 magic;
 	enum conn_state		 state;
@@ -59,9 +71,9 @@ struct conn {
 	gnutls_session_t	 tls;
 	struct tls_conn		 tlsc;		/* verification results */
 
-	struct upstream_addrs	*addrs;		/* the upstream's, a reference */
-	size_t			 next_addr;	/* in addrs: the next to try */
-	struct upstream_wait	 wait;		/* RESOLVING: for addrs */
+	struct upstream_wait	 wait;		/* RESOLVING: for addresses */
+	struct conn_paths	*paths;		/* set-up only: paths, race */
+	size_t			 path;		/* in paths: the one in use */
 	unsigned int		 attempts;	/* upstream addresses tried */
 	char			 client[SOCKADDR_TEXT_MAX];
 	char			 upstream[SOCKADDR_TEXT_MAX];
@@ -86,6 +98,21 @@ void	conn_fail_handshake(struct conn *c, enum conn_result result,
 	    enum conn_stage stage, enum conn_alert_from from, const char *text);
 double	conn_now_ms(void);
 
+/* conn_connect.c: from addresses to a connected upstream socket. */
+/* Gets the upstream's addresses (or waits: RESOLVING) and races them. */
+void	conn_connect_start(struct conn *c);
+/*
+ * A handshake failed on the path in use: if another is left, logs the
+ * failure (event=attempt), marks the path down and races on (CONNECTING);
+ * false if none is left.
+ */
+bool	conn_connect_next_path(struct conn *c, enum conn_result result,
+	    enum conn_stage stage, enum conn_alert_from from);
+/* The handshake succeeded: the path is healthy; the set-up state goes. */
+void	conn_connect_done(struct conn *c);
+/* The connection closes: whatever the set-up still holds goes. */
+void	conn_connect_end(struct conn *c);
+
 /* conn_handshake.c: the TLS session and its handshake. */
 /*
  * Drives gnutls_handshake() from the watchers; on success starts the relay
@@ -105,6 +132,11 @@ void	conn_log_state(const struct conn *c, enum conn_state to);
 void	conn_log_handshake_failure(struct conn *c, enum conn_result result,
 	    enum conn_stage stage, enum conn_alert_from from);
 void	conn_log_handshake_ok(struct conn *c);
+/* A failed path another one replaces: event=attempt, at warn. */
+void	conn_log_attempt_failure(const struct conn *c, enum conn_result result,
+	    enum conn_stage stage, enum conn_alert_from from);
+/* The recorded failure as the error= text says it. */
+void	conn_attempt_error_text(const struct conn *c, char *buf, size_t len);
 void	conn_log_close(const struct conn *c, enum conn_close_reason reason);
 
 #endif

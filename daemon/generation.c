@@ -70,7 +70,7 @@ generation_free(struct generation *gen, struct ev_loop *loop)
 		listener_close(&svc->listener, loop);
 		if (svc->tls_ready)
 			tls_service_deinit(&svc->tls);
-		upstream_name_free(&svc->upstream);
+		upstream_free(&svc->upstream);
 	}
 	resolver_free(gen->resolver);
 	free(gen->services);
@@ -173,7 +173,7 @@ generation_retire(struct server *srv, struct generation *gen)
 {
 	for (size_t i = 0; i < gen->nservices; i++) {
 		listener_close(&gen->services[i].listener, srv->loop);
-		upstream_name_stop(&gen->services[i].upstream);
+		upstream_stop(&gen->services[i].upstream);
 	}
 	if (gen->nconns == 0) {
 		generation_free(gen, srv->loop);
@@ -243,7 +243,7 @@ generation_discard(struct server *srv, struct generation *gen)
  * The upstream of the configuration being replaced with the same name and
  * port as sc's, if any: its addresses serve until the first refresh.
  */
-static const struct upstream_name *
+static const struct upstream *
 previous_upstream(const struct generation *old,
     const struct service_config *sc)
 {
@@ -276,10 +276,10 @@ generation_commit(struct server *srv, struct generation *gen)
 			    srv->loop);
 		svc->takeover = NULL;
 		/* Each loop resolves on its own; the main loop logs. */
-		upstream_name_init(&svc->upstream, svc->sc->name,
+		upstream_init(&svc->upstream, svc->sc->name,
 		    svc->sc->upstream.host, svc->sc->upstream.port,
 		    UPSTREAM_RESOLVE_INTERVAL);
-		upstream_name_start(&svc->upstream, srv->loop, gen->resolver,
+		upstream_start(&svc->upstream, srv->loop, gen->resolver,
 		    previous_upstream(srv->gen, svc->sc), srv->is_worker);
 		if (!srv->is_worker) {	/* said once, not once per loop */
 			service_warn_key_perms(svc->sc, NULL, NULL);

@@ -13,7 +13,7 @@
 #include "config.h"
 #include "listener.h"
 #include "tls.h"
-#include "upstream_name.h"
+#include "upstream.h"
 
 struct server;
 struct generation;
@@ -25,7 +25,7 @@ struct service {
 	struct server			*srv;
 	struct tls_service		 tls;
 	bool				 tls_ready;
-	struct upstream_name		 upstream;	/* where connections go */
+	struct upstream			 upstream;	/* where connections go */
 	struct listener			 listener;
 	struct listener			*takeover;	/* reload: old one to keep */
 	bool				 kept;		/* listener carried over */

@@ -1,0 +1,211 @@
+/*
+ * conn_connect.c - a connection's way to a connected upstream socket:
+ * conn_connect_start(), conn_connect_next_path(), conn_connect_done(),
+ * conn_connect_end().
+ *
+ * The upstream's addresses (upstream.c; RESOLVING while none is known) are
+ * ordered into paths for this connection and raced (connect_race.c); the
+ * winner's socket goes to the handshake. A handshake that fails (alert,
+ * verification, timeout, reset) on one path moves on to the next while
+ * one is left: nothing has been relayed yet, the client only waits. Each
+ * failed path is reported to upstream.c, which tries it last for a while.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn_priv.h"
+#include "log.h"
+
+/* The delay before racing the next address (RFC 8305 recommends 250 ms). */
+#define CONNECT_RACE_DELAY	0.25
+
+static struct conn *
+race_conn(struct connect_race *race)
+{
+	return ((struct conn_paths *)((char *)race -
+	    offsetof(struct conn_paths, race)))->conn;
+}
+
+/* An attempt failed: kept as the cause if none works; the path is down. */
+static void
+conn_race_lost(struct connect_race *race, size_t idx, int err)
+{
+	struct conn *c = race_conn(race);
+	const struct resolver_addr *a = &c->paths->addr[idx];
+
+	c->err.sys_errno = err;
+	sockaddr_format((const struct sockaddr *)&a->ss, a->len, c->upstream,
+	    sizeof(c->upstream));
+	if (log_enabled(LOG_DEBUG))
+		log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
+		    (unsigned long long)c->id, c->upstream, strerror(err));
+	upstream_path_failed(&c->svc->upstream, a, strerror(err));
+}
+
+/* An attempt connected: its socket is the connection's; the handshake. */
+static void
+conn_race_won(struct connect_race *race, int fd, size_t idx)
+{
+	struct conn *c = race_conn(race);
+	const struct resolver_addr *a = &c->paths->addr[idx];
+
+	c->ufd = fd;
+	c->path = idx;
+	c->attempts = race->started;
+	sockaddr_format((const struct sockaddr *)&a->ss, a->len, c->upstream,
+	    sizeof(c->upstream));
+	ev_io_set(&c->u_rd, fd, EV_READ);
+	ev_io_set(&c->u_wr, fd, EV_WRITE);
+	/* An earlier address's refusal is not this connection's cause. */
+	c->err.sys_errno = 0;
+	c->t_connected = conn_now_ms();
+	conn_set_state(c, CONN_HANDSHAKING);
+	conn_handshake_step(c);
+}
+
+/* Every path failed to connect: the handshake line, and the close. */
+static void
+conn_race_failed(struct connect_race *race)
+{
+	struct conn *c = race_conn(race);
+
+	c->attempts = race->started;
+	c->err.sys_errno = race->last_errno;
+	conn_fail_handshake(c, RESULT_FAIL, race->last_errno == ETIMEDOUT ?
+	    STAGE_TIMEOUT : STAGE_CONNECT, ALERT_NONE, NULL);
+}
+
+/* Orders addrs into this connection's paths and starts racing them. */
+static void
+conn_connect_paths(struct conn *c, struct upstream_addrs *addrs)
+{
+	const struct service_config *sc = c->svc->sc;
+	struct conn_paths *p;
+
+	p = malloc(sizeof(*p) + addrs->n * sizeof(p->addr[0]));
+	if (p == NULL) {
+		upstream_addrs_put(addrs);
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_CONNECT, ALERT_NONE,
+		    "out of memory");
+		return;
+	}
+	p->conn = c;
+	p->n = addrs->n;
+	upstream_order(&c->svc->upstream, addrs, p->addr);
+	upstream_addrs_put(addrs);
+	connect_race_init(&p->race, c->srv->loop, CONNECT_RACE_DELAY,
+	    (ev_tstamp)sc->connect_timeout_ms / 1e3);
+	p->race.lost = conn_race_lost;
+	p->race.won = conn_race_won;
+	p->race.failed = conn_race_failed;
+	c->paths = p;
+	conn_set_state(c, CONN_CONNECTING);
+	connect_race_run(&p->race, p->addr, p->n);
+}
+
+/* Called by upstream_name.c with the addresses a RESOLVING conn awaited. */
+static void
+conn_resolved(struct upstream_wait *w, struct upstream_addrs *addrs,
+    const char *error)
+{
+	struct conn *c = (struct conn *)((char *)w -
+	    offsetof(struct conn, wait));
+
+	assert(c->magic == CONN_MAGIC && c->state == CONN_RESOLVING);
+	if (addrs == NULL) {
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
+		    error);
+		return;
+	}
+	conn_connect_paths(c, addrs);
+}
+
+void
+conn_connect_start(struct conn *c)
+{
+	struct upstream_addrs *addrs;
+	const char *error;
+
+	/* The first state, RESOLVING, is left at once if addrs are known. */
+	c->wait.done = conn_resolved;
+	switch (upstream_name_get(&c->svc->upstream.name, &c->wait, &addrs,
+	    &error)) {
+	case UPSTREAM_NAME_READY:
+		conn_connect_paths(c, addrs);
+		break;
+	case UPSTREAM_NAME_WAIT:
+		conn_set_state(c, CONN_RESOLVING);
+		break;
+	case UPSTREAM_NAME_FAILED:
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
+		    error);
+		break;
+	}
+}
+
+/* The failed path's socket and TLS session go; the client stays. */
+static void
+conn_drop_path(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+
+	ev_io_stop(loop, &c->u_rd);
+	ev_io_stop(loop, &c->u_wr);
+	relay_upstream_reset(&c->relay);
+	if (c->ufd >= 0)
+		close(c->ufd);
+	c->ufd = -1;
+	if (c->tls != NULL)
+		gnutls_deinit(c->tls);
+	c->tls = NULL;
+	tls_conn_clear(&c->tlsc);
+	memset(&c->tlsc, 0, sizeof(c->tlsc));
+	memset(&c->err, 0, sizeof(c->err));
+	c->io_errno = 0;
+	c->t_connected = 0;
+}
+
+bool
+conn_connect_next_path(struct conn *c, enum conn_result result,
+    enum conn_stage stage, enum conn_alert_from from)
+{
+	struct conn_paths *p = c->paths;
+	char why[256];
+
+	if (p == NULL || !connect_race_has_more(&p->race))
+		return false;
+	conn_log_attempt_failure(c, result, stage, from);
+	conn_attempt_error_text(c, why, sizeof(why));
+	upstream_path_failed(&c->svc->upstream, &p->addr[c->path], why);
+	conn_drop_path(c);
+	conn_set_state(c, CONN_CONNECTING);
+	connect_race_run(&p->race, p->addr, p->n);
+	return true;
+}
+
+void
+conn_connect_done(struct conn *c)
+{
+	if (c->paths == NULL)
+		return;
+	upstream_path_ok(&c->svc->upstream, &c->paths->addr[c->path]);
+	connect_race_stop(&c->paths->race);
+	free(c->paths);
+	c->paths = NULL;
+}
+
+void
+conn_connect_end(struct conn *c)
+{
+	if (c->state == CONN_RESOLVING)
+		upstream_name_wait_cancel(&c->svc->upstream.name, &c->wait);
+	if (c->paths == NULL)
+		return;
+	connect_race_stop(&c->paths->race);
+	free(c->paths);
+	c->paths = NULL;
+}
