@@ -13,6 +13,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -44,6 +45,21 @@ conn_race_lost(struct connect_race *race, size_t idx, int err)
 		log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
 		    (unsigned long long)c->id, c->upstream, strerror(err));
 	upstream_path_failed(&c->svc->upstream, a, strerror(err));
+}
+
+/*
+ * An earlier address had not connected when a later one did: tried last
+ * for a while, so the next connections do not wait for it again.
+ */
+static void
+conn_race_outraced(struct connect_race *race, size_t idx)
+{
+	struct conn *c = race_conn(race);
+	char why[96];
+
+	snprintf(why, sizeof(why), "not connected within %.0f ms, when a "
+	    "later address was", CONNECT_RACE_DELAY * 1e3);
+	upstream_path_failed(&c->svc->upstream, &c->paths->addr[idx], why);
 }
 
 /* An attempt connected: its socket is the connection's; the handshake. */
@@ -100,6 +116,7 @@ conn_connect_paths(struct conn *c, struct upstream_addrs *addrs)
 	connect_race_init(&p->race, c->srv->loop, CONNECT_RACE_DELAY,
 	    (ev_tstamp)sc->connect_timeout_ms / 1e3);
 	p->race.lost = conn_race_lost;
+	p->race.outraced = conn_race_outraced;
 	p->race.won = conn_race_won;
 	p->race.failed = conn_race_failed;
 	c->paths = p;

@@ -63,6 +63,9 @@ attempt_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	fd = a->fd;
 	a->fd = -1;
 	attempt_close(race, a);
+	for (size_t i = 0; i < RACE_MAX_INFLIGHT; i++)
+		if (race->attempts[i].fd >= 0 && race->attempts[i].addr < addr)
+			race->outraced(race, race->attempts[i].addr);
 	connect_race_stop(race);
 	race->won(race, fd, addr);
 }

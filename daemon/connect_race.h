@@ -41,6 +41,12 @@ struct connect_race {
 	/* An attempt at addrs[addr] failed (errno; ETIMEDOUT: timed out). */
 	void				(*lost)(struct connect_race *race,
 					    size_t addr, int err);
+	/*
+	 * Before won: an attempt started earlier than the winner, still not
+	 * connected (slower, or blackholed); it closes.
+	 */
+	void				(*outraced)(struct connect_race *race,
+					    size_t addr);
 	/* fd (the caller's now) connected to addrs[addr]; the race is over. */
 	void				(*won)(struct connect_race *race,
 					    int fd, size_t addr);
@@ -50,7 +56,8 @@ struct connect_race {
 
 /*
  * Prepares a race over addrs[0..n) (in the order to try; the list must
- * outlive the race). lost, won and failed must be set before starting.
+ * outlive the race). lost, outraced, won and failed must be set before
+ * starting.
  */
 void	connect_race_init(struct connect_race *race, struct ev_loop *loop,
 	    ev_tstamp delay, ev_tstamp timeout);
