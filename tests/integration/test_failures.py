@@ -9,8 +9,11 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import recv_all, recv_closed, recv_exact, send_quiet
+from harness.logfmt import num
+from harness.namespaces import with_hosts
+from harness.upstreams import closed_port, echo_handler, server_context, Upstream
+from harness.wrapper import SLOW
 
 FAST = {"connect_timeout": "500ms", "handshake_timeout": "500ms"}
 
@@ -19,13 +22,13 @@ def closed_after(s, send=b"hello"):
     """Send, then wait for the close; return (data, how, seconds since connect-ish)."""
     t0 = time.monotonic()
     if send:
-        H.send_quiet(s, send)
-    data, how = H.recv_closed(s)
+        send_quiet(s, send)
+    data, how = recv_closed(s)
     return data, how, time.monotonic() - t0
 
 
 def test_upstream_connection_refused(service, start_tlsfwd, client):
-    port = H.closed_port()
+    port = closed_port()
     fwd = start_tlsfwd({"svc": service(port, **FAST)})
     s = client(fwd)
     data, _, elapsed = closed_after(s)
@@ -55,13 +58,13 @@ def test_refused_first_address_leaves_no_errno_on_a_later_failure(pki, cleanup, 
     raw.bind(("127.0.0.1", 0))
     raw.listen(8)
     raw.settimeout(0.2)
-    up = H.Upstream(H.echo_handler, ctx=H.server_context(pki["server"], pki["server_key"]),
+    up = Upstream(echo_handler, ctx=server_context(pki["server"], pki["server_key"]),
                     sock=raw)
     cleanup.append(up)
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 two.test\n::1 two.test\n")
     fwd = start_tlsfwd({"svc": service("two.test:%d" % up.port)}, {"log_level": "debug"},
-                       argv=H.with_hosts(str(hosts)))
+                       argv=with_hosts(str(hosts)))
     s = client(fwd)
     data, _, _ = closed_after(s)
     assert data == b""
@@ -152,14 +155,14 @@ def test_handshake_timeout_is_for_the_whole_handshake(raw_upstream, service, sta
 def test_idle_timeout(ssl_upstream, service, start_tlsfwd, client):
     # 500 ms, times TLSFWD_SLOW under make valgrind: the echo must come back
     # before the limit, and memcheck on a busy machine can take longer.
-    idle_ms = int(500 * H.SLOW)
-    up = ssl_upstream(H.echo_handler)
+    idle_ms = int(500 * SLOW)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port, idle_timeout="%dms" % idle_ms)})
     s = client(fwd)
     s.sendall(b"ping")
-    assert H.recv_exact(s, 4) == b"ping"
+    assert recv_exact(s, 4) == b"ping"
     t0 = time.monotonic()
-    data, how = H.recv_closed(s)
+    data, how = recv_closed(s)
     elapsed = time.monotonic() - t0
     assert (data, how) == (b"", "eof")
     assert elapsed >= 0.9 * idle_ms / 1000, "closed before idle_timeout (%.2fs)" % elapsed
@@ -174,16 +177,16 @@ def test_idle_timeout(ssl_upstream, service, start_tlsfwd, client):
 
 
 def test_traffic_resets_idle_timer(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port, idle_timeout="600ms")})
     s = client(fwd)
     for i in range(8):               # 1.6 s of traffic, never 600 ms of silence
         s.sendall(b"%d" % i)
-        assert H.recv_exact(s, 1) == b"%d" % i
+        assert recv_exact(s, 1) == b"%d" % i
         time.sleep(0.2)
     assert not fwd.find("close"), "closed although bytes kept moving: %s" % fwd.find("close")
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert cl["reason"] == "done", cl
 
@@ -191,7 +194,7 @@ def test_traffic_resets_idle_timer(ssl_upstream, service, start_tlsfwd, client):
 def test_upstream_alert_during_handshake(ssl_upstream, pki, service, start_tlsfwd, client):
     """TLS 1.2 server demanding a client certificate: OpenSSL answers the empty
     Certificate with a fatal handshake_failure alert before its Finished."""
-    up = ssl_upstream(H.echo_handler, max_version=ssl.TLSVersion.TLSv1_2,
+    up = ssl_upstream(echo_handler, max_version=ssl.TLSVersion.TLSv1_2,
                       client_ca=pki["ca"])
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     s = client(fwd)
@@ -209,10 +212,10 @@ def test_upstream_alert_during_handshake(ssl_upstream, pki, service, start_tlsfw
 def test_raw_alert_from_upstream(raw_upstream, service, start_tlsfwd, client):
     """An upstream answering the ClientHello with a bare fatal protocol_version alert."""
     def alerter(raw):
-        hdr = H.recv_exact(raw, 5)
-        H.recv_exact(raw, struct.unpack("!H", hdr[3:5])[0])
+        hdr = recv_exact(raw, 5)
+        recv_exact(raw, struct.unpack("!H", hdr[3:5])[0])
         raw.sendall(b"\x15\x03\x03\x00\x02\x02\x46")   # fatal(2) protocol_version(70)
-        H.recv_closed(raw)
+        recv_closed(raw)
     up = raw_upstream(alerter)
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
@@ -228,7 +231,7 @@ def test_upstream_speaks_plaintext(raw_upstream, service, start_tlsfwd, client):
     def http(raw):
         raw.recv(65536)
         raw.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
-        H.recv_closed(raw)
+        recv_closed(raw)
     up = raw_upstream(http)
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
@@ -247,7 +250,7 @@ def test_upstream_closes_during_handshake(raw_upstream, service, start_tlsfwd, c
     def hangup(raw):
         raw.recv(65536)
         raw.shutdown(socket.SHUT_WR)
-        H.recv_closed(raw)
+        recv_closed(raw)
     up = raw_upstream(hangup)
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
@@ -264,10 +267,10 @@ def test_tls13_client_cert_refusal_is_a_handshake_failure(ssl_upstream, pki, ser
     """TLS 1.3 server demanding a client certificate: the client side of the
     handshake completes, then the upstream sends certificate_required. tlsfwd
     waits for that verdict, so the handshake line reports the refusal."""
-    up = ssl_upstream(H.echo_handler, min_version=ssl.TLSVersion.TLSv1_3, client_ca=pki["ca"])
+    up = ssl_upstream(echo_handler, min_version=ssl.TLSVersion.TLSv1_3, client_ca=pki["ca"])
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     s = client(fwd)
-    data, how = H.recv_closed(s)
+    data, how = recv_closed(s)
     assert data == b""
     hs = fwd.conn_of(s)
     assert hs["result"] == "alert" and hs["stage"] == "handshake", hs
@@ -289,7 +292,7 @@ def test_upstream_truncation(ssl_upstream, service, start_tlsfwd, client):
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
     s.sendall(b"question")
-    data, how = H.recv_closed(s)
+    data, how = recv_closed(s)
     assert (data, how) == (b"answer to question", "eof")
     assert up.result() == b"question"
     s.shutdown(socket.SHUT_WR)
@@ -300,11 +303,11 @@ def test_upstream_truncation(ssl_upstream, service, start_tlsfwd, client):
 
 
 def test_client_reset(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
     s.sendall(b"abc")
-    assert H.recv_exact(s, 3) == b"abc"
+    assert recv_exact(s, 3) == b"abc"
     hs = fwd.conn_of(s)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()                          # RST
@@ -340,7 +343,7 @@ def test_silent_hangup_after_our_close_notify_is_not_truncation(ssl_upstream, se
     hs = fwd.wait_event("handshake", 5, service="svc")
     assert hs["result"] == "ok", hs
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     assert up.result() is True
     cl = fwd.wait_close(hs["conn"])
     assert cl["reason"] == "done" and cl["level"] == "info", cl
@@ -367,9 +370,9 @@ def test_hangup_after_the_client_finished_is_done_with_close_notify_no(
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
     s.sendall(b"PING")
-    assert H.recv_exact(s, 5) == b"+PING"
+    assert recv_exact(s, 5) == b"+PING"
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     assert up.result() == "hung up"
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert (cl["reason"], cl["level"], cl.get("close_notify")) == ("done", "info", "no"), cl
@@ -392,7 +395,7 @@ def test_hangup_after_bytes_that_followed_the_clients_end_is_truncation(
     s = client(fwd)
     s.sendall(b"GET")
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b"answer to GET"
+    assert recv_all(s) == b"answer to GET"
     assert up.result() == b"GET"
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert (cl["reason"], cl["level"]) == ("upstream_truncated", "warn"), cl
