@@ -200,56 +200,70 @@ UPSTREAM_FAULTS = {
 
 
 def make_upstream(kind, behaviour, pki, raw_upstream, ssl_upstream, silent_upstream):
-    """The upstream for a row: its port."""
+    """The upstream for a row: (its port, the server object, None for "closed")."""
     if kind == "closed":
-        return closed_port()
+        return closed_port(), None
     if kind == "silent":
-        return silent_upstream().port
-    if kind == "raw-tls":
-        return raw_upstream(behaviour(server_context(pki["server"], pki["server_key"]))).port
-    if kind == "bio":
-        return ssl_upstream(behaviour, mode="bio").port
-    return raw_upstream(behaviour).port
+        up = silent_upstream()
+    elif kind == "raw-tls":
+        up = raw_upstream(behaviour(server_context(pki["server"], pki["server_key"])))
+    elif kind == "bio":
+        up = ssl_upstream(behaviour, mode="bio")
+    else:
+        up = raw_upstream(behaviour)
+    return up.port, up
 
 
 def check_refused_client(fwd, s, want_hs, want_cl):
     """The client of a failed handshake: nothing relayed, its connection closed,
-    and the two log lines as expected."""
+    and the two log lines as expected. Returns (handshake record, close record,
+    seconds from the client's request to its close)."""
+    t0 = time.monotonic()
     send_quiet(s, REQUEST)
     data, _how = recv_closed(s)     # a FIN, or a RST as the request was never read
+    elapsed = time.monotonic() - t0
     assert data == b"", "bytes relayed despite the failed handshake: %r" % data[:80]
     hs = fwd.conn_of(s)
     cl = fwd.wait_close(hs["conn"])
     assert_outcome(hs, HANDSHAKE_KEYS, want_hs)
     assert_outcome(cl, CLOSE_KEYS, want_cl)
     assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (0, 0), cl
-    return hs, cl
+    return hs, cl, elapsed
 
 
 @pytest.mark.parametrize("row", list(UPSTREAM_FAULTS))
 def test_upstream_fault(row, pki, raw_upstream, ssl_upstream, silent_upstream, service,
                         start_tlsfwd, client):
     kind, behaviour, opts, (want_hs, want_cl) = UPSTREAM_FAULTS[row]
-    port = make_upstream(kind, behaviour, pki, raw_upstream, ssl_upstream, silent_upstream)
+    port, up = make_upstream(kind, behaviour, pki, raw_upstream, ssl_upstream, silent_upstream)
     good = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(port, **opts), "good": service(good.port)})
     s = client(fwd)
     if kind != "bio":
-        hs, cl = check_refused_client(fwd, s, want_hs, want_cl)
+        hs, cl, elapsed = check_refused_client(fwd, s, want_hs, want_cl)
+        if row == "refuses_connect":          # nothing to wait for: closed at once
+            assert elapsed < 2.0, "client not closed promptly (%.2fs)" % elapsed
         if "timeout" in want_hs:
+            assert 0.45 <= elapsed < 3.0, "handshake_timeout=500ms, closed after %.2fs" % elapsed
+            if "handshake_ms" in hs:
+                assert num(hs["handshake_ms"]) >= 450, hs
             assert num(cl["duration_ms"]) >= 450, cl
+        if kind == "silent":
+            assert len(up.conns) == 1, "tlsfwd connected %d times" % len(up.conns)
     else:
         # the upstream answers part of the request, then drops TCP: the
         # client gets what was sent, then a FIN, and the log says truncated
         s.sendall(REQUEST)
         data, how = recv_closed(s)
         assert how == "eof" and data == det_bytes("matrix-partial", 100000), (len(data), how)
+        assert up.result() == REQUEST
         s.shutdown(socket.SHUT_WR)
         hs = fwd.conn_of(s)
         cl = fwd.wait_close(hs["conn"])
         assert_outcome(hs, HANDSHAKE_KEYS, want_hs)
         assert_outcome(cl, CLOSE_KEYS, want_cl)
         assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (len(REQUEST), 100000), cl
+    assert hs["upstream"] == "127.0.0.1:%d" % port, hs
     exchange_ok(fwd, "good", HEALTH)
 
 
@@ -275,7 +289,7 @@ def test_upstream_never_answers(pki, service, start_tlsfwd, cleanup):
                                          "timeout": "connect", "error": "Connection timed out",
                                          "errno": "ETIMEDOUT"})
     t0 = time.monotonic()
-    hs, cl = check_refused_client(fwd, s, want_hs, want_cl)
+    hs, cl, _ = check_refused_client(fwd, s, want_hs, want_cl)
     assert 0.45 <= time.monotonic() - t0 < 3.0
     assert hs["upstream"] == "%s:443" % NetNs.BLACKHOLE, hs
     exchange_ok(fwd, "good", HEALTH, dial=lambda port: ns.call(connect, port))
