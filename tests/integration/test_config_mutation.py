@@ -1,5 +1,5 @@
 """`tlsfwd -t` on a few hundred mutated copies of conf/tlsfwd.ini never
-crashes, hangs or prints a malformed error (issue "Reliability and security").
+crashes, hangs or prints a malformed error.
 
 Two bases, both checked first to pass `-t` (rc 0): the shipped example as it
 is, and the same file with every commented-out example key switched on (its

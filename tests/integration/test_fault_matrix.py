@@ -1,4 +1,4 @@
-"""Fault matrix (issue #7): one test case per row.
+"""Fault matrix: one test case per row.
 
 Every case checks the exact fields of the log line that reports the fault,
 then that the SAME tlsfwd process still carries a healthy connection to a good

@@ -1,4 +1,4 @@
-"""Real Debian servers as TLS upstreams (#15): redis-server, slapd, mosquitto.
+"""Real Debian servers as TLS upstreams: redis-server, slapd, mosquitto.
 
 Each module-scoped fixture starts its own instance on a free loopback port,
 TLS only, in a temporary directory with its own configuration and data,
