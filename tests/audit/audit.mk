@@ -13,7 +13,7 @@
 VG_BUILD	?= build/valgrind
 VG_LOGS		:= $(VG_BUILD)/logs
 # Every tlsfwd the tests start runs as $(VG_CMD) tlsfwd ...; {log} is a fresh
-# file per process (tests/integration/tlsfwd_helpers.py, TLSFWD_WRAPPER).
+# file per process (tests/integration/harness/wrapper.py, TLSFWD_WRAPPER).
 # Only definite leaks count: GnuTLS and p11-kit keep global state for the
 # life of the process ("still reachable").
 VG_CMD		:= valgrind --leak-check=full \

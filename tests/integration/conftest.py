@@ -19,7 +19,12 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # tests/ for pki.py
 
 import pki as pki_mod  # noqa: E402
-import tlsfwd_helpers as H  # noqa: E402
+from harness.clients import close_quietly, connect  # noqa: E402
+from harness.config import render_ini  # noqa: E402
+from harness.daemon import check_config, Tlsfwd  # noqa: E402
+from harness.systemd import fds_at_3, NotifySocket  # noqa: E402
+from harness.upstreams import OpenSSLServer, server_context, SilentHolder, Upstream  # noqa: E402
+from harness.wrapper import SOCK_TIMEOUT  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +65,8 @@ def cleanup():
 def ssl_upstream(pki, cleanup):
     """ssl_upstream(handler, cert='server', mode='ssl', max_version=None, client_ca=None)."""
     def make(handler, cert="server", mode="ssl", key=None, **ctx_kw):
-        ctx = H.server_context(pki[cert], key or pki[cert + "_key"], **ctx_kw)
-        up = H.Upstream(handler, mode=mode, ctx=ctx)
+        ctx = server_context(pki[cert], key or pki[cert + "_key"], **ctx_kw)
+        up = Upstream(handler, mode=mode, ctx=ctx)
         cleanup.append(up)
         return up
     return make
@@ -70,7 +75,7 @@ def ssl_upstream(pki, cleanup):
 @pytest.fixture
 def raw_upstream(cleanup):
     def make(handler):
-        up = H.Upstream(handler, mode="raw")
+        up = Upstream(handler, mode="raw")
         cleanup.append(up)
         return up
     return make
@@ -80,7 +85,7 @@ def raw_upstream(cleanup):
 def openssl_server(pki, cleanup):
     """openssl_server(cert_name, *s_server_args) -> OpenSSLServer."""
     def make(cert, *args, chain=None):
-        srv = H.OpenSSLServer(pki[cert], pki[cert + "_key"], *args,
+        srv = OpenSSLServer(pki[cert], pki[cert + "_key"], *args,
                               chain=pki[chain] if chain else None)
         cleanup.append(srv)
         return srv
@@ -90,7 +95,7 @@ def openssl_server(pki, cleanup):
 @pytest.fixture
 def silent_upstream(cleanup):
     def make():
-        s = H.SilentHolder()
+        s = SilentHolder()
         cleanup.append(s)
         return s
     return make
@@ -130,8 +135,8 @@ def start_tlsfwd(tlsfwd_bin, tmp_path):
     unparsable log lines, or a connection without exactly one handshake and
     one close line.
 
-    env: extra environment (see H.Tlsfwd); argv: command wrapper such as
-    H.with_listen_pid; listen_fds: sockets (fds) passed at 3, 4, ... like
+    env: extra environment (see Tlsfwd); argv: command wrapper such as
+    with_listen_pid; listen_fds: sockets (fds) passed at 3, 4, ... like
     systemd does; journal_stream: set JOURNAL_STREAM to tlsfwd's stderr;
     confdir: directory for the config file and run files instead of tmp_path.
     """
@@ -143,7 +148,7 @@ def start_tlsfwd(tlsfwd_bin, tmp_path):
         g.update(global_opts or {})
         base = Path(confdir) if confdir is not None else tmp_path
         path = base / ("%d-%s" % (len(procs), name))
-        path.write_bytes(H.render_ini(g, services).encode("utf-8", "surrogateescape"))
+        path.write_bytes(render_ini(g, services).encode("utf-8", "surrogateescape"))
         workdir = base / ("run%d" % len(procs))
         workdir.mkdir()
         preexec = None
@@ -152,9 +157,9 @@ def start_tlsfwd(tlsfwd_bin, tmp_path):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         pass_fds = ()
         if listen_fds:
-            preexec = H.fds_at_3(listen_fds, then=preexec)
+            preexec = fds_at_3(listen_fds, then=preexec)
             pass_fds = range(3, 3 + len(listen_fds))
-        fwd = H.Tlsfwd(tlsfwd_bin, str(path), log_format=g["log_format"], workdir=str(workdir),
+        fwd = Tlsfwd(tlsfwd_bin, str(path), log_format=g["log_format"], workdir=str(workdir),
                        preexec_fn=preexec, env=env, argv=argv, pass_fds=pass_fds,
                        journal_stream=journal_stream)
         fwd.global_opts = g
@@ -169,7 +174,7 @@ def start_tlsfwd(tlsfwd_bin, tmp_path):
     problems = []
     for fwd in procs:
         for c in fwd.clients:
-            H._close(c)
+            close_quietly(c)
         problems += fwd.stop()
     if problems:
         pytest.fail("tlsfwd teardown checks failed:\n" + "\n".join(problems), pytrace=False)
@@ -193,11 +198,11 @@ def short_dir():
 
 @pytest.fixture
 def notify(short_dir, cleanup):
-    """notify() -> H.NotifySocket bound in a fresh short directory; pass
+    """notify() -> NotifySocket bound in a fresh short directory; pass
     env={"NOTIFY_SOCKET": n.path} to start_tlsfwd. Request it before
     start_tlsfwd so that it outlives tlsfwd (STOPPING=1 at teardown)."""
     def make():
-        n = H.NotifySocket(os.path.join(short_dir("tlsfwd-n"), "notify"))
+        n = NotifySocket(os.path.join(short_dir("tlsfwd-n"), "notify"))
         cleanup.append(n)
         return n
     return make
@@ -206,8 +211,8 @@ def notify(short_dir, cleanup):
 @pytest.fixture
 def client(start_tlsfwd):
     """client(fwd, service='svc') -> connected plain TCP socket (closed at teardown)."""
-    def make(fwd, service="svc", timeout=H.SOCK_TIMEOUT):
-        s = H.connect(fwd.ports[service], timeout)
+    def make(fwd, service="svc", timeout=SOCK_TIMEOUT):
+        s = connect(fwd.ports[service], timeout)
         fwd.clients.append(s)
         # Two sockets to different listeners may share a source port, so
         # conn_of also needs to know which service this one went to.
@@ -221,16 +226,16 @@ def check_ini(tlsfwd_bin, tmp_path):
     """check_ini({name: service_dict}, global_opts=None) -> (rc, errors, text, path).
 
     Writes the INI like start_tlsfwd does and runs `tlsfwd -t -c FILE`; errors is
-    a list of (file, line, message) from H.check_config."""
+    a list of (file, line, message) from check_config."""
     count = [0]
 
     def run(services, global_opts=None):
         g = {"log_level": "info", "log_format": "logfmt", "shutdown_timeout": "2s"}
         g.update(global_opts or {})
-        text = H.render_ini(g, services)
+        text = render_ini(g, services)
         path = tmp_path / ("check%d.ini" % count[0])
         count[0] += 1
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
-        rc, errors, _err = H.check_config(tlsfwd_bin, path)
+        rc, errors, _err = check_config(tlsfwd_bin, path)
         return rc, errors, text, str(path)
     return run

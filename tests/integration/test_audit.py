@@ -1,4 +1,4 @@
-"""Descriptor and memory audit (issue "Reliability and security").
+"""Descriptor and memory audit: many mixed connections leak nothing.
 
 One tlsfwd, one service per kind of connection, 10 000 connections through it
 that mix successes with every failure kind of the fault matrix: upstream
@@ -33,18 +33,22 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import connect, recv_all, recv_closed, recv_exact, reset_close, send_quiet
+from harness.daemon import wait_count
+from harness.data import det_bytes
+from harness.logfmt import num
+from harness.procfs import rss_kib
+from harness.upstreams import closed_port, echo_handler
 from test_fault_matrix import (CLOSE_KEYS, HANDSHAKE_KEYS, RESET, UPSTREAM_FAULTS,
                                answer_then_drop, fatal_alert, handshake_failed, http_answer,
                                outcome, reset_at_once)
-from tlsfwd_helpers import num
 
 SEED = 7
 CLIENTS = 48                 # parallel client threads
 SHORT = "200ms"              # handshake_timeout / idle_timeout of the timeout kinds
 SHORT_MS = 200
-PAYLOAD = H.det_bytes("audit-echo", 2048)
-TRUNCATED = H.det_bytes("matrix-partial", 100000)     # what answer_then_drop sends
+PAYLOAD = det_bytes("audit-echo", 2048)
+TRUNCATED = det_bytes("matrix-partial", 100000)     # what answer_then_drop sends
 REQUEST = b"GET /audit HTTP/1.0\r\n\r\n"
 
 # kind -> connections in the main round (the warm-up has a tenth of each)
@@ -103,38 +107,38 @@ EXPECT = {
 
 def client_ok(s):
     s.sendall(PAYLOAD)
-    assert H.recv_exact(s, len(PAYLOAD)) == PAYLOAD
+    assert recv_exact(s, len(PAYLOAD)) == PAYLOAD
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
 
 
 def client_refused_handshake(s):
     """Nothing relayed, the connection closed (FIN, or RST as the request was
     never read)."""
-    H.send_quiet(s, REQUEST)
-    data, _how = H.recv_closed(s)
+    send_quiet(s, REQUEST)
+    data, _how = recv_closed(s)
     assert data == b"", "bytes relayed despite the failed handshake: %r" % data[:80]
 
 
 def client_idle(s):
-    assert H.recv_closed(s) == (b"", "eof")
+    assert recv_closed(s) == (b"", "eof")
 
 
 def client_reset(s):
     s.sendall(PAYLOAD)
-    assert H.recv_exact(s, len(PAYLOAD)) == PAYLOAD
-    H.reset_close(s)
+    assert recv_exact(s, len(PAYLOAD)) == PAYLOAD
+    reset_close(s)
 
 
 def client_truncated(s):
     s.sendall(REQUEST)
-    data, how = H.recv_closed(s)
+    data, how = recv_closed(s)
     assert how == "eof" and data == TRUNCATED, (len(data), how)
     s.shutdown(socket.SHUT_WR)
 
 
 def client_refused_at_accept(s):
-    data, _how = H.recv_closed(s)
+    data, _how = recv_closed(s)
     assert data == b"", data[:80]
 
 
@@ -159,7 +163,7 @@ def run_round(fwd, kinds):
     """Runs one client per entry of kinds, CLIENTS at a time; returns the
     failures (kind: exception text)."""
     def one(kind):
-        s = H.connect(fwd.ports[kind], timeout=10)
+        s = connect(fwd.ports[kind], timeout=10)
         try:
             CLIENT[kind](s)
         finally:
@@ -200,8 +204,8 @@ def settle(fwd, admitted, timeout=60.0):
     one client refused by `deny` to be closed: the loop logs a close before it
     closes that connection's sockets, and it handles the refused client only
     after finishing what it was doing."""
-    H.wait_count(fwd, "close", admitted, timeout=timeout)
-    s = H.connect(fwd.ports["denied"])
+    wait_count(fwd, "close", admitted, timeout=timeout)
+    s = connect(fwd.ports["denied"])
     try:
         client_refused_at_accept(s)
     finally:
@@ -274,15 +278,15 @@ def test_fds_and_memory_after_10000_mixed_connections(pki, ssl_upstream, raw_ups
                                                       silent_upstream, service, start_tlsfwd,
                                                       rss_bound_kib):
     bound_kib, asan = rss_bound_kib
-    echo = ssl_upstream(H.echo_handler)
+    echo = ssl_upstream(echo_handler)
     services = {
         "ok": service(echo.port),
-        "refused": service(H.closed_port()),
+        "refused": service(closed_port()),
         "reset": service(raw_upstream(reset_at_once).port),
         "plaintext": service(raw_upstream(http_answer).port),
         "alert": service(raw_upstream(fatal_alert).port),
-        "wrong_ca": service("localhost:%d" % ssl_upstream(H.echo_handler, cert="untrusted").port),
-        "wrong_name": service("localhost:%d" % ssl_upstream(H.echo_handler, cert="wrong").port),
+        "wrong_ca": service("localhost:%d" % ssl_upstream(echo_handler, cert="untrusted").port),
+        "wrong_name": service("localhost:%d" % ssl_upstream(echo_handler, cert="wrong").port),
         "handshake_timeout": service(silent_upstream().port, handshake_timeout=SHORT),
         "idle_timeout": service(echo.port, idle_timeout=SHORT),
         "client_reset": service(echo.port),
@@ -298,10 +302,10 @@ def test_fds_and_memory_after_10000_mixed_connections(pki, ssl_upstream, raw_ups
                                 ":quarantine_size_mb=16").lstrip(":")}
     fwd = start_tlsfwd(services, env=env)
     # holds the one slot of [max_connections] throughout
-    holder = H.connect(fwd.ports["max_connections"])
+    holder = connect(fwd.ports["max_connections"])
     fwd.clients.append(holder)
     holder.sendall(b"hold")
-    assert H.recv_exact(holder, 4) == b"hold"
+    assert recv_exact(holder, 4) == b"hold"
     assert fwd.conn_of(holder)["result"] == "ok"
     sent = collections.Counter()        # clients per kind so far (without the holder)
     rng = random.Random(SEED)
@@ -315,7 +319,7 @@ def test_fds_and_memory_after_10000_mixed_connections(pki, ssl_upstream, raw_ups
         sent.update(kinds)
         settle(fwd, sum(n for k, n in sent.items() if k not in REFUSED_AT_ACCEPT))
         sent["denied"] += 1                                  # settle's client
-        return fd_table(fwd.pid), H.rss_kib(fwd.pid), time.monotonic()
+        return fd_table(fwd.pid), rss_kib(fwd.pid), time.monotonic()
 
     t0 = time.monotonic()
     fds0, rss0, t1 = run(10, "warm-up")
@@ -335,13 +339,13 @@ def test_fds_and_memory_after_10000_mixed_connections(pki, ssl_upstream, raw_ups
     # the last refused line: its suppressed= counts those not logged since.
     time.sleep(max(0.0, 1.1 - (time.monotonic() - t2)))
     for kind in REFUSED_AT_ACCEPT:
-        s = H.connect(fwd.ports[kind])
+        s = connect(fwd.ports[kind])
         client_refused_at_accept(s)
         s.close()
         sent[kind] += 1
     holder.shutdown(socket.SHUT_WR)
-    assert H.recv_all(holder) == b""
-    H.wait_count(fwd, "close", sum(n for k, n in sent.items() if k not in REFUSED_AT_ACCEPT)
+    assert recv_all(holder) == b""
+    wait_count(fwd, "close", sum(n for k, n in sent.items() if k not in REFUSED_AT_ACCEPT)
                  + 1, timeout=20)
     problems = log_problems(fwd, sent)
     assert not problems, "\n".join(problems)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.daemon import run_tlsfwd
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -114,7 +114,7 @@ def check_errors(r, path, want_lines):
 def test_check_good_config(tlsfwd_bin, pki, tmp_path):
     cfg = tmp_path / "good.ini"
     cfg.write_text(GOOD.format(ca=pki["ca"], tmp=tmp_path))
-    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
+    r = run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
     assert r.returncode == 0, r.stderr.decode()
     # no errors; what a service gives up of the defaults is said, as a warning
     lines = r.stderr.decode().splitlines()
@@ -129,12 +129,12 @@ def test_check_accepts_line_of_198_chars(tlsfwd_bin, pki, tmp_path):
     cfg = tmp_path / "l198.ini"
     cfg.write_text("[global]\n" + long_comment + "\n" + SERVICE.replace("{ca}", pki["ca"]))
     assert len(long_comment) == 198
-    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
+    r = run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
     assert r.returncode == 0, r.stderr.decode()
 
 
 def test_check_shipped_example_config(tlsfwd_bin):
-    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", os.path.join(REPO, "conf", "tlsfwd.ini")])
+    r = run_tlsfwd(tlsfwd_bin, ["-t", "-c", os.path.join(REPO, "conf", "tlsfwd.ini")])
     assert r.returncode == 0, r.stderr.decode()
 
 
@@ -145,7 +145,7 @@ def test_check_rejects(case, tlsfwd_bin, pki, tmp_path):
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("this is not a certificate\n")
     cfg.write_text(text.replace("{ca}", pki["ca"]).replace("{garbage}", str(garbage)))
-    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
+    r = run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
     errs = check_errors(r, str(cfg), want_lines)
     if words:
         msgs = " ".join(m for _, m in errs).lower()
@@ -182,7 +182,7 @@ def test_check_reports_every_error(tlsfwd_bin, pki, tmp_path):
     want = [2, 3, 9, 10, 11, 16, 18, 20]
     cfg = tmp_path / "many.ini"
     cfg.write_text(text)
-    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
+    r = run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
     errs = check_errors(r, str(cfg), want)
     assert len(errs) == len(want), "want exactly %d error lines, got:\n%s" % (
         len(want), r.stderr.decode())
@@ -191,7 +191,7 @@ def test_check_reports_every_error(tlsfwd_bin, pki, tmp_path):
 def test_check_config_without_service(tlsfwd_bin, tmp_path):
     cfg = tmp_path / "empty.ini"
     cfg.write_text("[global]\nlog_level = info\n")
-    r = H.run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
+    r = run_tlsfwd(tlsfwd_bin, ["-t", "-c", str(cfg)])
     assert r.returncode == 1
     assert r.stderr.startswith(str(cfg).encode() + b":"), r.stderr
 
@@ -199,7 +199,7 @@ def test_check_config_without_service(tlsfwd_bin, tmp_path):
 def test_bad_config_refuses_to_start(tlsfwd_bin, pki, tmp_path):
     cfg = tmp_path / "bad.ini"
     cfg.write_text("[global]\n" + SERVICE.replace("{ca}", pki["ca"]) + "verify = maybe\n")
-    r = H.run_tlsfwd(tlsfwd_bin, ["-c", str(cfg)])
+    r = run_tlsfwd(tlsfwd_bin, ["-c", str(cfg)])
     assert r.returncode != 0
     assert ("%s:6:" % cfg).encode() in r.stderr, r.stderr.decode()
     assert b"event=ready" not in r.stderr
@@ -208,7 +208,7 @@ def test_bad_config_refuses_to_start(tlsfwd_bin, pki, tmp_path):
 @pytest.mark.parametrize("check", [True, False], ids=["check", "run"])
 def test_missing_config_file(check, tlsfwd_bin, tmp_path):
     path = str(tmp_path / "does-not-exist.ini")
-    r = H.run_tlsfwd(tlsfwd_bin, (["-t"] if check else []) + ["-c", path])
+    r = run_tlsfwd(tlsfwd_bin, (["-t"] if check else []) + ["-c", path])
     assert r.returncode == 1, r
     assert path.encode() in r.stderr, r.stderr.decode()
 
@@ -222,7 +222,7 @@ def test_listen_address_in_use_fails_start(tlsfwd_bin, pki, tmp_path):
         cfg = tmp_path / "busy.ini"
         cfg.write_text("[global]\n" + SERVICE.replace("{ca}", pki["ca"]).replace(
             "127.0.0.1:0", "127.0.0.1:%d" % port))
-        r = H.run_tlsfwd(tlsfwd_bin, ["-c", str(cfg)])
+        r = run_tlsfwd(tlsfwd_bin, ["-c", str(cfg)])
         assert r.returncode != 0
         assert b"event=ready" not in r.stderr
         assert b"EADDRINUSE" in r.stderr or b"in use" in r.stderr.lower(), r.stderr.decode()
@@ -231,13 +231,13 @@ def test_listen_address_in_use_fails_start(tlsfwd_bin, pki, tmp_path):
 
 
 def test_version(tlsfwd_bin):
-    r = H.run_tlsfwd(tlsfwd_bin, ["-V"])
+    r = run_tlsfwd(tlsfwd_bin, ["-V"])
     assert r.returncode == 0
     assert re.search(rb"\d+\.\d+", r.stdout + r.stderr), (r.stdout, r.stderr)
 
 
 def test_help(tlsfwd_bin):
-    r = H.run_tlsfwd(tlsfwd_bin, ["-h"])
+    r = run_tlsfwd(tlsfwd_bin, ["-h"])
     assert r.returncode == 0
     out = r.stdout + r.stderr
     assert b"-c" in out and b"-t" in out and b"-V" in out, out
@@ -245,7 +245,7 @@ def test_help(tlsfwd_bin):
 
 @pytest.mark.parametrize("args", [["-Z"], ["--bogus"], ["-t", "-c"]], ids=["-Z", "--bogus", "-c-no-arg"])
 def test_bad_flags(args, tlsfwd_bin):
-    r = H.run_tlsfwd(tlsfwd_bin, args)
+    r = run_tlsfwd(tlsfwd_bin, args)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert b"-c" in r.stderr and b"-t" in r.stderr, "usage expected on stderr: %r" % r.stderr
     assert r.stdout == b""

@@ -1,8 +1,8 @@
-"""Fault matrix (issue #7): one test case per row.
+"""Fault matrix: one test case per row.
 
 Every case checks the exact fields of the log line that reports the fault,
 then that the SAME tlsfwd process still carries a healthy connection to a good
-upstream (H.exchange_ok: 64 KiB echoed byte for byte, result=ok, reason=done).
+upstream (exchange_ok: 64 KiB echoed byte for byte, result=ok, reason=done).
 The start_tlsfwd fixture adds its checks at teardown: no sanitizer report,
 every line parses, exactly one handshake and one close line per connection.
 
@@ -31,11 +31,20 @@ import time
 import pytest
 
 import pki as pki_mod
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import (connect, exchange_ok, recv_all, recv_closed, recv_exact, reset_close,
+                             send_quiet, www_fetch)
+from harness.config import ini_line
+from harness.data import det_bytes, det_digest, wait_stalled
+from harness.logfmt import json_log_form, num
+from harness.namespaces import NetNs
+from harness.procfs import rss_kib
+from harness.tlsinfo import read_client_hello
+from harness.upstreams import (closed_port, echo_handler, listen_socket, OpenSSLServer,
+                               server_context, StreamSource, Upstream)
+from harness.wrapper import WRAPPER
 
 FAST = {"connect_timeout": "500ms", "handshake_timeout": "500ms"}
-HEALTH = H.det_bytes("matrix-health", 64 << 10)
+HEALTH = det_bytes("matrix-health", 64 << 10)
 REQUEST = b"GET /matrix HTTP/1.0\r\n\r\n"
 
 # The fields that say how a connection went. A case lists every one it
@@ -72,12 +81,12 @@ RESET = {"error": "Connection reset by peer", "errno": "ECONNRESET"}
 # -- upstream behaviours (raw TCP handlers unless said otherwise) -------------------------
 
 def reset_at_once(raw):
-    H.reset_close(raw)
+    reset_close(raw)
 
 
 def reset_after_client_hello(raw):
-    H.read_client_hello(raw)
-    H.reset_close(raw)
+    read_client_hello(raw)
+    reset_close(raw)
 
 
 def server_flight(raw, ctx):
@@ -105,33 +114,33 @@ def fin_mid_handshake(ctx):
         flight = server_flight(raw, ctx)
         raw.sendall(flight[:5 + int.from_bytes(flight[3:5], "big")])
         raw.shutdown(socket.SHUT_WR)
-        H.recv_closed(raw)
+        recv_closed(raw)
     return handler
 
 
 def http_answer(raw):
-    H.read_client_hello(raw)
+    read_client_hello(raw)
     raw.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"
                 b"bad request")
-    H.recv_closed(raw)
+    recv_closed(raw)
 
 
 def fatal_alert(raw):
-    H.read_client_hello(raw)
+    read_client_hello(raw)
     raw.sendall(b"\x15\x03\x03\x00\x02\x02\x31")      # fatal(2) access_denied(49)
-    H.recv_closed(raw)
+    recv_closed(raw)
 
 
 def truncated_record_then_stall(raw):
-    H.read_client_hello(raw)
+    read_client_hello(raw)
     raw.sendall(b"\x16\x03\x03\x01\x00" + b"\x02\x00\x00")   # 256-byte record, 3 bytes of it
-    H.recv_closed(raw)                                     # until tlsfwd gives up
+    recv_closed(raw)                                     # until tlsfwd gives up
 
 
 def answer_then_drop(bc):
     """BIO mode: read the request, send part of an answer, drop TCP without close_notify."""
     req = bc.recv()
-    bc.send(H.det_bytes("matrix-partial", 100000))
+    bc.send(det_bytes("matrix-partial", 100000))
     bc.close()
     return req
 
@@ -191,57 +200,71 @@ UPSTREAM_FAULTS = {
 
 
 def make_upstream(kind, behaviour, pki, raw_upstream, ssl_upstream, silent_upstream):
-    """The upstream for a row: its port."""
+    """The upstream for a row: (its port, the server object, None for "closed")."""
     if kind == "closed":
-        return H.closed_port()
+        return closed_port(), None
     if kind == "silent":
-        return silent_upstream().port
-    if kind == "raw-tls":
-        return raw_upstream(behaviour(H.server_context(pki["server"], pki["server_key"]))).port
-    if kind == "bio":
-        return ssl_upstream(behaviour, mode="bio").port
-    return raw_upstream(behaviour).port
+        up = silent_upstream()
+    elif kind == "raw-tls":
+        up = raw_upstream(behaviour(server_context(pki["server"], pki["server_key"])))
+    elif kind == "bio":
+        up = ssl_upstream(behaviour, mode="bio")
+    else:
+        up = raw_upstream(behaviour)
+    return up.port, up
 
 
 def check_refused_client(fwd, s, want_hs, want_cl):
     """The client of a failed handshake: nothing relayed, its connection closed,
-    and the two log lines as expected."""
-    H.send_quiet(s, REQUEST)
-    data, _how = H.recv_closed(s)     # a FIN, or a RST as the request was never read
+    and the two log lines as expected. Returns (handshake record, close record,
+    seconds from the client's request to its close)."""
+    t0 = time.monotonic()
+    send_quiet(s, REQUEST)
+    data, _how = recv_closed(s)     # a FIN, or a RST as the request was never read
+    elapsed = time.monotonic() - t0
     assert data == b"", "bytes relayed despite the failed handshake: %r" % data[:80]
     hs = fwd.conn_of(s)
     cl = fwd.wait_close(hs["conn"])
     assert_outcome(hs, HANDSHAKE_KEYS, want_hs)
     assert_outcome(cl, CLOSE_KEYS, want_cl)
     assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (0, 0), cl
-    return hs, cl
+    return hs, cl, elapsed
 
 
 @pytest.mark.parametrize("row", list(UPSTREAM_FAULTS))
 def test_upstream_fault(row, pki, raw_upstream, ssl_upstream, silent_upstream, service,
                         start_tlsfwd, client):
     kind, behaviour, opts, (want_hs, want_cl) = UPSTREAM_FAULTS[row]
-    port = make_upstream(kind, behaviour, pki, raw_upstream, ssl_upstream, silent_upstream)
-    good = ssl_upstream(H.echo_handler)
+    port, up = make_upstream(kind, behaviour, pki, raw_upstream, ssl_upstream, silent_upstream)
+    good = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(port, **opts), "good": service(good.port)})
     s = client(fwd)
     if kind != "bio":
-        hs, cl = check_refused_client(fwd, s, want_hs, want_cl)
+        hs, cl, elapsed = check_refused_client(fwd, s, want_hs, want_cl)
+        if row == "refuses_connect":          # nothing to wait for: closed at once
+            assert elapsed < 2.0, "client not closed promptly (%.2fs)" % elapsed
         if "timeout" in want_hs:
+            assert 0.45 <= elapsed < 3.0, "handshake_timeout=500ms, closed after %.2fs" % elapsed
+            if "handshake_ms" in hs:
+                assert num(hs["handshake_ms"]) >= 450, hs
             assert num(cl["duration_ms"]) >= 450, cl
+        if kind == "silent":
+            assert len(up.conns) == 1, "tlsfwd connected %d times" % len(up.conns)
     else:
         # the upstream answers part of the request, then drops TCP: the
         # client gets what was sent, then a FIN, and the log says truncated
         s.sendall(REQUEST)
-        data, how = H.recv_closed(s)
-        assert how == "eof" and data == H.det_bytes("matrix-partial", 100000), (len(data), how)
+        data, how = recv_closed(s)
+        assert how == "eof" and data == det_bytes("matrix-partial", 100000), (len(data), how)
+        assert up.result() == REQUEST
         s.shutdown(socket.SHUT_WR)
         hs = fwd.conn_of(s)
         cl = fwd.wait_close(hs["conn"])
         assert_outcome(hs, HANDSHAKE_KEYS, want_hs)
         assert_outcome(cl, CLOSE_KEYS, want_cl)
         assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (len(REQUEST), 100000), cl
-    H.exchange_ok(fwd, "good", HEALTH)
+    assert hs["upstream"] == "127.0.0.1:%d" % port, hs
+    exchange_ok(fwd, "good", HEALTH)
 
 
 def test_upstream_never_answers(pki, service, start_tlsfwd, cleanup):
@@ -251,25 +274,25 @@ def test_upstream_never_answers(pki, service, start_tlsfwd, cleanup):
     if os.geteuid() != 0:
         pytest.skip("needs root for `ip netns add`")
     try:
-        ns = H.NetNs()
+        ns = NetNs()
     except OSError as e:
         pytest.skip("cannot make a network namespace here: %s" % e)
     cleanup.append(ns)
-    good = H.Upstream(H.echo_handler, ctx=H.server_context(pki["server"], pki["server_key"]),
-                      sock=ns.call(H.listen_socket, 64))
+    good = Upstream(echo_handler, ctx=server_context(pki["server"], pki["server_key"]),
+                      sock=ns.call(listen_socket, 64))
     cleanup.append(good)
-    fwd = start_tlsfwd({"svc": service("%s:443" % H.NetNs.BLACKHOLE, **FAST),
+    fwd = start_tlsfwd({"svc": service("%s:443" % NetNs.BLACKHOLE, **FAST),
                         "good": service(good.port)}, argv=ns.wrap)
-    s = ns.call(H.connect, fwd.ports["svc"])
+    s = ns.call(connect, fwd.ports["svc"])
     fwd.clients.append(s)
     want_hs, want_cl = handshake_failed({"result": "fail", "stage": "timeout",
                                          "timeout": "connect", "error": "Connection timed out",
                                          "errno": "ETIMEDOUT"})
     t0 = time.monotonic()
-    hs, cl = check_refused_client(fwd, s, want_hs, want_cl)
+    hs, cl, _ = check_refused_client(fwd, s, want_hs, want_cl)
     assert 0.45 <= time.monotonic() - t0 < 3.0
-    assert hs["upstream"] == "%s:443" % H.NetNs.BLACKHOLE, hs
-    H.exchange_ok(fwd, "good", HEALTH, dial=lambda port: ns.call(H.connect, port))
+    assert hs["upstream"] == "%s:443" % NetNs.BLACKHOLE, hs
+    exchange_ok(fwd, "good", HEALTH, dial=lambda port: ns.call(connect, port))
 
 
 # -- client side ------------------------------------------------------------------------
@@ -282,7 +305,7 @@ def answer_after_close_notify(bc):
     client's FIN, relayed), only then answer 1 MiB and close cleanly."""
     req = bc.recv_until_eof()
     assert bc.got_close_notify
-    bc.send(H.det_bytes("matrix-response", RESPONSE_SIZE))
+    bc.send(det_bytes("matrix-response", RESPONSE_SIZE))
     bc.send_close_notify()
     return req
 
@@ -290,7 +313,7 @@ def answer_after_close_notify(bc):
 def sends_nothing(s, up):
     """Connects and sends nothing: closed (FIN) at idle_timeout."""
     t0 = time.monotonic()
-    assert H.recv_closed(s) == (b"", "eof")
+    assert recv_closed(s) == (b"", "eof")
     assert 0.45 <= time.monotonic() - t0 < 3.0, "idle_timeout=500ms, closed after %.2fs" % (
         time.monotonic() - t0)
     return 0, 0
@@ -298,8 +321,8 @@ def sends_nothing(s, up):
 
 def resets_mid_transfer(s, up):
     """Reads 1 MiB of a 64 MiB download, then resets."""
-    assert H.recv_exact(s, 1 << 20) == H.det_bytes("matrix-stream", 1 << 20)
-    H.reset_close(s)
+    assert recv_exact(s, 1 << 20) == det_bytes("matrix-stream", 1 << 20)
+    reset_close(s)
     assert up.result() == "stopped"        # tlsfwd closed the upstream too
     return 0, None
 
@@ -308,8 +331,8 @@ def half_closes_and_keeps_reading(s, up):
     """Sends the request, half-closes, then reads the whole answer."""
     s.sendall(REQUEST)
     s.shutdown(socket.SHUT_WR)
-    data = H.recv_all(s)
-    assert len(data) == RESPONSE_SIZE and data == H.det_bytes("matrix-response", RESPONSE_SIZE)
+    data = recv_all(s)
+    assert len(data) == RESPONSE_SIZE and data == det_bytes("matrix-response", RESPONSE_SIZE)
     assert up.result() == REQUEST
     return len(REQUEST), RESPONSE_SIZE
 
@@ -317,9 +340,9 @@ def half_closes_and_keeps_reading(s, up):
 # Each row: the upstream (a function making its handler, and the mode for
 # ssl_upstream), service overrides, what the client does, the close fields.
 CLIENT_FAULTS = {
-    "sends_nothing": (lambda: H.echo_handler, "ssl", {"idle_timeout": "500ms"},
+    "sends_nothing": (lambda: echo_handler, "ssl", {"idle_timeout": "500ms"},
                       sends_nothing, {"level": "warn", "reason": "idle_timeout"}),
-    "resets_mid_transfer": (lambda: H.StreamSource("matrix-stream", 64 << 20), "bio", {},
+    "resets_mid_transfer": (lambda: StreamSource("matrix-stream", 64 << 20), "bio", {},
                             resets_mid_transfer,
                             dict(RESET, level="warn", reason="client_error")),
     "half_closes_and_keeps_reading": (lambda: answer_after_close_notify, "bio", {},
@@ -331,7 +354,7 @@ CLIENT_FAULTS = {
 # sends_nothing times idle_timeout=500ms from the handshake line: under
 # TLSFWD_WRAPPER (make valgrind) that line comes too late to start the clock.
 CLIENT_ROWS = [pytest.param(r, marks=pytest.mark.skipif(
-    bool(H.WRAPPER) and r == "sends_nothing", reason="times a 500 ms timeout; tlsfwd runs "
+    bool(WRAPPER) and r == "sends_nothing", reason="times a 500 ms timeout; tlsfwd runs "
     "much slower under TLSFWD_WRAPPER")) for r in CLIENT_FAULTS]
 
 
@@ -339,7 +362,7 @@ CLIENT_ROWS = [pytest.param(r, marks=pytest.mark.skipif(
 def test_client_fault(row, ssl_upstream, service, start_tlsfwd, client):
     make_handler, mode, opts, act, want_cl = CLIENT_FAULTS[row]
     up = ssl_upstream(make_handler(), mode=mode)
-    good = ssl_upstream(H.echo_handler)
+    good = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port, **opts), "good": service(good.port)})
     s = client(fwd)
     hs = fwd.conn_of(s)
@@ -350,13 +373,13 @@ def test_client_fault(row, ssl_upstream, service, start_tlsfwd, client):
     assert num(cl["bytes_up"]) == up_bytes, cl
     if down_bytes is not None:
         assert num(cl["bytes_down"]) == down_bytes, cl
-    H.exchange_ok(fwd, "good", HEALTH)
+    exchange_ok(fwd, "good", HEALTH)
 
 
 GIB = 1 << 30
 
 
-@pytest.mark.skipif(bool(H.WRAPPER), reason="1 GiB through valgrind takes minutes; "
+@pytest.mark.skipif(bool(WRAPPER), reason="1 GiB through valgrind takes minutes; "
                     "test_robustness.py's backpressure tests cover the stall under it")
 def test_client_reads_nothing_while_upstream_streams_1gib(ssl_upstream, service, start_tlsfwd,
                                                           client, rss_limit_kib):
@@ -364,18 +387,18 @@ def test_client_reads_nothing_while_upstream_streams_1gib(ssl_upstream, service,
     the upstream must stall after a few MiB and tlsfwd's RSS stay bounded (and
     other connections keep working). Then the client reads the whole GiB and
     its digest matches."""
-    src = H.StreamSource("matrix-gib", GIB)
+    src = StreamSource("matrix-gib", GIB)
     up = ssl_upstream(src, mode="bio")
-    good = ssl_upstream(H.echo_handler)
+    good = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port), "good": service(good.port)})
-    base = H.rss_kib(fwd.pid)
+    base = rss_kib(fwd.pid)
     s = client(fwd, timeout=30)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-    stalled = H.wait_stalled(lambda: src.sent, GIB)
-    grown = H.rss_kib(fwd.pid) - base
+    stalled = wait_stalled(lambda: src.sent, GIB)
+    grown = rss_kib(fwd.pid) - base
     assert stalled < 64 << 20, "the upstream pushed %d bytes to a client reading nothing" % stalled
     assert grown < rss_limit_kib, "tlsfwd RSS grew by %d KiB while the client read nothing" % grown
-    H.exchange_ok(fwd, "good", HEALTH)            # the loop is not stuck on the stalled one
+    exchange_ok(fwd, "good", HEALTH)            # the loop is not stuck on the stalled one
 
     h = hashlib.sha256()
     n = 0
@@ -385,13 +408,13 @@ def test_client_reads_nothing_while_upstream_streams_1gib(ssl_upstream, service,
             break
         h.update(d)
         n += len(d)
-    assert n == GIB and h.hexdigest() == H.det_digest("matrix-gib", GIB), n
+    assert n == GIB and h.hexdigest() == det_digest("matrix-gib", GIB), n
     assert up.result(30) == "sent all"
     s.shutdown(socket.SHUT_WR)
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert_outcome(cl, CLOSE_KEYS, {"level": "info", "reason": "done"})
     assert num(cl["bytes_down"]) == GIB, cl
-    H.exchange_ok(fwd, "good", HEALTH)
+    exchange_ok(fwd, "good", HEALTH)
 
 
 # -- resources ----------------------------------------------------------------------------
@@ -406,7 +429,7 @@ def accept_lines(fwd, start, level=None):
             and level in (None, r.get("level"))]
 
 
-@pytest.mark.skipif(bool(H.WRAPPER), reason="valgrind keeps its own descriptor limit "
+@pytest.mark.skipif(bool(WRAPPER), reason="valgrind keeps its own descriptor limit "
                     "(prlimit does not reach it) and the CPU time measured is its own")
 def test_out_of_descriptors_pauses_and_recovers(ssl_upstream, service, start_tlsfwd):
     """RLIMIT_NOFILE lowered (prlimit on the running tlsfwd) to what it holds
@@ -417,7 +440,7 @@ def test_out_of_descriptors_pauses_and_recovers(ssl_upstream, service, start_tls
     "accepting again after N pause(s)" line and serves again. (The limit is
     set from the descriptors tlsfwd holds, so that no connection is left with
     one free descriptor for its client and none for its upstream.)"""
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)})
     held = len(os.listdir("/proc/%d/fd" % fwd.pid))
     limit = held + 2 * CAPACITY
@@ -426,10 +449,10 @@ def test_out_of_descriptors_pauses_and_recovers(ssl_upstream, service, start_tls
     clients = []
     try:
         for _ in range(CAPACITY):
-            clients.append(H.connect(fwd.ports["svc"]))
+            clients.append(connect(fwd.ports["svc"]))
             assert fwd.conn_of(clients[-1])["result"] == "ok"
         for _ in range(BACKLOG):
-            clients.append(H.connect(fwd.ports["svc"]))
+            clients.append(connect(fwd.ports["svc"]))
         err = fwd.wait_for(lambda r: r.get("event") == "accept" and r.get("level") == "error",
                            10, start, "event=accept level=error")[1]
         assert "Too many open files" in err["msg"] and "pausing accept" in err["msg"], err
@@ -446,7 +469,7 @@ def test_out_of_descriptors_pauses_and_recovers(ssl_upstream, service, start_tls
                          10, start, "event=accept level=info (accepting again)")[1]
     m = ACCEPTING_AGAIN.search(again["msg"])
     assert m and int(m.group(1)) >= 2, again      # the 1 s burst was several pauses
-    H.exchange_ok(fwd, "svc", HEALTH)
+    exchange_ok(fwd, "svc", HEALTH)
     assert len(accept_lines(fwd, start, "error")) == 1, accept_lines(fwd, start)
     assert len(accept_lines(fwd, start, "info")) == 1, accept_lines(fwd, start)
 
@@ -492,8 +515,8 @@ def ini_value(raw):
 
 def logged_as(fmt, raw):
     """The decoded field a log line in `fmt` must give for the bytes raw: the
-    bytes themselves in logfmt, H.json_log_form in JSON."""
-    return ini_value(raw) if fmt == "logfmt" else H.json_log_form(raw)
+    bytes themselves in logfmt, json_log_form in JSON."""
+    return ini_value(raw) if fmt == "logfmt" else json_log_form(raw)
 
 
 def assert_lines_intact(fwd):
@@ -517,17 +540,17 @@ def test_log_injection_certificate_and_alpn(fmt, odd_pki, ssl_upstream, service,
     any bytes but commas), and that asks for tlsfwd's client certificate, which
     has a hostile name too. peer=, issuer=, client_cert= and alpn= must come
     out of the line exactly as given, and every line must stay one line."""
-    srv = H.OpenSSLServer(odd_pki["leaf"], odd_pki["leaf_key"], "-alpn", ODD_ALPN, "-www",
+    srv = OpenSSLServer(odd_pki["leaf"], odd_pki["leaf_key"], "-alpn", ODD_ALPN, "-www",
                           "-verify", "1")
     cleanup.append(srv)
-    good = ssl_upstream(H.echo_handler)
+    good = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"odd": service("localhost:%d" % srv.port, ca_file=odd_pki["ca"],
                                        alpn=ini_value(ODD_ALPN), cert_file=odd_pki["client"],
                                        key_file=odd_pki["client_key"]),
                         "good": service(good.port)}, {"log_format": fmt})
-    s = H.connect(fwd.ports["odd"])
+    s = connect(fwd.ports["odd"])
     fwd.clients.append(s)
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok"), (page[:200], srv.lines[-5:])
     hs = fwd.conn_of(s)
     cl = fwd.wait_close(hs["conn"])
@@ -540,7 +563,7 @@ def test_log_injection_certificate_and_alpn(fmt, odd_pki, ssl_upstream, service,
     assert hs["issuer"] == logged_as(fmt, issuer), hs
     assert hs["client_cert"] == logged_as(fmt, client_subject), hs
     assert hs["alpn"] == logged_as(fmt, ODD_ALPN), hs
-    H.exchange_ok(fwd, "good", HEALTH)
+    exchange_ok(fwd, "good", HEALTH)
     assert_lines_intact(fwd)
 
 
@@ -550,10 +573,10 @@ def test_log_injection_sni(fmt, ssl_upstream, service, start_tlsfwd, check_ini):
     (`tlsfwd -t`), and the same error logged at a reload (event=config, with
     the value quoted back) stays one parsable line; the old configuration
     keeps serving."""
-    good = ssl_upstream(H.echo_handler)
+    good = ssl_upstream(echo_handler)
     bad = {"svc": service(good.port, sni=ini_value(ODD_SNI))}
     rc, errors, text, path = check_ini(bad)
-    line = H.ini_line(text, "svc", "sni")
+    line = ini_line(text, "svc", "sni")
     assert rc == 1 and [(f, n) for f, n, _m in errors] == [(path, line)], errors
     assert errors[0][2].startswith("sni: '"), errors
 
@@ -563,7 +586,7 @@ def test_log_injection_sni(fmt, ssl_upstream, service, start_tlsfwd, check_ini):
     assert (rec["result"], num(rec["errors"])) == ("fail", 1), rec
     err = fwd.wait_event("config", start=start, level="error")
     want = b"%s:%d: sni: '%s' is not a DNS host name (IP addresses cannot be sent as SNI; " \
-           b"'-' sends none)" % (fwd.config_path.encode(), H.ini_line(text, "svc", "sni"), ODD_SNI)
+           b"'-' sends none)" % (fwd.config_path.encode(), ini_line(text, "svc", "sni"), ODD_SNI)
     assert err["error"] == logged_as(fmt, want), err
-    H.exchange_ok(fwd, "svc", HEALTH)
+    exchange_ok(fwd, "svc", HEALTH)
     assert_lines_intact(fwd)

@@ -4,21 +4,22 @@ to the upstream and vice versa, while the other direction keeps flowing."""
 import hashlib
 import socket
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import recv_all
+from harness.data import det_bytes
+from harness.logfmt import num
 
 
 def test_client_half_close_then_upstream_answers(ssl_upstream, service, start_tlsfwd, client):
     """(a) client sends, shuts down its write side; the upstream reads up to the
     close_notify, only then answers with 1 MiB and closes; the client gets it all."""
-    request = H.det_bytes("request", 100000)
+    request = det_bytes("request", 100000)
     response_size = 1 << 20
 
     def handler(bc):
         got = bc.recv_until_eof()          # raises on a TCP EOF without close_notify
         assert bc.got_close_notify
         bc.send(hashlib.sha256(got).hexdigest().encode() + b"\n")
-        bc.send(H.det_bytes("response", response_size))
+        bc.send(det_bytes("response", response_size))
         bc.send_close_notify()
         return got
 
@@ -27,11 +28,11 @@ def test_client_half_close_then_upstream_answers(ssl_upstream, service, start_tl
     s = client(fwd)
     s.sendall(request)
     s.shutdown(socket.SHUT_WR)
-    data = H.recv_all(s)
+    data = recv_all(s)
     assert up.result() == request
     assert not up.errors, up.errors
     want = hashlib.sha256(request).hexdigest().encode() + b"\n" + \
-        H.det_bytes("response", response_size)
+        det_bytes("response", response_size)
     assert len(data) == len(want) and data == want
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert cl["reason"] == "done", cl
@@ -42,7 +43,7 @@ def test_upstream_half_close_client_keeps_sending(ssl_upstream, service, start_t
     """(b) the upstream sends data then close_notify while still reading; the
     client gets the data then EOF, and what it sends afterwards still arrives."""
     before = b"first part from the client\n"
-    after = H.det_bytes("after", 200000)
+    after = det_bytes("after", 200000)
     greeting = b"upstream says goodbye to writing\n"
 
     def handler(bc):
@@ -60,7 +61,7 @@ def test_upstream_half_close_client_keeps_sending(ssl_upstream, service, start_t
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
     s.sendall(before)
-    assert H.recv_all(s) == greeting       # data, then EOF at the client
+    assert recv_all(s) == greeting       # data, then EOF at the client
     s.sendall(after)                       # the client->upstream direction still works
     s.shutdown(socket.SHUT_WR)
     got, rest = up.result()

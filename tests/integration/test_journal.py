@@ -15,7 +15,10 @@ import subprocess
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import connect, echo_once, recv_closed
+from harness.logfmt import parse_logfmt
+from harness.systemd import JournalSocket
+from harness.upstreams import closed_port, echo_handler
 
 PRIORITY = {"error": "3", "warn": "4", "info": "6", "debug": "7"}
 JOURNAL_DIR = "/run/systemd/journal"
@@ -66,7 +69,7 @@ class FakeJournal:
             else:
                 src, dst = d, "/run"
             if kind == "live":
-                self.sock = H.JournalSocket(os.path.join(jdir, "socket"))
+                self.sock = JournalSocket(os.path.join(jdir, "socket"))
             elif kind == "stale":
                 stale_socket(os.path.join(jdir, "socket"))
 
@@ -87,7 +90,7 @@ class FakeJournal:
                 os.mkdir(p, 0o755)
                 self._created.append(p)
         if kind == "live":
-            self.sock = H.JournalSocket(JOURNAL_SOCKET)
+            self.sock = JournalSocket(JOURNAL_SOCKET)
         elif kind == "stale":
             stale_socket(JOURNAL_SOCKET)
             self._created.insert(0, JOURNAL_SOCKET)
@@ -126,7 +129,7 @@ def check_record(rec):
     assert rec.get("SYSLOG_IDENTIFIER") == "tlsfwd", rec
     msg = rec.get("MESSAGE")
     assert isinstance(msg, str) and msg, rec
-    parsed = H.parse_logfmt(msg)
+    parsed = parse_logfmt(msg)
     assert "ts" not in parsed, "MESSAGE should be the line without ts: %r" % msg
     assert list(parsed)[:2] == ["level", "event"], msg
     assert rec.get("PRIORITY") == PRIORITY[parsed["level"]], (
@@ -140,9 +143,9 @@ def check_record(rec):
 
 def test_records_go_to_the_journal(journal, ssl_upstream, service, start_tlsfwd):
     j = journal()
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     good = service(up.port)
-    fwd = start_tlsfwd({"good": good, "bad": service(H.closed_port())}, {"log_level": "debug"},
+    fwd = start_tlsfwd({"good": good, "bad": service(closed_port())}, {"log_level": "debug"},
                        ready=False, argv=j.argv, journal_stream=True)
     js = j.sock
     js.wait(lambda m: m.get("TLSFWD_EVENT") == "ready", 10, what="TLSFWD_EVENT=ready")
@@ -150,10 +153,10 @@ def test_records_go_to_the_journal(journal, ssl_upstream, service, start_tlsfwd)
              for m in js.parsed() if m.get("TLSFWD_EVENT") == "listening"}
     assert set(ports) == {"good", "bad"}, js.dump()
 
-    H.echo_once(ports["good"])
-    b = H.connect(ports["bad"], 5)
+    echo_once(ports["good"])
+    b = connect(ports["bad"], 5)
     try:
-        data, _how = H.recv_closed(b)
+        data, _how = recv_closed(b)
     finally:
         b.close()
     assert data == b""
@@ -202,11 +205,11 @@ def test_unreachable_journal_falls_back_to_stderr(how, journal, ssl_upstream, se
                                                   start_tlsfwd):
     """The usual stderr lines (with ts: the teardown checks every line)."""
     j = journal("none" if how == "no_socket" else "stale")
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, argv=j.argv, journal_stream=True,
                        ready=False)
     fwd.wait_ready(5)
-    H.echo_once(fwd.ports["svc"])
+    echo_once(fwd.ports["svc"])
     hs = fwd.wait_event("handshake", 5, service="svc")
     assert hs["result"] == "ok", hs
     assert list(hs)[:3] == ["ts", "level", "event"], "not the usual stderr line: %r" % hs
@@ -216,10 +219,10 @@ def test_unreachable_journal_falls_back_to_stderr(how, journal, ssl_upstream, se
 def test_other_journal_stream_keeps_stderr(journal, ssl_upstream, service, start_tlsfwd):
     """JOURNAL_STREAM names another file (stderr is not the journal): plain stderr."""
     j = journal()
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, argv=j.argv,
                        env={"JOURNAL_STREAM": "1:1"})
-    H.echo_once(fwd.ports["svc"])
+    echo_once(fwd.ports["svc"])
     fwd.wait_event("close", 5, service="svc")
     assert j.sock.parsed() == [], "sent to the journal although stderr is not it:\n" + \
         j.sock.dump()

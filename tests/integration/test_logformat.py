@@ -11,8 +11,10 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import LogfmtError, parse_logfmt
+from harness.clients import connect_unix, recv_all, recv_closed, recv_exact
+from harness.daemon import run_tlsfwd
+from harness.logfmt import LogfmtError, parse_logfmt
+from harness.upstreams import closed_port, echo_handler
 
 HANDSHAKE_OK_FIELDS = ["service", "conn", "client", "upstream", "sni", "result", "version",
                        "cipher", "group", "alpn", "resumed", "verify", "peer", "issuer",
@@ -50,18 +52,18 @@ def test_parser_rejects(bad):
 def one_exchange(fwd, client, service="svc"):
     s = client(fwd, service)
     s.sendall(b"ping")
-    assert H.recv_exact(s, 4) == b"ping"
+    assert recv_exact(s, 4) == b"ping"
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     hs = fwd.conn_of(s)
     return hs, fwd.wait_close(hs["conn"])
 
 
 def test_logfmt_lines(ssl_upstream, service, start_tlsfwd, client, tlsfwd_bin):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)}, {"log_level": "debug"})
     start = fwd.find("start")
-    version = H.run_tlsfwd(tlsfwd_bin, ["-V"]).stdout.split()[1].decode()   # "tlsfwd X.Y.Z"
+    version = run_tlsfwd(tlsfwd_bin, ["-V"]).stdout.split()[1].decode()   # "tlsfwd X.Y.Z"
     assert start and any(version in str(v) for v in start[0].values()), (version, start)
     assert fwd.records.index(start[0]) < fwd.records.index(fwd.find("listening")[0])
     listening = fwd.find("listening", service="svc")
@@ -79,12 +81,12 @@ def test_logfmt_lines(ssl_upstream, service, start_tlsfwd, client, tlsfwd_bin):
 
 
 def test_json_lines(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port),
-                        "dead": service(H.closed_port())}, {"log_format": "json"})
+                        "dead": service(closed_port())}, {"log_format": "json"})
     hs, cl = one_exchange(fwd, client)
     s = client(fwd, "dead")
-    assert H.recv_closed(s)[0] == b""
+    assert recv_closed(s)[0] == b""
     bad = fwd.conn_of(s)
     fwd.wait_close(bad["conn"])
 
@@ -110,7 +112,7 @@ def test_json_lines(ssl_upstream, service, start_tlsfwd, client):
 def test_escaping_of_unusual_subject(ssl_upstream, service, start_tlsfwd, client):
     """A subject with a quote, a backslash and UTF-8 goes through logfmt and JSON
     and decodes to the same string."""
-    up = ssl_upstream(H.echo_handler, cert="weird")
+    up = ssl_upstream(echo_handler, cert="weird")
     peers = []
     for fmt in ("logfmt", "json"):
         fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)}, {"log_format": fmt})
@@ -128,28 +130,28 @@ def test_escaping_of_unusual_subject(ssl_upstream, service, start_tlsfwd, client
 def test_log_level_warn_hides_info(ssl_upstream, service, start_tlsfwd, tmp_path):
     """With log_level = warn only warn/error lines appear: a good connection logs
     nothing, a failing one logs its handshake and close lines (both warn)."""
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     good, bad = str(tmp_path / "good.sock"), str(tmp_path / "bad.sock")
     fwd = start_tlsfwd({"good": service(up.port, listen="unix:" + good),
-                        "bad": service(H.closed_port(), listen="unix:" + bad)},
+                        "bad": service(closed_port(), listen="unix:" + bad)},
                        {"log_level": "warn"}, ready=False)
     # no event=ready at this level: poll the unix socket until it accepts
     deadline = time.monotonic() + 10
     while True:
         try:
-            s = H.connect_unix(good)
+            s = connect_unix(good)
             break
         except (FileNotFoundError, ConnectionRefusedError):
             assert time.monotonic() < deadline and fwd.proc.poll() is None, fwd.log_text()
             time.sleep(0.02)
     fwd.clients.append(s)
     s.sendall(b"quiet")
-    assert H.recv_exact(s, 5) == b"quiet"
+    assert recv_exact(s, 5) == b"quiet"
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
-    b = H.connect_unix(bad)
+    assert recv_all(s) == b""
+    b = connect_unix(bad)
     fwd.clients.append(b)
-    assert H.recv_closed(b)[0] == b""
+    assert recv_closed(b)[0] == b""
     hs = fwd.wait_event("handshake", service="bad")
     fwd.wait_close(hs["conn"])
     fwd.signal(signal.SIGTERM)
@@ -166,7 +168,7 @@ def test_peer_fields_follow_the_certificate(ssl_upstream, raw_upstream, service,
     log line: when the certificate behind one service changes (here a TCP
     relay sends connections in turn to two upstreams with different
     certificates), peer= and issuer= must change with it, and come back."""
-    ups = [ssl_upstream(H.echo_handler), ssl_upstream(H.echo_handler, cert="weird")]
+    ups = [ssl_upstream(echo_handler), ssl_upstream(echo_handler, cert="weird")]
     turn = [0]
 
     def relay(conn):

@@ -9,7 +9,11 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import connect, echo_once, recv_all, recv_closed, recv_exact
+from harness.daemon import wait_count
+from harness.procfs import listening_sockets
+from harness.systemd import with_watchdog_pid
+from harness.upstreams import closed_port, echo_handler
 
 STATUS_RE = re.compile(r"^(\d+) services?, (\d+) active connections?, (\d+) handshakes?, "
                        r"(\d+) failed$")
@@ -25,20 +29,20 @@ def counts(status):
 
 
 def test_ready_only_when_listeners_accept(ssl_upstream, service, notify, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     n = notify()
-    fixed = H.closed_port()     # known before start, so we can connect the instant READY arrives
+    fixed = closed_port()     # known before start, so we can connect the instant READY arrives
     fwd = start_tlsfwd({"a": service(up.port, listen="127.0.0.1:%d" % fixed),
                         "b": service(up.port)},
                        ready=False, env={"NOTIFY_SOCKET": n.path})
     i, _t, ready = n.wait_key("READY", "1", timeout=10)
     # Right at READY: the listener must already accept.
     try:
-        c = H.connect(fixed, 2)
+        c = connect(fixed, 2)
     except OSError as e:
         pytest.fail("connect to the listen port right at READY=1 failed: %r" % e)
     fwd.clients.append(c)
-    held = H.listening_sockets(fwd.pid)
+    held = listening_sockets(fwd.pid)
     assert fixed in held, "READY=1 sent but tlsfwd holds no listener on %d: %r" % (fixed, held)
 
     assert not any("READY" in m for m in n.parsed()[:i]), "READY before " + n.dump()
@@ -51,38 +55,38 @@ def test_ready_only_when_listeners_accept(ssl_upstream, service, notify, start_t
     assert fwd.ports["a"] == fixed
     assert fwd.ports["b"] in held, "READY=1 before service b listened: %r" % held
     c.sendall(b"hello")
-    assert H.recv_exact(c, 5) == b"hello"
-    H.echo_once(fwd.ports["b"])
+    assert recv_exact(c, 5) == b"hello"
+    echo_once(fwd.ports["b"])
 
 
 def test_status_counts_rate_limited_and_only_on_change(ssl_upstream, service, notify,
                                                         start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     n = notify()
-    fwd = start_tlsfwd({"good": service(up.port), "bad": service(H.closed_port())},
+    fwd = start_tlsfwd({"good": service(up.port), "bad": service(closed_port())},
                        ready=False, env={"NOTIFY_SOCKET": n.path})
     ri, _t, ready = n.wait_key("READY", "1", timeout=10)
     fwd.wait_ready(5)
     assert counts(ready["STATUS"]) == (2, 0, 0, 0)
 
     # One long-lived connection: 1 active, 1 handshake.
-    s = H.connect(fwd.ports["good"])
+    s = connect(fwd.ports["good"])
     fwd.clients.append(s)
     s.sendall(b"x")
-    assert H.recv_exact(s, 1) == b"x"
+    assert recv_exact(s, 1) == b"x"
     n.wait(lambda m: "STATUS" in m and counts(m["STATUS"]) == (2, 1, 1, 0), 4, ri + 1,
            "STATUS 2 services, 1 active connection, 1 handshake, 0 failed")
 
-    H.echo_once(fwd.ports["good"])
-    H.echo_once(fwd.ports["good"])
-    b = H.connect(fwd.ports["bad"])           # upstream refuses: a failed handshake
+    echo_once(fwd.ports["good"])
+    echo_once(fwd.ports["good"])
+    b = connect(fwd.ports["bad"])           # upstream refuses: a failed handshake
     fwd.clients.append(b)
-    data, _how = H.recv_closed(b)
+    data, _how = recv_closed(b)
     assert data == b""
     fwd.wait_event("handshake", 5, service="bad", result="fail")
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
-    H.wait_count(fwd, "close", 4, timeout=5)
+    assert recv_all(s) == b""
+    wait_count(fwd, "close", 4, timeout=5)
     _i, t_final, final = n.wait(
         lambda m: "STATUS" in m and counts(m["STATUS"]) == (2, 0, 3, 1), 3.5, ri + 1,
         "STATUS 2 services, 0 active connections, 3 handshakes, 1 failed")
@@ -109,7 +113,7 @@ def mono_us():
 
 
 def test_reload_notifications(ssl_upstream, service, notify, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     n = notify()
     svc = service(up.port)
     fwd = start_tlsfwd({"svc": svc}, env={"NOTIFY_SOCKET": n.path})
@@ -143,11 +147,11 @@ def test_reload_notifications(ssl_upstream, service, notify, start_tlsfwd):
     assert m, "after a failed reload, STATUS should match %r: %r" % (FAILED_RELOAD_RE.pattern, rd)
     assert int(m.group(1)) == 2, rd
     assert counts(m.group(2)) == (1, 0, 0, 0), rd
-    H.echo_once(fwd.ports["svc"])
+    echo_once(fwd.ports["svc"])
 
 
 def test_stopping_on_sigterm(ssl_upstream, service, notify, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     n = notify()
     fwd = start_tlsfwd({"svc": service(up.port)}, env={"NOTIFY_SOCKET": n.path})
     n.wait_key("READY", "1", timeout=5)
@@ -159,11 +163,11 @@ def test_stopping_on_sigterm(ssl_upstream, service, notify, start_tlsfwd):
 
 @pytest.mark.parametrize("how", ["no_watchdog_pid", "own_watchdog_pid"])
 def test_watchdog_keepalives(how, ssl_upstream, service, notify, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     n = notify()
     fwd = start_tlsfwd({"svc": service(up.port)},
                        env={"NOTIFY_SOCKET": n.path, "WATCHDOG_USEC": "200000"},
-                       argv=H.with_watchdog_pid if how == "own_watchdog_pid" else None)
+                       argv=with_watchdog_pid if how == "own_watchdog_pid" else None)
     ri, t_ready, _ = n.wait_key("READY", "1", timeout=5)
     deadline = t_ready + 1.5
     j = ri
@@ -178,12 +182,12 @@ def test_watchdog_keepalives(how, ssl_upstream, service, notify, start_tlsfwd):
     got = [t for t, m, _r, _p in n.msgs[ri + 1:] if m and m.get("WATCHDOG") == "1"
            and t <= deadline]
     assert len(got) <= 40, "%d WATCHDOG=1 in 1.5s: far more often than every ~100ms" % len(got)
-    H.echo_once(fwd.ports["svc"])
+    echo_once(fwd.ports["svc"])
 
 
 def test_no_watchdog_for_another_pid(ssl_upstream, service, notify, start_tlsfwd):
     """WATCHDOG_PID names another process: the watchdog is not ours (sd_watchdog_enabled)."""
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     n = notify()
     start_tlsfwd({"svc": service(up.port)},
                  env={"NOTIFY_SOCKET": n.path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"})

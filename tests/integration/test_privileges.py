@@ -9,7 +9,11 @@ import socket
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import echo_once
+from harness.config import line_of, render_ini
+from harness.daemon import run_tlsfwd
+from harness.procfs import proc_status
+from harness.upstreams import closed_port, echo_handler
 
 NOBODY = 65534
 
@@ -33,7 +37,7 @@ def test_drop_to_nobody(group, world_readable, ssl_upstream, service, notify, st
     if os.geteuid() != 0:
         pytest.skip("needs root")
     d, ca = world_readable
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     n = notify()
     g = {"user": "nobody"}
     if group:
@@ -41,7 +45,7 @@ def test_drop_to_nobody(group, world_readable, ssl_upstream, service, notify, st
     fwd = start_tlsfwd({"svc": service(up.port, ca_file=ca)}, g, ready=False, confdir=d,
                        env={"NOTIFY_SOCKET": n.path})
     n.wait_key("READY", "1", timeout=10)
-    st = H.proc_status(fwd.pid)                # right at READY: already dropped
+    st = proc_status(fwd.pid)                # right at READY: already dropped
     assert ids(st, "Uid") == [str(NOBODY)] * 4, "Uid: %s" % st["Uid"]
     assert ids(st, "Gid") == [str(NOBODY)] * 4, "Gid: %s" % st["Gid"]
     assert st.get("Groups", "") == "", "supplementary groups kept: %r" % st.get("Groups")
@@ -53,26 +57,26 @@ def test_drop_to_nobody(group, world_readable, ssl_upstream, service, notify, st
     assert p["level"] == "info", p
     assert (p.get("user"), str(p.get("uid")), p.get("group"), str(p.get("gid"))) == (
         "nobody", str(NOBODY), "nogroup", str(NOBODY)), p
-    H.echo_once(fwd.ports["svc"])
+    echo_once(fwd.ports["svc"])
 
     # Reload as nobody: the config and CA file are re-read without root.
     _m, rec = fwd.reload()
     assert rec.get("result") == "ok", rec
-    H.echo_once(fwd.ports["svc"])
-    assert ids(H.proc_status(fwd.pid), "Uid") == [str(NOBODY)] * 4
+    echo_once(fwd.ports["svc"])
+    assert ids(proc_status(fwd.pid), "Uid") == [str(NOBODY)] * 4
 
 
 def test_root_without_user_is_warned_once(ssl_upstream, service, start_tlsfwd):
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"a": service(up.port), "b": service(up.port)})
     lines = fwd.find("privileges")
     assert len(lines) == 1, lines
     assert lines[0]["level"] == "warn", lines[0]
     assert "root" in str(lines[0].get("msg", "")), lines[0]
-    assert ids(H.proc_status(fwd.pid), "Uid")[0] == "0"
-    H.echo_once(fwd.ports["a"])
+    assert ids(proc_status(fwd.pid), "Uid")[0] == "0"
+    echo_once(fwd.ports["a"])
 
 
 UNKNOWN = {
@@ -86,13 +90,13 @@ UNKNOWN = {
 @pytest.mark.parametrize("case", sorted(UNKNOWN))
 def test_unknown_user_or_group(case, check, tlsfwd_bin, service, tmp_path):
     g, key, name = UNKNOWN[case]
-    text = H.render_ini(dict({"log_level": "info"}, **g), {"svc": service(H.closed_port())})
+    text = render_ini(dict({"log_level": "info"}, **g), {"svc": service(closed_port())})
     cfg = tmp_path / "priv.ini"
     cfg.write_text(text)
-    r = H.run_tlsfwd(tlsfwd_bin, (["-t"] if check else []) + ["-c", str(cfg)], timeout=10)
+    r = run_tlsfwd(tlsfwd_bin, (["-t"] if check else []) + ["-c", str(cfg)], timeout=10)
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode == 1, "rc=%d; stderr:\n%s" % (r.returncode, err)
-    want = "%s:%d: " % (cfg, H.line_of(text, "global", key))
+    want = "%s:%d: " % (cfg, line_of(text, "global", key))
     hits = [ln for ln in err.splitlines() if want in ln]
     assert hits, "want an error %r...; stderr:\n%s" % (want, err)
     assert any(re.search(r"\b%s\b" % key, ln) for ln in hits), hits

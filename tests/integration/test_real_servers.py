@@ -1,4 +1,4 @@
-"""Real Debian servers as TLS upstreams (#15): redis-server, slapd, mosquitto.
+"""Real Debian servers as TLS upstreams: redis-server, slapd, mosquitto.
 
 Each module-scoped fixture starts its own instance on a free loopback port,
 TLS only, in a temporary directory with its own configuration and data,
@@ -27,12 +27,15 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import connect, recv_closed, send_quiet
+from harness.daemon import child_env, wait_count
+from harness.data import det_bytes
+from harness.logfmt import num
+from harness.wrapper import SLOW
 
 CLIENT_CN = "CN=tlsfwd test client"
 START_TIMEOUT = 15.0
-TOOL_TIMEOUT = 30.0 * H.SLOW       # the clients wait for tlsfwd, slower under valgrind
+TOOL_TIMEOUT = 30.0 * SLOW       # the clients wait for tlsfwd, slower under valgrind
 
 
 def tool(name):
@@ -83,7 +86,7 @@ def show(fwd, hs, cl):
 def connections(fwd, n, timeout=20.0):
     """Wait for n handshake lines and the close line of each; [(hs, cl)] in
     connection order."""
-    hss = H.wait_count(fwd, "handshake", n, timeout)
+    hss = wait_count(fwd, "handshake", n, timeout)
     out = []
     for hs in hss:
         out.append((hs, fwd.wait_close(hs["conn"], timeout)))
@@ -142,7 +145,7 @@ class Server:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=directory,
-                                     env=H.child_env(env), start_new_session=True)
+                                     env=child_env(env), start_new_session=True)
         self.ctx = ssl.create_default_context(cafile=pki["ca"])
         self.ctx.load_cert_chain(pki["client"], pki["client_key"])
 
@@ -197,7 +200,7 @@ def start_server(name, directory, pki, make_argv, env=None, tries=3):
 
 def run_tool(argv, input=None, timeout=TOOL_TIMEOUT, env=None):
     r = subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       timeout=timeout, env=H.child_env(env))
+                       timeout=timeout, env=child_env(env))
     assert r.returncode == 0, "%s: rc=%d\nstdout: %r\nstderr: %s" % (
         " ".join(argv), r.returncode, r.stdout[-500:], r.stderr.decode(errors="replace"))
     return r.stdout
@@ -301,7 +304,7 @@ def test_redis_5mib_set_get(redis_plain, service, start_tlsfwd, client):
     fwd = start_tlsfwd({"svc": service("localhost:%d" % redis_plain.port)})
     port = fwd.ports["svc"]
     total = 5 << 20
-    data = H.det_bytes("redis-5mib", total)
+    data = det_bytes("redis-5mib", total)
     want = hashlib.sha256(data).hexdigest()
     assert redis_cli(port, "-x", "SET", "big", input=data) == b"OK\n"
     # back through redis-cli (raw output: the value and a newline) ...
@@ -344,10 +347,10 @@ def test_redis_subscribe_100_publishes_in_order(redis_plain, service, start_tlsf
 
 def ping_until_closed(port):
     """Connect, send PING right away, read until the connection ends."""
-    s = H.connect(port)
+    s = connect(port)
     try:
-        H.send_quiet(s, b"PING\r\n")
-        data, _how = H.recv_closed(s)
+        send_quiet(s, b"PING\r\n")
+        data, _how = recv_closed(s)
         return data
     finally:
         s.close()
@@ -610,7 +613,7 @@ def test_mqtt_retained_message_reaches_later_subscriber(mosquitto, service, star
     port = fwd.ports["svc"]
     topic = "tlsfwd/retained-%d" % os.getpid()
     mosquitto_pub(port, "-t", topic, "-q", "1", "-r", "-m", "kept for later")
-    H.wait_count(fwd, "close", 1)          # the publisher is gone before anyone subscribes
+    wait_count(fwd, "close", 1)          # the publisher is gone before anyone subscribes
     sub = MqttSub(port, topic, 1)
     cleanup.append(sub)
     assert sub.messages(topic) == ["kept for later"]

@@ -11,8 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import connect, connect_unix, recv_all, recv_exact
+from harness.daemon import wait_count
+from harness.data import det_bytes, det_chunks, det_digest
+from harness.logfmt import num
+from harness.upstreams import echo_handler, make_duplex_handler, resolve_first
+from harness.wrapper import SLOW
 
 
 def assert_ok_handshake(hs, port, sni="localhost", service="svc"):
@@ -25,7 +29,7 @@ def assert_ok_handshake(hs, port, sni="localhost", service="svc"):
     assert "CN=localhost" in hs["peer"], hs
     assert "tlsfwd Test Root CA" in hs["issuer"], hs
     assert hs["sni"] == sni, hs
-    assert hs["upstream"] == H.resolve_first("localhost", port), hs
+    assert hs["upstream"] == resolve_first("localhost", port), hs
     assert hs["resumed"] in ("yes", "no"), hs
     assert "group" in hs and "alpn" in hs, hs
     assert "stage" not in hs and "error" not in hs, hs
@@ -38,17 +42,17 @@ def assert_ok_handshake(hs, port, sni="localhost", service="svc"):
 # off, default and its largest value relay the same bytes.
 @pytest.mark.parametrize("collect", [None, "0us", "10ms"])
 def test_echo_roundtrip_bytes_identical(collect, ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)},
                        {"io_collect_interval": collect} if collect else None)
     s = client(fwd)
-    msgs = [b"hello\n", bytes(range(256)) * 4, H.det_bytes("echo", 300000), b"\r\n\x00end"]
+    msgs = [b"hello\n", bytes(range(256)) * 4, det_bytes("echo", 300000), b"\r\n\x00end"]
     for m in msgs:
         s.sendall(m)
-        assert H.recv_exact(s, len(m)) == m
+        assert recv_exact(s, len(m)) == m
     total = sum(map(len, msgs))
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""          # upstream's close_notify -> EOF at the client
+    assert recv_all(s) == b""          # upstream's close_notify -> EOF at the client
     assert up.result() == total
     assert not up.errors
 
@@ -69,19 +73,19 @@ def test_lone_connection_is_not_paced_by_io_collect_interval(ssl_upstream, servi
     """Collecting starts only when polls find many events at once: one
     connection's round trips do not each wait out the interval (10ms here,
     so 50 paced round trips would take over 1 s: two waits each)."""
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)},
                        {"io_collect_interval": "10ms"})
     s = client(fwd)
     s.sendall(b"warm-up\n")
-    assert H.recv_exact(s, 8) == b"warm-up\n"
+    assert recv_exact(s, 8) == b"warm-up\n"
     t0 = time.monotonic()
     for i in range(50):
         m = b"%04d\n" % i
         s.sendall(m)
-        assert H.recv_exact(s, len(m)) == m
+        assert recv_exact(s, len(m)) == m
     elapsed = time.monotonic() - t0
-    assert elapsed < 0.25 * H.SLOW, "50 round trips took %.3f s" % elapsed
+    assert elapsed < 0.25 * SLOW, "50 round trips took %.3f s" % elapsed
     s.close()
 
 
@@ -91,7 +95,7 @@ def test_openssl_www_request_response(openssl_server, service, start_tlsfwd, cli
     s = client(fwd)
     req = b"GET / HTTP/1.0\r\n\r\n"
     s.sendall(req)
-    page = H.recv_all(s)
+    page = recv_all(s)
     s.shutdown(socket.SHUT_WR)     # like an HTTP/1.0 client: done once the response ended
     assert page.startswith(b"HTTP/1.0 200 ok\r\n"), page[:200]
     assert page.rstrip().endswith(b"</BODY></HTML>"), page[-200:]
@@ -119,11 +123,11 @@ def test_openssl_rev_line_protocol(openssl_server, service, start_tlsfwd, client
     sent = recv = 0
     for line, want in [(b"hello world\n", b"dlrow olleh\n"), (b"tlsfwd 123\n", b"321 dwfslt\n")]:
         s.sendall(line)
-        assert H.recv_exact(s, len(want)) == want
+        assert recv_exact(s, len(want)) == want
         sent += len(line)
         recv += len(want)
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert cl["reason"] == "done", cl
     assert (num(cl["bytes_up"]), num(cl["bytes_down"])) == (sent, recv)
@@ -131,7 +135,7 @@ def test_openssl_rev_line_protocol(openssl_server, service, start_tlsfwd, client
 
 def test_64mib_each_way_concurrently(ssl_upstream, service, start_tlsfwd, client):
     size = 64 << 20
-    up = ssl_upstream(H.make_duplex_handler("down-seed", size), mode="bio")
+    up = ssl_upstream(make_duplex_handler("down-seed", size), mode="bio")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     s = client(fwd, timeout=60)
 
@@ -139,7 +143,7 @@ def test_64mib_each_way_concurrently(ssl_upstream, service, start_tlsfwd, client
 
     def sender():
         try:
-            for chunk in H.det_chunks("up-seed", size):
+            for chunk in det_chunks("up-seed", size):
                 s.sendall(chunk)
             s.shutdown(socket.SHUT_WR)
         except Exception as e:  # noqa: BLE001
@@ -158,11 +162,11 @@ def test_64mib_each_way_concurrently(ssl_upstream, service, start_tlsfwd, client
     t.join(60)
     assert not t.is_alive() and not send_err, send_err
     assert got == size
-    assert h.hexdigest() == H.det_digest("down-seed", size), "upstream->client data differs"
+    assert h.hexdigest() == det_digest("down-seed", size), "upstream->client data differs"
     up_got, up_digest = up.result(30)
     assert not up.errors, up.errors
     assert up_got == size
-    assert up_digest == H.det_digest("up-seed", size), "client->upstream data differs"
+    assert up_digest == det_digest("up-seed", size), "client->upstream data differs"
 
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert cl["reason"] == "done", cl
@@ -192,10 +196,10 @@ def test_burst_of_small_records_in_one_write(count, size, rcvbuf, ssl_upstream, 
     s = client(fwd, timeout=20)
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    assert H.recv_exact(s, len(want)) == want
+    assert recv_exact(s, len(want)) == want
     s.sendall(b"bye")
     assert up.result(10) == b"bye"
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     s.shutdown(socket.SHUT_WR)
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert num(cl["bytes_down"]) == len(want), cl
@@ -203,22 +207,22 @@ def test_burst_of_small_records_in_one_write(count, size, rcvbuf, ssl_upstream, 
 
 def test_200_concurrent_connections(ssl_upstream, service, start_tlsfwd):
     n = 200
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     port = fwd.ports["svc"]
     barrier = threading.Barrier(n, timeout=60)
     clients = {}
 
     def one(i):
-        s = H.connect(port, timeout=60)
+        s = connect(port, timeout=60)
         try:
             clients[i] = "127.0.0.1:%d" % s.getsockname()[1]
-            msg = H.det_bytes("conn-%d" % i, 2000 + 37 * i)
+            msg = det_bytes("conn-%d" % i, 2000 + 37 * i)
             s.sendall(msg)
-            echoed = H.recv_exact(s, len(msg))
+            echoed = recv_exact(s, len(msg))
             barrier.wait()                 # all 200 relays are open at the same time
             s.shutdown(socket.SHUT_WR)
-            rest = H.recv_all(s)
+            rest = recv_all(s)
             return echoed == msg and rest == b"", len(msg)
         finally:
             s.close()
@@ -227,7 +231,7 @@ def test_200_concurrent_connections(ssl_upstream, service, start_tlsfwd):
         results = list(ex.map(one, range(n)))
     assert all(ok for ok, _ in results), [i for i, (ok, _) in enumerate(results) if not ok]
 
-    closes = H.wait_count(fwd, "close", n, timeout=30)
+    closes = wait_count(fwd, "close", n, timeout=30)
     hss = fwd.find("handshake")
     assert len(hss) == n and len(closes) == n
     assert all(h["result"] == "ok" and h["verify"] == "ok" for h in hss)
@@ -243,16 +247,16 @@ def test_200_concurrent_connections(ssl_upstream, service, start_tlsfwd):
 
 
 def test_unix_socket_listener(ssl_upstream, service, start_tlsfwd, tmp_path):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     path = str(tmp_path / "fwd.sock")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port, listen="unix:" + path)})
     assert fwd.listen["svc"] == "unix:" + path
-    s = H.connect_unix(path)
+    s = connect_unix(path)
     fwd.clients.append(s)
     s.sendall(b"over unix\n")
-    assert H.recv_exact(s, 10) == b"over unix\n"
+    assert recv_exact(s, 10) == b"over unix\n"
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     hs = fwd.wait_handshake("svc")
     assert hs["client"] == "unix", hs
     assert hs["result"] == "ok"
@@ -262,7 +266,7 @@ def test_unix_socket_listener(ssl_upstream, service, start_tlsfwd, tmp_path):
 
 def test_two_services_are_independent(ssl_upstream, openssl_server, service, start_tlsfwd,
                                       client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     srv = openssl_server("server", "-rev")
     fwd = start_tlsfwd({"echo": service("localhost:%d" % up.port),
                         "rev": service("localhost:%d" % srv.port)})
@@ -270,25 +274,25 @@ def test_two_services_are_independent(ssl_upstream, openssl_server, service, sta
     a, b = client(fwd, "echo"), client(fwd, "rev")
     a.sendall(b"abc\n")
     b.sendall(b"abc\n")
-    assert H.recv_exact(a, 4) == b"abc\n"
-    assert H.recv_exact(b, 4) == b"cba\n"
+    assert recv_exact(a, 4) == b"abc\n"
+    assert recv_exact(b, 4) == b"cba\n"
     assert fwd.conn_of(a)["service"] == "echo"
     assert fwd.conn_of(b)["service"] == "rev"
     assert fwd.conn_of(a)["conn"] != fwd.conn_of(b)["conn"]
 
 
 def test_listen_on_host_name(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port, listen="localhost:0")})
     assert fwd.listen["svc"].startswith("127.0.0.1:"), fwd.listen
     s = client(fwd)
     s.sendall(b"named")
-    assert H.recv_exact(s, 5) == b"named"
+    assert recv_exact(s, 5) == b"named"
 
 
 def test_sni_sent_and_ip_literal_sends_none(ssl_upstream, service, start_tlsfwd, client):
     seen = []
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     up.ctx.sni_callback = lambda obj, name, ctx: seen.append(name)
     fwd = start_tlsfwd({"byname": service("localhost:%d" % up.port),
                         "byip": service("127.0.0.1:%d" % up.port),
@@ -297,7 +301,7 @@ def test_sni_sent_and_ip_literal_sends_none(ssl_upstream, service, start_tlsfwd,
         seen.clear()
         s = client(fwd, name)
         s.sendall(b"x")
-        assert H.recv_exact(s, 1) == b"x"
+        assert recv_exact(s, 1) == b"x"
         hs = fwd.conn_of(s)
         assert seen == [want_sni], (name, seen)
         assert hs["sni"] == (want_sni or "-"), hs
@@ -306,11 +310,11 @@ def test_sni_sent_and_ip_literal_sends_none(ssl_upstream, service, start_tlsfwd,
 
 
 def test_intermediate_chain_sent_by_upstream(ssl_upstream, pki, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler, cert="inter_server_chain", key=pki["inter_server_key"])
+    up = ssl_upstream(echo_handler, cert="inter_server_chain", key=pki["inter_server_key"])
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     s = client(fwd)
     s.sendall(b"chain")
-    assert H.recv_exact(s, 5) == b"chain"
+    assert recv_exact(s, 5) == b"chain"
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok" and hs["verify"] == "ok", hs
     assert "Intermediate" in hs["issuer"], hs
@@ -322,16 +326,16 @@ def test_negotiated_version_and_cipher_logged(version, ssl_upstream, service, st
                                               client):
     def handler(conn):
         info = (conn.version(), conn.cipher()[0])
-        H.echo_handler(conn)
+        echo_handler(conn)
         return info
 
     up = ssl_upstream(handler, min_version=version, max_version=version)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     s = client(fwd)
     s.sendall(b"v")
-    assert H.recv_exact(s, 1) == b"v"
+    assert recv_exact(s, 1) == b"v"
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     proto, ossl_cipher = up.result()
     hs = fwd.conn_of(s)
     assert_ok_handshake(hs, up.port)

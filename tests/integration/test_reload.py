@@ -13,7 +13,10 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import connect, echo_once, recv_all, recv_closed, recv_exact, send_quiet
+from harness.config import line_of
+from harness.procfs import listening_sockets, proc_status
+from harness.upstreams import closed_port, echo_handler
 
 ERR_RE = re.compile(r"^(.*):(\d+): (\S.*)$")
 
@@ -49,15 +52,15 @@ def new_listening(fwd, start):
 
 
 def test_reload_keeps_adds_and_removes_listeners(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
-    fixed = H.closed_port()
+    up = ssl_upstream(echo_handler)
+    fixed = closed_port()
     keep = service(up.port, listen="127.0.0.1:%d" % fixed)
     fwd = start_tlsfwd({"keep": keep, "gone": service(up.port)})
-    inode = H.listening_sockets(fwd.pid)[fixed]
+    inode = listening_sockets(fwd.pid)[fixed]
     gone_port = fwd.ports["gone"]
     g = client(fwd, "gone")                    # open across the reload
     g.sendall(b"before")
-    assert H.recv_exact(g, 6) == b"before"
+    assert recv_exact(g, 6) == b"before"
     hs_g = fwd.conn_of(g)
 
     fwd.write_config({"keep": dict(keep, idle_timeout="31s"), "new": service(up.port)})
@@ -68,39 +71,39 @@ def test_reload_keeps_adds_and_removes_listeners(ssl_upstream, service, start_tl
     assert "new" in added and "gone" not in added, "listening lines after the reload: %r" % added
     assert added.get("keep", fixed) == fixed, added
 
-    held = H.listening_sockets(fwd.pid)
+    held = listening_sockets(fwd.pid)
     assert held.get(fixed) == inode, "the unchanged listener was not kept (inode %d): %r" % (
         inode, held)
     assert gone_port not in held, "the removed service still listens: %r" % held
     assert set(held) == {fixed, added["new"]}, held
     assert_refused(gone_port)
-    H.echo_once(fixed)
-    H.echo_once(added["new"])
+    echo_once(fixed)
+    echo_once(added["new"])
 
     g.sendall(b"after")                        # continues on the old configuration
-    assert H.recv_exact(g, 5) == b"after"
+    assert recv_exact(g, 5) == b"after"
     g.shutdown(socket.SHUT_WR)
-    assert H.recv_all(g) == b""
+    assert recv_all(g) == b""
     cl = fwd.wait_close(hs_g["conn"], 5)
     assert cl["reason"] == "done" and cl["service"] == "gone", cl
 
 
 def test_reload_rereads_ca_file(ssl_upstream, service, start_tlsfwd, pki, tmp_path):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     ca = tmp_path / "swapped-ca.pem"
     shutil.copyfile(pki["other_ca"], ca)       # does not sign the upstream's certificate
     fwd = start_tlsfwd({"svc": service(up.port, ca_file=str(ca))})
 
     def attempt():
         mark = fwd.mark()
-        s = H.connect(fwd.ports["svc"], 5)
+        s = connect(fwd.ports["svc"], 5)
         try:
-            H.send_quiet(s, b"x")
+            send_quiet(s, b"x")
             try:
                 s.shutdown(socket.SHUT_WR)
             except OSError:
                 pass                           # already reset by a failed handshake
-            data, _how = H.recv_closed(s)
+            data, _how = recv_closed(s)
         finally:
             s.close()
         hs = fwd.wait_for(lambda r: r.get("event") == "handshake", 5, mark, "handshake")[1]
@@ -125,7 +128,7 @@ def test_reload_rereads_ca_file(ssl_upstream, service, start_tlsfwd, pki, tmp_pa
 
 
 def test_reload_errors_keep_the_old_configuration(ssl_upstream, service, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     a = service(up.port)
     fwd = start_tlsfwd({"a": a, "b": service(up.port)})
     ports = dict(fwd.ports)
@@ -133,7 +136,7 @@ def test_reload_errors_keep_the_old_configuration(ssl_upstream, service, start_t
     # b removed, c added, two errors in a: nothing of it may take effect.
     text = fwd.write_config({"a": dict(a, verify="maybe", connect_timeout="5x"),
                              "c": service(up.port)})
-    want = {H.line_of(text, "a", "verify"), H.line_of(text, "a", "connect_timeout")}
+    want = {line_of(text, "a", "verify"), line_of(text, "a", "connect_timeout")}
     mark, rec = fwd.reload()
     assert rec.get("result") == "fail" and rec.get("level") == "error", rec
     assert str(rec.get("errors")) == "2", rec
@@ -142,9 +145,9 @@ def test_reload_errors_keep_the_old_configuration(ssl_upstream, service, start_t
         "want one event=config error per bad line %s, got %r" % (sorted(want), errs))
     assert any("maybe" in m or "verify" in m for _, m in errs), errs
     assert new_listening(fwd, mark) == {}, "a failed reload opened listeners"
-    assert set(H.listening_sockets(fwd.pid)) == set(ports.values())
-    H.echo_once(ports["a"])
-    H.echo_once(ports["b"])
+    assert set(listening_sockets(fwd.pid)) == set(ports.values())
+    echo_once(ports["a"])
+    echo_once(ports["b"])
 
     # Fixed: now it applies.
     fwd.write_config({"a": a, "c": service(up.port)})
@@ -152,11 +155,11 @@ def test_reload_errors_keep_the_old_configuration(ssl_upstream, service, start_t
     assert rec.get("result") == "ok", rec
     assert set(new_listening(fwd, mark)) == {"c"}
     assert_refused(ports["b"])
-    H.echo_once(ports["a"])
+    echo_once(ports["a"])
 
 
 def test_reload_cannot_change_user(ssl_upstream, service, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     svc = service(up.port)
     fwd = start_tlsfwd({"svc": svc})
     text = fwd.write_config({"svc": svc}, {"user": "nobody"})
@@ -166,10 +169,10 @@ def test_reload_cannot_change_user(ssl_upstream, service, start_tlsfwd):
     errs = config_errors(fwd, mark)
     assert len(errs) == 1, errs
     assert "needs a restart" in errs[0][1], errs
-    assert errs[0][0] == H.line_of(text, "global", "user"), (errs, text)
+    assert errs[0][0] == line_of(text, "global", "user"), (errs, text)
     with open("/proc/%d/status" % fwd.pid) as f:
         assert "\nUid:\t0\t" in f.read(), "privileges changed by a failed reload"
-    H.echo_once(fwd.ports["svc"])
+    echo_once(fwd.ports["svc"])
 
 
 def test_reload_cannot_change_group(ssl_upstream, service, start_tlsfwd, short_dir, pki):
@@ -180,7 +183,7 @@ def test_reload_cannot_change_group(ssl_upstream, service, start_tlsfwd, short_d
     ca = os.path.join(d, "ca.pem")
     shutil.copyfile(pki["ca"], ca)
     os.chmod(ca, 0o644)
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     svc = service(up.port, ca_file=ca)
     g = {"user": "nobody", "group": "nogroup"}
     fwd = start_tlsfwd({"svc": svc}, g, confdir=d)
@@ -189,23 +192,23 @@ def test_reload_cannot_change_group(ssl_upstream, service, start_tlsfwd, short_d
     assert rec.get("result") == "fail" and str(rec.get("errors")) == "1", rec
     errs = config_errors(fwd, mark)
     # (the contract does not say which of the two lines; the group's would be more precise)
-    assert len(errs) == 1 and errs[0][0] in (H.line_of(text, "global", "group"),
-                                             H.line_of(text, "global", "user")), errs
+    assert len(errs) == 1 and errs[0][0] in (line_of(text, "global", "group"),
+                                             line_of(text, "global", "user")), errs
     assert "needs a restart" in errs[0][1], errs
-    assert H.proc_status(fwd.pid)["Gid"].split() == ["65534"] * 4
-    H.echo_once(fwd.ports["svc"])
+    assert proc_status(fwd.pid)["Gid"].split() == ["65534"] * 4
+    echo_once(fwd.ports["svc"])
 
 
 def test_reload_under_load(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
-    fixed = H.closed_port()
+    up = ssl_upstream(echo_handler)
+    fixed = closed_port()
     svc = service(up.port, listen="127.0.0.1:%d" % fixed)
     fwd = start_tlsfwd({"svc": svc})
-    inode = H.listening_sockets(fwd.pid)[fixed]
+    inode = listening_sockets(fwd.pid)[fixed]
 
     long_lived = client(fwd)
     long_lived.sendall(b"first")
-    assert H.recv_exact(long_lived, 5) == b"first"
+    assert recv_exact(long_lived, 5) == b"first"
 
     ok, failures = [0], []
     stop = threading.Event()
@@ -216,7 +219,7 @@ def test_reload_under_load(ssl_upstream, service, start_tlsfwd, client):
             i += 1
             msg = b"req-%d" % i
             try:
-                H.echo_once(fixed, msg, timeout=5)
+                echo_once(fixed, msg, timeout=5)
                 ok[0] += 1
             except Exception as e:  # noqa: BLE001 - every failure is reported
                 failures.append("connection %d at %.3f: %r" % (i, time.monotonic(), e))
@@ -242,17 +245,17 @@ def test_reload_under_load(ssl_upstream, service, start_tlsfwd, client):
     assert not failures, "%d of %d client connections failed during the reloads:\n%s" % (
         len(failures), ok[0] + len(failures), "\n".join(failures[:10]))
     assert ok[0] > 20, "only %d client connections in the reload storm" % ok[0]
-    assert H.listening_sockets(fwd.pid).get(fixed) == inode, "the listener was replaced"
+    assert listening_sockets(fwd.pid).get(fixed) == inode, "the listener was replaced"
 
     long_lived.sendall(b"still here")
-    assert H.recv_exact(long_lived, 10) == b"still here"
+    assert recv_exact(long_lived, 10) == b"still here"
 
     # A broken configuration leaves the running one in place.
     text = fwd.write_config({"svc": dict(svc, verify="maybe")})
     mark, rec = fwd.reload()
     assert rec.get("result") == "fail" and str(rec.get("errors")) == "1", rec
     errs = config_errors(fwd, mark)
-    assert [n for n, _ in errs] == [H.line_of(text, "svc", "verify")], errs
-    H.echo_once(fixed)
+    assert [n for n, _ in errs] == [line_of(text, "svc", "verify")], errs
+    echo_once(fixed)
     long_lived.sendall(b"end")
-    assert H.recv_exact(long_lived, 3) == b"end"
+    assert recv_exact(long_lived, 3) == b"end"

@@ -11,8 +11,12 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import recv_all, recv_closed, recv_exact, send_quiet
+from harness.daemon import wait_count
+from harness.data import det_chunks, det_digest, wait_stalled
+from harness.logfmt import num
+from harness.procfs import rss_kib
+from harness.upstreams import BioConn, closed_port, echo_handler
 
 SIZE = 64 << 20
 
@@ -23,7 +27,7 @@ def test_backpressure_client_not_reading(ssl_upstream, service, start_tlsfwd, cl
     progress = [0]
 
     def source(bc):
-        for chunk in H.det_chunks("bp-down", SIZE):
+        for chunk in det_chunks("bp-down", SIZE):
             for off in range(0, len(chunk), 1 << 16):
                 bc.send(chunk[off:off + (1 << 16)])
                 progress[0] += 1 << 16
@@ -32,11 +36,11 @@ def test_backpressure_client_not_reading(ssl_upstream, service, start_tlsfwd, cl
 
     up = ssl_upstream(source, mode="bio")
     fwd = start_tlsfwd({"svc": service(up.port)})
-    base = H.rss_kib(fwd.proc.pid)
+    base = rss_kib(fwd.proc.pid)
     s = client(fwd, timeout=30)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
-    stalled = H.wait_stalled(lambda: progress[0], SIZE)
-    grown = H.rss_kib(fwd.proc.pid) - base
+    stalled = wait_stalled(lambda: progress[0], SIZE)
+    grown = rss_kib(fwd.proc.pid) - base
     assert stalled < SIZE, "upstream was never held back: tlsfwd read all %d bytes" % SIZE
     assert grown < rss_limit_kib, "tlsfwd RSS grew by %d KiB while the client did not read" % grown
 
@@ -48,7 +52,7 @@ def test_backpressure_client_not_reading(ssl_upstream, service, start_tlsfwd, cl
             break
         h.update(d)
         n += len(d)
-    assert n == SIZE and h.hexdigest() == H.det_digest("bp-down", SIZE)
+    assert n == SIZE and h.hexdigest() == det_digest("bp-down", SIZE)
     assert up.result(30) == SIZE
     s.shutdown(socket.SHUT_WR)
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
@@ -68,7 +72,7 @@ def test_backpressure_upstream_not_reading(ssl_upstream, service, start_tlsfwd, 
 
     up = ssl_upstream(sink, mode="bio")
     fwd = start_tlsfwd({"svc": service(up.port)})
-    base = H.rss_kib(fwd.proc.pid)
+    base = rss_kib(fwd.proc.pid)
     s = client(fwd, timeout=30)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
     sent = [0]
@@ -76,7 +80,7 @@ def test_backpressure_upstream_not_reading(ssl_upstream, service, start_tlsfwd, 
 
     def sender():
         try:
-            for chunk in H.det_chunks("bp-up", SIZE):
+            for chunk in det_chunks("bp-up", SIZE):
                 for off in range(0, len(chunk), 1 << 16):
                     s.sendall(chunk[off:off + (1 << 16)])
                     sent[0] += 1 << 16
@@ -87,8 +91,8 @@ def test_backpressure_upstream_not_reading(ssl_upstream, service, start_tlsfwd, 
     t = threading.Thread(target=sender, daemon=True)
     t.start()
     try:
-        stalled = H.wait_stalled(lambda: sent[0], SIZE)
-        grown = H.rss_kib(fwd.proc.pid) - base
+        stalled = wait_stalled(lambda: sent[0], SIZE)
+        grown = rss_kib(fwd.proc.pid) - base
     finally:
         go.set()
     assert stalled < SIZE, "client was never held back: tlsfwd took all %d bytes" % SIZE
@@ -96,8 +100,8 @@ def test_backpressure_upstream_not_reading(ssl_upstream, service, start_tlsfwd, 
     t.join(60)
     assert not err, err
     n, digest = up.result(60)
-    assert n == SIZE and digest == H.det_digest("bp-up", SIZE)
-    assert H.recv_all(s) == b""
+    assert n == SIZE and digest == det_digest("bp-up", SIZE)
+    assert recv_all(s) == b""
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert cl["reason"] == "done" and num(cl["bytes_up"]) == SIZE, cl
 
@@ -116,7 +120,7 @@ def test_client_gone_during_handshake(silent_upstream, service, start_tlsfwd, cl
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
 def test_client_gone_right_after_connect(how, ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
     port = s.getsockname()[1]
@@ -130,10 +134,10 @@ def test_client_gone_right_after_connect(how, ssl_upstream, service, start_tlsfw
 
 
 def test_connection_churn(ssl_upstream, openssl_server, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
-    bad = ssl_upstream(H.echo_handler, cert="untrusted")
+    up = ssl_upstream(echo_handler)
+    bad = ssl_upstream(echo_handler, cert="untrusted")
     fwd = start_tlsfwd({"ok": service(up.port),
-                        "refused": service(H.closed_port()),
+                        "refused": service(closed_port()),
                         "untrusted": service(bad.port)})
     n = 0
     for i in range(25):
@@ -141,15 +145,15 @@ def test_connection_churn(ssl_upstream, openssl_server, service, start_tlsfwd, c
             s = client(fwd, name)
             if name == "ok":
                 s.sendall(b"%d" % i)
-                assert H.recv_exact(s, len(b"%d" % i)) == b"%d" % i
+                assert recv_exact(s, len(b"%d" % i)) == b"%d" % i
                 s.shutdown(socket.SHUT_WR)
-                assert H.recv_all(s) == b""
+                assert recv_all(s) == b""
             else:
-                H.send_quiet(s, b"x")
-                assert H.recv_closed(s)[0] == b""
+                send_quiet(s, b"x")
+                assert recv_closed(s)[0] == b""
             s.close()
             n += 1
-    closes = H.wait_count(fwd, "close", n)
+    closes = wait_count(fwd, "close", n)
     reasons = sorted({(c["service"], c["reason"]) for c in closes})
     assert reasons == [("ok", "done"), ("refused", "handshake_failed"),
                        ("untrusted", "handshake_failed")], reasons
@@ -171,7 +175,7 @@ def test_ipv6_listen_and_upstream(openssl_server, service, start_tlsfwd):
     fwd.clients.append(s)
     s.settimeout(10)
     s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    assert H.recv_all(s).startswith(b"HTTP/1.0 200 ok")
+    assert recv_all(s).startswith(b"HTTP/1.0 200 ok")
     s.shutdown(socket.SHUT_WR)
     hs = fwd.wait_handshake("v6")
     assert hs["upstream"] == "[::1]:%d" % srv.port, hs
@@ -184,16 +188,16 @@ def test_client_reset_while_receiving(ssl_upstream, service, start_tlsfwd, clien
     """The client resets while tlsfwd is writing to it: EPIPE/ECONNRESET, no SIGPIPE death."""
     def source(bc):
         try:
-            for chunk in H.det_chunks("reset", SIZE):
+            for chunk in det_chunks("reset", SIZE):
                 bc.send(chunk)
-        except (OSError, H.BioConn.TruncatedError):
+        except (OSError, BioConn.TruncatedError):
             return "stopped"
         return "sent all"
 
     up = ssl_upstream(source, mode="bio")
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
-    H.recv_exact(s, 1 << 20)
+    recv_exact(s, 1 << 20)
     hs = fwd.conn_of(s)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
@@ -203,7 +207,7 @@ def test_client_reset_while_receiving(ssl_upstream, service, start_tlsfwd, clien
     assert up.result() == "stopped"
     assert fwd.proc.poll() is None
     s2 = client(fwd)                       # still serving
-    H.recv_exact(s2, 1000)
+    recv_exact(s2, 1000)
 
 
 def test_upstream_reset_while_relaying(ssl_upstream, service, start_tlsfwd, client):
@@ -218,7 +222,7 @@ def test_upstream_reset_while_relaying(ssl_upstream, service, start_tlsfwd, clie
     s = client(fwd)
     s.sendall(b"hello")
     assert up.result() == b"hello"
-    data, _ = H.recv_closed(s)
+    data, _ = recv_closed(s)
     assert data == b""
     cl = fwd.wait_close(fwd.conn_of(s)["conn"])
     assert cl["reason"] == "upstream_error", cl

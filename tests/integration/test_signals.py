@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import recv_all, recv_closed, recv_exact
+from harness.upstreams import echo_handler
 
 
 def assert_refused(port):
@@ -16,7 +17,7 @@ def assert_refused(port):
 
 
 def test_sigterm_without_connections_exits_0(ssl_upstream, service, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "10s"})
     t0 = time.monotonic()
     fwd.signal(signal.SIGTERM)
@@ -28,7 +29,7 @@ def test_sigterm_without_connections_exits_0(ssl_upstream, service, start_tlsfwd
 
 
 def test_sigint_like_sigterm(ssl_upstream, service, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "10s"})
     fwd.signal(signal.SIGINT)
     assert fwd.wait_exit(5) == 0
@@ -36,11 +37,11 @@ def test_sigint_like_sigterm(ssl_upstream, service, start_tlsfwd):
 
 
 def test_sigterm_drains_open_connection(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "10s"})
     s = client(fwd)
     s.sendall(b"before")
-    assert H.recv_exact(s, 6) == b"before"
+    assert recv_exact(s, 6) == b"before"
     hs = fwd.conn_of(s)
 
     t0 = time.monotonic()
@@ -51,9 +52,9 @@ def test_sigterm_drains_open_connection(ssl_upstream, service, start_tlsfwd, cli
     assert fwd.proc.poll() is None
 
     s.sendall(b"after the signal")            # the open connection still relays
-    assert H.recv_exact(s, 16) == b"after the signal"
+    assert recv_exact(s, 16) == b"after the signal"
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     assert fwd.wait_exit(5) == 0
     assert time.monotonic() - t0 < 5.0, "should exit when the last connection ends"
     cl = fwd.wait_close(hs["conn"], 1)
@@ -64,15 +65,15 @@ def test_sigterm_drains_open_connection(ssl_upstream, service, start_tlsfwd, cli
 
 def test_shutdown_timeout_closes_lingering_connection(ssl_upstream, service, start_tlsfwd,
                                                       client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "500ms"})
     s = client(fwd)
     s.sendall(b"x")
-    assert H.recv_exact(s, 1) == b"x"
+    assert recv_exact(s, 1) == b"x"
     hs = fwd.conn_of(s)
     t0 = time.monotonic()
     fwd.signal(signal.SIGTERM)
-    data, _ = H.recv_closed(s)
+    data, _ = recv_closed(s)
     closed = time.monotonic() - t0
     assert data == b""
     assert closed >= 0.45, "closed before shutdown_timeout (%.2fs)" % closed
@@ -87,17 +88,17 @@ def test_shutdown_timeout_closes_lingering_connection(ssl_upstream, service, sta
 
 
 def test_second_sigterm_closes_everything_now(ssl_upstream, service, start_tlsfwd, client):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)}, {"shutdown_timeout": "30s"})
     s = client(fwd)
     s.sendall(b"x")
-    assert H.recv_exact(s, 1) == b"x"
+    assert recv_exact(s, 1) == b"x"
     hs = fwd.conn_of(s)
     fwd.signal(signal.SIGTERM)
     fwd.wait_event("drain", 5)
     t0 = time.monotonic()
     fwd.signal(signal.SIGTERM)
-    data, _ = H.recv_closed(s)
+    data, _ = recv_closed(s)
     assert data == b""
     assert fwd.wait_exit(5) == 0
     assert time.monotonic() - t0 < 3.0
@@ -108,18 +109,18 @@ def test_second_sigterm_closes_everything_now(ssl_upstream, service, start_tlsfw
 
 def test_sighup_reload_keeps_serving(ssl_upstream, service, start_tlsfwd, client):
     """SIGHUP reloads the same config: open connections and the listener stay."""
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service(up.port)})
     s = client(fwd)
     s.sendall(b"1")
-    assert H.recv_exact(s, 1) == b"1"
+    assert recv_exact(s, 1) == b"1"
     fwd.signal(signal.SIGHUP)
     rl = fwd.wait_event("reload", 5)
     assert rl["result"] == "ok", rl
     s.sendall(b"2")
-    assert H.recv_exact(s, 1) == b"2"
+    assert recv_exact(s, 1) == b"2"
     s2 = client(fwd)                           # still accepting
     s2.sendall(b"3")
-    assert H.recv_exact(s2, 1) == b"3"
+    assert recv_exact(s2, 1) == b"3"
     assert fwd.proc.poll() is None
     assert not fwd.find("drain") and not fwd.find("exit")

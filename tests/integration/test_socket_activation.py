@@ -8,7 +8,12 @@ import socket
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import echo_once
+from harness.config import render_ini
+from harness.daemon import run_tlsfwd
+from harness.procfs import listening_sockets
+from harness.systemd import fds_at_3, with_listen_pid
+from harness.upstreams import closed_port, echo_handler
 
 
 def tcp_listener():
@@ -19,7 +24,7 @@ def tcp_listener():
 
 
 def test_inherited_listener_is_served_and_others_bind(ssl_upstream, service, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     ls = tcp_listener()
     port = ls.getsockname()[1]
     inode = os.fstat(ls.fileno()).st_ino
@@ -27,7 +32,7 @@ def test_inherited_listener_is_served_and_others_bind(ssl_upstream, service, sta
         fwd = start_tlsfwd({"svc": service(up.port, listen="127.0.0.1:0"),
                             "other": service(up.port)},
                            env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "svc"},
-                           argv=H.with_listen_pid, listen_fds=[ls.fileno()])
+                           argv=with_listen_pid, listen_fds=[ls.fileno()])
     finally:
         ls.close()                              # tlsfwd has its own copy now
 
@@ -39,33 +44,33 @@ def test_inherited_listener_is_served_and_others_bind(ssl_upstream, service, sta
     assert len(other) == 1 and other[0].get("inherited") != "yes", other
     assert fwd.ports["other"] != port
 
-    held = H.listening_sockets(fwd.pid)
+    held = listening_sockets(fwd.pid)
     assert held.get(port) == inode, "the inherited socket (inode %d) is not what tlsfwd " \
         "listens on: %r" % (inode, held)
     assert set(held) == {port, fwd.ports["other"]}, (
         "tlsfwd should listen on exactly the inherited socket and other's own: %r" % held)
 
-    H.echo_once(port)
-    H.echo_once(fwd.ports["other"])
+    echo_once(port)
+    echo_once(fwd.ports["other"])
     assert len(fwd.find("handshake", service="svc", result="ok")) == 1
 
 
 def test_two_inherited_listeners(ssl_upstream, service, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     la, lb = tcp_listener(), tcp_listener()
     pa, pb = la.getsockname()[1], lb.getsockname()[1]
     try:
         fwd = start_tlsfwd({"a": service(up.port), "b": service(up.port)},
                            env={"LISTEN_FDS": "2", "LISTEN_FDNAMES": "b:a"},
-                           argv=H.with_listen_pid, listen_fds=[lb.fileno(), la.fileno()])
+                           argv=with_listen_pid, listen_fds=[lb.fileno(), la.fileno()])
     finally:
         la.close()
         lb.close()
     assert fwd.ports == {"a": pa, "b": pb}, fwd.log_text()
     assert all(r.get("inherited") == "yes" for r in fwd.find("listening")), fwd.log_text()
-    assert set(H.listening_sockets(fwd.pid)) == {pa, pb}
-    H.echo_once(pa)
-    H.echo_once(pb)
+    assert set(listening_sockets(fwd.pid)) == {pa, pb}
+    echo_once(pa)
+    echo_once(pb)
     assert len(fwd.find("handshake", service="a", result="ok")) == 1
     assert len(fwd.find("handshake", service="b", result="ok")) == 1
 
@@ -82,12 +87,12 @@ BAD = {
 def test_unusable_inherited_fds_fail_start(case, tlsfwd_bin, pki, service, tmp_path):
     nfds, names, count, word = BAD[case]
     cfg = tmp_path / "sa.ini"
-    cfg.write_text(H.render_ini({"log_level": "info"}, {"svc": service(H.closed_port())}))
+    cfg.write_text(render_ini({"log_level": "info"}, {"svc": service(closed_port())}))
     socks = [tcp_listener() for _ in range(count)]
     try:
-        r = H.run_tlsfwd(tlsfwd_bin, ["-c", str(cfg)], timeout=10,
+        r = run_tlsfwd(tlsfwd_bin, ["-c", str(cfg)], timeout=10,
                          env={"LISTEN_FDS": nfds, "LISTEN_FDNAMES": names},
-                         argv=H.with_listen_pid, preexec_fn=H.fds_at_3([s.fileno() for s in socks]),
+                         argv=with_listen_pid, preexec_fn=fds_at_3([s.fileno() for s in socks]),
                          pass_fds=range(3, 3 + count))
     finally:
         for s in socks:
@@ -101,7 +106,7 @@ def test_unusable_inherited_fds_fail_start(case, tlsfwd_bin, pki, service, tmp_p
 
 
 def test_fds_for_another_pid_are_ignored(ssl_upstream, service, start_tlsfwd):
-    up = ssl_upstream(H.echo_handler)
+    up = ssl_upstream(echo_handler)
     ls = tcp_listener()
     port = ls.getsockname()[1]
     try:
@@ -114,4 +119,4 @@ def test_fds_for_another_pid_are_ignored(ssl_upstream, service, start_tlsfwd):
     assert len(lines) == 1, lines
     assert lines[0].get("inherited") != "yes", lines[0]
     assert fwd.ports["svc"] != port, "used an fd passed for another pid"
-    H.echo_once(fwd.ports["svc"])
+    echo_once(fwd.ports["svc"])

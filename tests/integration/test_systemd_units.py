@@ -216,7 +216,7 @@ def test_service_settings():
             assert d.get(("Service", k)) == v, "%s: %s=%r, want %r" % (
                 unit, k, d.get(("Service", k)), v)
         assert re.fullmatch(r"\d+s", d[("Service", "WatchdogSec")])
-        assert int(d[("Service", "LimitNOFILE")]) >= 2 * 50000 + 64   # 50000 idle connections (#6)
+        assert int(d[("Service", "LimitNOFILE")]) >= 2 * 50000 + 64   # 50000 idle connections
         # A user namespace would make CAP_NET_BIND_SERVICE useless for the
         # host's network namespace (ports < 1024 fail with EACCES), and tlsfwd
         # must reach its upstreams.

@@ -13,8 +13,11 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import HTTP_REQUEST, recv_all, recv_closed, recv_exact, send_quiet, www_fetch
+from harness.config import ini_line, section_line
+from harness.daemon import run_tlsfwd
+from harness.logfmt import num
+from harness.upstreams import echo_handler, server_context, Upstream
 
 CLIENT_CN = "CN=tlsfwd test client"
 VERSIONS = ["tls1_3", "tls1_2"]
@@ -31,7 +34,7 @@ def test_client_cert_sent_and_accepted(version, openssl_server, pki, service, st
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, cert_file=pki["client"],
                                        key_file=pki["client_key"])})
     s = client(fwd)
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok"), page[:200]
     # the upstream really received (and verified) our certificate
     assert b"Client certificate" in page and b"tlsfwd test client" in page, page[-2000:]
@@ -48,8 +51,8 @@ def test_upstream_requiring_client_cert_refuses_none(version, openssl_server, pk
     srv = mtls_server(openssl_server, pki, version)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
     s = client(fwd)
-    H.send_quiet(s, H.HTTP_REQUEST)
-    data, _how = H.recv_closed(s)
+    send_quiet(s, HTTP_REQUEST)
+    data, _how = recv_closed(s)
     assert data == b"", "bytes relayed from an upstream that refused us: %r" % data[:100]
     hs = fwd.conn_of(s)
     cl = fwd.wait_close(hs["conn"])
@@ -61,7 +64,7 @@ def test_upstream_requiring_client_cert_refuses_none(version, openssl_server, pk
     if hs["result"] == "alert":
         assert hs["alert_from"] == "upstream", hs
     assert cl["reason"] == "handshake_failed", cl
-    assert H.num(cl["bytes_down"]) == 0, cl
+    assert num(cl["bytes_down"]) == 0, cl
     # the upstream refused for the right reason
     srv.wait_line("peer did not return a certificate")
 
@@ -75,7 +78,7 @@ def test_client_cert_with_intermediate_chain(openssl_server, pki, service, start
                                        cert_file=pki["inter_client_chain"],
                                        key_file=pki["inter_client_key"])})
     s = client(fwd)
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok") and b"tlsfwd intermediate client" in page, \
         page[:300]
     hs = fwd.conn_of(s)
@@ -89,7 +92,7 @@ def test_client_cert_in_json_log(openssl_server, pki, service, start_tlsfwd, cli
                                        key_file=pki["client_key"])},
                        {"log_format": "json"})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok" and CLIENT_CN in hs["client_cert"], hs
     assert (hs["pin"], hs["ocsp"]) == ("-", "none"), hs
@@ -101,7 +104,7 @@ def test_client_cert_not_sent_when_not_requested(openssl_server, pki, service, s
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, cert_file=pki["client"],
                                        key_file=pki["client_key"])})
     s = client(fwd)
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok"), page[:200]
     assert b"Client certificate" not in page
     hs = fwd.conn_of(s)
@@ -113,7 +116,7 @@ def test_no_client_cert_configured_logs_dash(openssl_server, service, start_tlsf
     srv = openssl_server("server", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok" and hs["client_cert"] == "-", hs
 
@@ -130,7 +133,7 @@ def test_encrypted_key_with_password_file(openssl_server, pki, service, start_tl
     srv = mtls_server(openssl_server, pki, "tls1_3")
     fwd = start_tlsfwd({"svc": dict(svc, upstream="localhost:%d" % srv.port)})
     s = client(fwd)
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok") and b"tlsfwd test client" in page, page[:200]
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok" and CLIENT_CN in hs["client_cert"], hs
@@ -167,18 +170,18 @@ def test_wrong_password_fails_check(pki, service, check_ini, tmp_path, tlsfwd_bi
     svc = service("localhost:443", cert_file=pki["client"], key_file=pki["client_enc_key"],
                   key_password_file=str(pw))
     rc, errors, text, path = check_ini({"svc": svc})
-    _assert_one_error_at(errors, path, {H.ini_line(text, "svc", "key_file"),
-                                        H.ini_line(text, "svc", "key_password_file")},
+    _assert_one_error_at(errors, path, {ini_line(text, "svc", "key_file"),
+                                        ini_line(text, "svc", "key_password_file")},
                          ("key_file", pki["client_enc_key"]), rc)
     # and the daemon itself refuses to start with it
-    r = H.run_tlsfwd(tlsfwd_bin, ["-c", path])
+    r = run_tlsfwd(tlsfwd_bin, ["-c", path])
     assert r.returncode == 1, r
 
 
 def test_encrypted_key_without_password_fails_check(pki, service, check_ini):
     svc = service("localhost:443", cert_file=pki["client"], key_file=pki["client_enc_key"])
     rc, errors, text, path = check_ini({"svc": svc})
-    _assert_one_error_at(errors, path, {H.ini_line(text, "svc", "key_file")},
+    _assert_one_error_at(errors, path, {ini_line(text, "svc", "key_file")},
                          ("key_file", pki["client_enc_key"]), rc)
 
 
@@ -186,15 +189,15 @@ def test_missing_key_file_fails_check(pki, service, check_ini, tmp_path):
     missing = str(tmp_path / "nope.key")
     svc = service("localhost:443", cert_file=pki["client"], key_file=missing)
     rc, errors, text, path = check_ini({"svc": svc})
-    _assert_one_error_at(errors, path, {H.ini_line(text, "svc", "key_file")},
+    _assert_one_error_at(errors, path, {ini_line(text, "svc", "key_file")},
                          ("key_file", missing), rc)
 
 
 def test_mismatched_cert_and_key_fail_check(pki, service, check_ini):
     svc = service("localhost:443", cert_file=pki["client"], key_file=pki["server_key"])
     rc, errors, text, path = check_ini({"svc": svc})
-    _assert_one_error_at(errors, path, {H.ini_line(text, "svc", "key_file"),
-                                        H.ini_line(text, "svc", "cert_file")},
+    _assert_one_error_at(errors, path, {ini_line(text, "svc", "key_file"),
+                                        ini_line(text, "svc", "cert_file")},
                          ("key_file", "cert_file", "match"), rc)
 
 
@@ -202,7 +205,7 @@ def test_missing_cert_file_fails_check(pki, service, check_ini, tmp_path):
     missing = str(tmp_path / "nope.pem")
     svc = service("localhost:443", cert_file=missing, key_file=pki["client_key"])
     rc, errors, text, path = check_ini({"svc": svc})
-    _assert_one_error_at(errors, path, {H.ini_line(text, "svc", "cert_file")},
+    _assert_one_error_at(errors, path, {ini_line(text, "svc", "cert_file")},
                          ("cert_file", missing), rc)
 
 
@@ -215,7 +218,7 @@ def test_cert_and_key_go_together(present, pki, service, check_ini):
     real = [e for e in errors if e[0] is not None]
     assert real and all(e[0] == path for e in real), errors
     assert any(("cert_file" in e[2] and "key_file" in e[2])
-               and e[1] in (H.ini_line(text, "svc", present), H.section_line(text, "svc"))
+               and e[1] in (ini_line(text, "svc", present), section_line(text, "svc"))
                for e in real), errors
 
 
@@ -245,9 +248,9 @@ def test_tls13_quiet_upstream_without_tickets_not_timed_out(pki, service, start_
     """TLS 1.3 mTLS upstream that sends no session ticket and waits for the client
     to speak: tlsfwd waits for the upstream's verdict on the certificate, but that
     wait is not a handshake that can time out, and the connection then relays."""
-    ctx = H.server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
+    ctx = server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
     ctx.num_tickets = 0
-    up = H.Upstream(H.echo_handler, ctx=ctx)
+    up = Upstream(echo_handler, ctx=ctx)
     cleanup.append(up)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port, cert_file=pki["client"],
                                        key_file=pki["client_key"],
@@ -255,23 +258,23 @@ def test_tls13_quiet_upstream_without_tickets_not_timed_out(pki, service, start_
     s = client(fwd)
     time.sleep(0.6)     # the scenario: a quiet client for longer than handshake_timeout
     s.sendall(b"hello")
-    assert H.recv_exact(s, 5) == b"hello"
+    assert recv_exact(s, 5) == b"hello"
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok" and hs["version"] == "TLS1.3", hs
     assert CLIENT_CN in hs["client_cert"], hs
     cl = fwd.wait_close(hs["conn"])
-    assert cl["reason"] == "done" and H.num(cl["bytes_up"]) == 5, cl
+    assert cl["reason"] == "done" and num(cl["bytes_up"]) == 5, cl
 
 
 def _no_ticket_mtls_upstream(pki, cleanup, handler):
     """A TLS 1.3 upstream that requires our client certificate and, like slapd,
     sends no session ticket: its first record after our Finished is whatever
     the handler sends."""
-    ctx = H.server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
+    ctx = server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
     ctx.num_tickets = 0
-    up = H.Upstream(handler, mode="bio", ctx=ctx)
+    up = Upstream(handler, mode="bio", ctx=ctx)
     cleanup.append(up)
     return up
 
@@ -300,7 +303,7 @@ def test_close_notify_as_first_answer_is_an_accepted_certificate(
     if request_bytes:
         s.sendall(request_bytes)
     s.shutdown(socket.SHUT_WR)
-    assert H.recv_all(s) == b""
+    assert recv_all(s) == b""
     assert up.result() == request_bytes
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["version"], hs["level"]) == ("ok", "TLS1.3", "info"), hs
@@ -318,16 +321,16 @@ def test_refusal_alert_is_read_after_our_send_meets_a_reset(pki, cleanup, servic
     still readable: the line says result=alert, never fail/ECONNRESET. Timing
     decides which way the race goes, so many tries, one after another and
     together."""
-    ctx = H.server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
-    up = H.Upstream(lambda conn: None, mode="ssl", ctx=ctx)   # the handshake refuses
+    ctx = server_context(pki["server"], pki["server_key"], client_ca=pki["ca"])
+    up = Upstream(lambda conn: None, mode="ssl", ctx=ctx)   # the handshake refuses
     cleanup.append(up)
     fwd = start_tlsfwd({"svc": service(up.port)})
 
     def one():
         s = socket.create_connection(("127.0.0.1", fwd.ports["svc"]), timeout=10)
         try:
-            H.send_quiet(s, b"PING\r\n" * 200)
-            H.recv_closed(s)
+            send_quiet(s, b"PING\r\n" * 200)
+            recv_closed(s)
             return fwd.conn_of(s)
         finally:
             s.close()

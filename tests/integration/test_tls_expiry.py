@@ -3,7 +3,8 @@ is warned about at start-up (event=cert_expiry with subject, not_after, days_lef
 
 import datetime
 
-import tlsfwd_helpers as H
+from harness.clients import www_fetch
+from harness.tlsinfo import cert_not_after
 
 
 def parse_rfc3339(text):
@@ -24,7 +25,7 @@ def test_expiring_client_cert_warned_at_startup(pki, service, start_tlsfwd):
     assert w["level"] == "warn", w
     assert "CN=tlsfwd expiring client" in w["subject"], w
     not_after = parse_rfc3339(w["not_after"])
-    want = H.cert_not_after(pki["client_soon"])
+    want = cert_not_after(pki["client_soon"])
     assert abs((not_after - want).total_seconds()) <= 1, (w, want)
     days = int(w["days_left"])
     assert days in (4, 5), w        # issued for 5 days just now
@@ -43,7 +44,7 @@ def test_expiring_client_cert_still_used(openssl_server, pki, service, start_tls
                                        key_file=pki["client_soon_key"])})
     fwd.wait_event("cert_expiry", service="svc")
     s = client(fwd)
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok") and b"tlsfwd expiring client" in page, page[:200]
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok" and "CN=tlsfwd expiring client" in hs["client_cert"], hs

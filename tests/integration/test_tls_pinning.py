@@ -1,13 +1,15 @@
 """SPKI pins: pin_sha256 (repeatable), alone with verify = pin or on top of the
 chain and hostname checks. Pins are computed from the certificates with the
-openssl CLI (H.spki_pin)."""
+openssl CLI (spki_pin)."""
 
 import base64
 import hashlib
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import assert_refused_through, www_fetch
+from harness.config import ini_line
+from harness.tlsinfo import spki_pin
 
 # a well-formed pin that matches none of the test keys: base64(SHA-256(""))
 OTHER_PIN = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
@@ -15,18 +17,18 @@ OTHER_PIN = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 
 def test_spki_pin_helper_matches_python(pki):
     """The CLI recipe gives a 44-character base64 of 32 bytes, distinct per key."""
-    pin = H.spki_pin(pki["server"])
+    pin = spki_pin(pki["server"])
     assert len(base64.b64decode(pin, validate=True)) == 32
-    assert pin != H.spki_pin(pki["selfsigned"]) and pin != OTHER_PIN
+    assert pin != spki_pin(pki["selfsigned"]) and pin != OTHER_PIN
 
 
 def test_matching_pin_with_full_verification(openssl_server, pki, service, start_tlsfwd,
                                              client):
     srv = openssl_server("server", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port,
-                                       pin_sha256=H.spki_pin(pki["server"]))})
+                                       pin_sha256=spki_pin(pki["server"]))})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["verify"], hs["pin"]) == ("ok", "ok", "ok"), hs
 
@@ -35,7 +37,7 @@ def test_no_pins_logs_dash(openssl_server, service, start_tlsfwd, client):
     srv = openssl_server("server", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port)})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["pin"]) == ("ok", "-"), hs
 
@@ -53,13 +55,13 @@ def test_pin_mismatch_refused_and_reports_actual_pin(mode, openssl_server, pki, 
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, verify=mode,
                                        pin_sha256=OTHER_PIN)})
     s = client(fwd)
-    hs, _cl = H.assert_refused_through(fwd, s)
+    hs, _cl = assert_refused_through(fwd, s)
     assert (hs["result"], hs["stage"], hs["verify"], hs["pin"]) == \
         ("fail", "verify", "fail", "fail"), hs
     assert hs["level"] == "warn", hs
     err = hs.get("error", "")
     assert "pin" in err.lower(), hs
-    assert "sha256/" + H.spki_pin(pki[cert]) in err, hs
+    assert "sha256/" + spki_pin(pki[cert]) in err, hs
     assert hs.get("alert_sent") not in (None, "", "-"), hs
 
 
@@ -67,9 +69,9 @@ def test_pin_with_verify_chain(openssl_server, pki, service, start_tlsfwd, clien
     """verify = chain plus a matching pin: chain checked, hostname not, pin ok."""
     srv = openssl_server("wrong", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, verify="chain",
-                                       pin_sha256=H.spki_pin(pki["wrong"]))})
+                                       pin_sha256=spki_pin(pki["wrong"]))})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["verify"], hs["pin"]) == ("ok", "chain", "ok"), hs
 
@@ -79,19 +81,19 @@ def test_pin_applies_to_the_leaf_only(openssl_server, pki, service, start_tlsfwd
     are of the upstream's own (leaf) key."""
     srv = openssl_server("server", "-www", chain="server_chain")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port,
-                                       pin_sha256=H.spki_pin(pki["ca"]))})
-    hs, _ = H.assert_refused_through(fwd, client(fwd))
+                                       pin_sha256=spki_pin(pki["ca"]))})
+    hs, _ = assert_refused_through(fwd, client(fwd))
     assert (hs["result"], hs["stage"], hs["pin"]) == ("fail", "verify", "fail"), hs
-    assert "sha256/" + H.spki_pin(pki["server"]) in hs["error"], hs
+    assert "sha256/" + spki_pin(pki["server"]) in hs["error"], hs
 
 
 def test_backup_pin_accepted(openssl_server, pki, service, start_tlsfwd, client):
     """[old pin, new pin]: the second (backup/rotated) pin matches."""
     srv = openssl_server("server", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port,
-                                       pin_sha256=[OTHER_PIN, H.spki_pin(pki["server"])])})
+                                       pin_sha256=[OTHER_PIN, spki_pin(pki["server"])])})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["pin"]) == ("ok", "ok"), hs
 
@@ -100,9 +102,9 @@ def test_pin_in_the_logged_form_accepted(openssl_server, pki, service, start_tls
     """The `sha256/BASE64` form that a mismatch error prints can be pasted back."""
     srv = openssl_server("server", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port,
-                                       pin_sha256="sha256/" + H.spki_pin(pki["server"]))})
+                                       pin_sha256="sha256/" + spki_pin(pki["server"]))})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["pin"]) == ("ok", "ok"), hs
 
@@ -113,13 +115,13 @@ def test_verify_pin_accepts_self_signed_upstream(openssl_server, pki, service, s
     is accepted when its key is pinned; the same upstream fails verify = full."""
     srv = openssl_server("selfsigned", "-www")
     srv2 = openssl_server("selfsigned", "-www")
-    pin = H.spki_pin(pki["selfsigned"])
+    pin = spki_pin(pki["selfsigned"])
     fwd = start_tlsfwd({
         "pinned": service("localhost:%d" % srv.port, verify="pin", pin_sha256=pin),
         "full": service("localhost:%d" % srv2.port, pin_sha256=pin),
     })
     s = client(fwd, "pinned")
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["pin"]) == ("ok", "ok"), hs
     assert hs["verify"] != "fail", hs
@@ -127,7 +129,7 @@ def test_verify_pin_accepts_self_signed_upstream(openssl_server, pki, service, s
     assert not fwd.find("config", service="pinned", level="warn"), \
         "verify = pin with a pin is not insecure:\n" + fwd.log_text()
 
-    hs2, _ = H.assert_refused_through(fwd, client(fwd, "full"))
+    hs2, _ = assert_refused_through(fwd, client(fwd, "full"))
     assert (hs2["result"], hs2["stage"], hs2["verify"]) == ("fail", "verify", "fail"), hs2
     assert "not trusted" in hs2["error"].lower(), hs2
 
@@ -137,9 +139,9 @@ def test_verify_pin_ignores_hostname_and_ca(openssl_server, pki, service, start_
     srv = openssl_server("untrusted", "-www")
     fwd = start_tlsfwd({"svc": service("127.0.0.1:%d" % srv.port, verify="pin",
                                        sni="elsewhere.example", ca_file=pki["other_ca"],
-                                       pin_sha256=H.spki_pin(pki["untrusted"]))})
+                                       pin_sha256=spki_pin(pki["untrusted"]))})
     s = client(fwd)
-    assert H.www_fetch(s).startswith(b"HTTP/1.0 200 ok")
+    assert www_fetch(s).startswith(b"HTTP/1.0 200 ok")
     hs = fwd.conn_of(s)
     assert (hs["result"], hs["pin"]) == ("ok", "ok"), hs
 
@@ -156,13 +158,13 @@ def test_bad_pin_value_fails_check(which, service, check_ini):
     svc = service("localhost:443", pin_sha256=[OTHER_PIN, BAD_PINS[which]])
     rc, errors, text, path = check_ini({"svc": svc})
     assert rc == 1, errors
-    want = H.ini_line(text, "svc", "pin_sha256", nth=1)
+    want = ini_line(text, "svc", "pin_sha256", nth=1)
     assert [(e[0], e[1]) for e in errors] == [(path, want)], errors
     assert "pin_sha256" in errors[0][2], errors
 
 
 def test_repeated_pins_pass_check(pki, service, check_ini):
-    svc = service("localhost:443", pin_sha256=[OTHER_PIN, H.spki_pin(pki["server"])])
+    svc = service("localhost:443", pin_sha256=[OTHER_PIN, spki_pin(pki["server"])])
     rc, errors, _text, _path = check_ini({"svc": svc})
     assert rc == 0 and not errors, errors
 

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import recv_all
 
 PIN = "1234"
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
@@ -59,7 +59,7 @@ def token(pki, tmp_path):
 
 def fetch(s):
     s.sendall(REQUEST)
-    page = H.recv_all(s)
+    page = recv_all(s)
     s.shutdown(socket.SHUT_WR)
     return page
 

@@ -3,11 +3,13 @@ default policy (TLS 1.2+, AEAD ciphers only)."""
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import assert_refused_through, www_fetch
+from harness.config import ini_line, section_line
+from harness.tlsinfo import read_client_hello
 
 
 def ok_through(fwd, s):
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok"), page[:200]
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok", hs
@@ -61,7 +63,7 @@ def test_min_version_tls13_refuses_tls12_only_server(openssl_server, service, st
         "svc": service("localhost:%d" % srv.port, tls_min_version="TLS1.3"),
         "ok13": service("localhost:%d" % srv13.port, tls_min_version="TLS1.3"),
     })
-    hs, _cl = H.assert_refused_through(fwd, client(fwd))
+    hs, _cl = assert_refused_through(fwd, client(fwd))
     assert hs["level"] == "warn", hs
     assert hs["result"] in ("alert", "fail"), hs
     if hs["result"] == "alert":
@@ -78,7 +80,7 @@ def test_max_version_tls12_refuses_tls13_only_server(openssl_server, service, st
                                                      client):
     srv = openssl_server("server", "-www", "-tls1_3")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, tls_max_version="TLS1.2")})
-    hs, _cl = H.assert_refused_through(fwd, client(fwd))
+    hs, _cl = assert_refused_through(fwd, client(fwd))
     assert hs["result"] in ("alert", "fail"), hs
     if hs["result"] == "alert":
         assert hs["alert"] == "protocol_version", hs
@@ -94,7 +96,7 @@ def test_default_policy_refuses_cbc_only_server(openssl_server, service, start_t
         "strict": service("localhost:%d" % srv.port),
         "normal": service("localhost:%d" % srv2.port, tls_priority="NORMAL"),
     })
-    hs, _ = H.assert_refused_through(fwd, client(fwd, "strict"))
+    hs, _ = assert_refused_through(fwd, client(fwd, "strict"))
     assert hs["result"] in ("alert", "fail"), hs
     if hs["result"] == "alert":
         assert hs["alert_from"] == "upstream", hs
@@ -125,7 +127,7 @@ def test_invalid_priority_fails_check_naming_the_bad_part(service, check_ini):
     rc, errors, text, path = check_ini({"svc": service("localhost:443",
                                                        tls_priority="NORMAL:+BOGUS")})
     assert rc == 1, errors
-    _one_error(errors, path, {H.ini_line(text, "svc", "tls_priority")},
+    _one_error(errors, path, {ini_line(text, "svc", "tls_priority")},
                ("tls_priority", "BOGUS"))
 
 
@@ -135,16 +137,16 @@ def test_invalid_priority_fails_check_naming_the_bad_part(service, check_ini):
 def test_bad_version_word_fails_check(key, value, service, check_ini):
     rc, errors, text, path = check_ini({"svc": service("localhost:443", **{key: value})})
     assert rc == 1, errors
-    _one_error(errors, path, {H.ini_line(text, "svc", key)}, (key,))
+    _one_error(errors, path, {ini_line(text, "svc", key)}, (key,))
 
 
 def test_min_above_max_fails_check(service, check_ini):
     rc, errors, text, path = check_ini({"svc": service("localhost:443", tls_min_version="TLS1.3",
                                                        tls_max_version="TLS1.2")})
     assert rc == 1, errors
-    _one_error(errors, path, {H.section_line(text, "svc"),
-                              H.ini_line(text, "svc", "tls_min_version"),
-                              H.ini_line(text, "svc", "tls_max_version")},
+    _one_error(errors, path, {section_line(text, "svc"),
+                              ini_line(text, "svc", "tls_min_version"),
+                              ini_line(text, "svc", "tls_max_version")},
                ("tls_min_version",))
 
 
@@ -161,7 +163,7 @@ def test_good_policy_values_pass_check(service, check_ini):
     # SECURE256 takes back finite-field DHE, CBC and the 112-bit key floor: said
     # as a warning on its tls_priority line; d gives up nothing
     assert [(ln, m.split(":")[0]) for _f, ln, m in errors] == [
-        (H.ini_line(_text, "c", "tls_priority"), "warning")], errors
+        (ini_line(_text, "c", "tls_priority"), "warning")], errors
     msg = errors[0][2]
     for word in ("[c]", "DHE-RSA", "CBC", "%PROFILE_MEDIUM"):
         assert word in msg, msg
@@ -185,7 +187,7 @@ def key_share_groups(exts):
 def test_default_sends_one_x25519_key_share(raw_upstream, service, start_tlsfwd, client):
     """One key pair per handshake, X25519 (GnuTLS alone would make two: a
     third of a resumed handshake's cost, see bench/results/profile.md)."""
-    up = raw_upstream(H.read_client_hello)
+    up = raw_upstream(read_client_hello)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port)})
     s = client(fwd)
     exts = up.result()
@@ -193,7 +195,7 @@ def test_default_sends_one_x25519_key_share(raw_upstream, service, start_tlsfwd,
     groups = exts[EXT_SUPPORTED_GROUPS]
     offered = [int.from_bytes(groups[i:i + 2], "big") for i in range(2, len(groups), 2)]
     assert offered[:2] == [X25519, SECP256R1], offered
-    H.assert_refused_through(fwd, s)
+    assert_refused_through(fwd, s)
 
 
 def test_server_without_x25519_still_tls13(openssl_server, service, start_tlsfwd, client):

@@ -17,7 +17,8 @@ import time
 import pytest
 
 import pki as pki_mod
-import tlsfwd_helpers as H
+from harness.clients import recv_all, recv_closed, recv_exact, send_quiet
+from harness.upstreams import closed_port, OpenSSLServer
 
 # The test is for a stall, not speed: a stalled handshake ends in this timeout.
 HS_TIMEOUT = {"handshake_timeout": "4s"}
@@ -36,7 +37,7 @@ def ppki(pki, tmp_path_factory):
 @pytest.fixture
 def s_server(cleanup):
     def make(cert, key, *args, chain=None):
-        srv = H.OpenSSLServer(cert, key, *args, chain=chain)
+        srv = OpenSSLServer(cert, key, *args, chain=chain)
         cleanup.append(srv)
         return srv
     return make
@@ -47,7 +48,7 @@ class GnutlsServ:
 
     def __init__(self, cert, key, priority="NORMAL"):
         for _ in range(20):
-            self.port = H.closed_port()
+            self.port = closed_port()
             self.proc = subprocess.Popen(
                 ["gnutls-serv", "--echo", "-p", str(self.port), "--x509certfile", cert,
                  "--x509keyfile", key, "--priority", priority],
@@ -106,7 +107,7 @@ class Nginx:
 
     def __init__(self, directory, cert, key, protocols):
         for _ in range(20):
-            self.port = H.closed_port()
+            self.port = closed_port()
             conf = os.path.join(directory, "nginx.conf")
             with open(conf, "w") as f:
                 f.write(NGINX_CONF.format(dir=directory, port=self.port, cert=cert, key=key,
@@ -154,15 +155,15 @@ def www_get(fwd, client):
     side, as HTTP/1.0 clients do (s_server serves one connection at a time)."""
     s = client(fwd)
     s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-    page = H.recv_all(s)
+    page = recv_all(s)
     s.shutdown(socket.SHUT_WR)
     return fwd.conn_of(s), page
 
 
 def refused(fwd, client):
     s = client(fwd)
-    H.send_quiet(s, b"GET / HTTP/1.0\r\n\r\n")
-    data, _ = H.recv_closed(s)
+    send_quiet(s, b"GET / HTTP/1.0\r\n\r\n")
+    data, _ = recv_closed(s)
     assert data == b""
     hs = fwd.conn_of(s)
     assert hs["result"] in ("fail", "alert") and hs["level"] == "warn", hs
@@ -285,7 +286,7 @@ def test_large_certificate_flight_in_one_write(cert, chain, version, ppki, gnutl
         s = client(fwd)
         msg = b"round %d\n" % i
         s.sendall(msg)
-        assert H.recv_exact(s, len(msg)) == msg
+        assert recv_exact(s, len(msg)) == msg
         hs = fwd.conn_of(s)
         assert (hs["result"], hs["version"]) == ("ok", version), hs
         s.close()
@@ -315,7 +316,7 @@ def test_large_certificate_flight_from_nginx(cert, chain, version, ppki, service
     for _ in range(ROUNDS):
         s = client(fwd)
         s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        page = H.recv_all(s)
+        page = recv_all(s)
         assert page.startswith(b"HTTP/1.1 200 OK") and page.endswith(b"ok from nginx\n"), page
         hs = fwd.conn_of(s)
         assert (hs["result"], hs["version"]) == ("ok", version), hs

@@ -9,7 +9,10 @@ import re
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import assert_refused_through, connect, www_fetch
+from harness.config import ini_line
+from harness.tlsinfo import spki_pin
+from harness.upstreams import OpenSSLServer
 
 MODES = {
     "tls13_ticket": (),
@@ -25,9 +28,9 @@ def server_said(page):
 
 
 def one(fwd, service="svc"):
-    s = H.connect(fwd.ports[service])
+    s = connect(fwd.ports[service])
     fwd.clients.append(s)
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok"), page[:200]
     hs = fwd.conn_of(s)
     fwd.wait_close(hs["conn"])
@@ -75,7 +78,7 @@ def test_session_cache_values_pass_check(word, service, check_ini):
 def test_session_cache_bad_value_fails_check(service, check_ini):
     rc, errors, text, path = check_ini({"svc": service("localhost:443", session_cache="maybe")})
     assert rc == 1, errors
-    assert [(e[0], e[1]) for e in errors] == [(path, H.ini_line(text, "svc", "session_cache"))]
+    assert [(e[0], e[1]) for e in errors] == [(path, ini_line(text, "svc", "session_cache"))]
     assert "session_cache" in errors[0][2], errors
 
 
@@ -97,7 +100,7 @@ def test_sessions_are_per_service(openssl_server, service, start_tlsfwd):
 def test_resumed_pinned_session_reports_pin_resumed(openssl_server, pki, service, start_tlsfwd):
     srv = openssl_server("server", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port,
-                                       pin_sha256=H.spki_pin(pki["server"]))})
+                                       pin_sha256=spki_pin(pki["server"]))})
     hs1, _ = one(fwd)
     assert (hs1["resumed"], hs1["pin"]) == ("no", "ok"), hs1
     hs2, said2 = one(fwd)
@@ -118,7 +121,7 @@ def test_stale_session_falls_back_to_full_handshake(openssl_server, pki, service
     port = srv.port
     srv.close()
     # the same address (the port tlsfwd is configured with, just released)
-    srv2 = H.OpenSSLServer(pki["server"], pki["server_key"], "-www", accept=port)
+    srv2 = OpenSSLServer(pki["server"], pki["server_key"], "-www", accept=port)
     cleanup.append(srv2)
     hs3, said3 = one(fwd)
     assert (hs3["resumed"], said3[0]) == ("no", "New"), hs3
@@ -151,6 +154,6 @@ def test_refused_handshake_leaves_nothing_to_resume(case, openssl_server, pki, s
     srv = openssl_server(cert, "-www", *extra)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, **opts)})
     for _ in range(3):
-        hs, _cl = H.assert_refused_through(fwd, client(fwd))
+        hs, _cl = assert_refused_through(fwd, client(fwd))
         assert (hs["result"], hs["stage"]) == ("fail", "verify"), hs
         assert hs.get("resumed") != "yes", hs

@@ -7,13 +7,15 @@ responder (ocsp.pem, extendedKeyUsage OCSPSigning) and stapled by
 
 import pytest
 
-import tlsfwd_helpers as H
+from harness.clients import assert_refused_through, www_fetch
+from harness.config import ini_line
+from harness.tlsinfo import EXT_STATUS_REQUEST, read_client_hello
 
 VERSIONS = ["tls1_3", "tls1_2"]
 
 
 def ok_through(fwd, s):
-    page = H.www_fetch(s)
+    page = www_fetch(s)
     assert page.startswith(b"HTTP/1.0 200 ok"), page[:200]
     hs = fwd.conn_of(s)
     assert hs["result"] == "ok", hs
@@ -39,10 +41,10 @@ def test_status_request_sent_unless_off(raw_upstream, service, start_tlsfwd, cli
     """tlsfwd asks for a staple (status_request extension) with try/require."""
     seen = {}
     for mode in ("try", "require", "off"):
-        up = raw_upstream(H.read_client_hello)
+        up = raw_upstream(read_client_hello)
         fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port, ocsp=mode)})
-        H.assert_refused_through(fwd, client(fwd))
-        seen[mode] = H.EXT_STATUS_REQUEST in up.result()
+        assert_refused_through(fwd, client(fwd))
+        seen[mode] = EXT_STATUS_REQUEST in up.result()
     assert seen["try"] and seen["require"], seen
 
 
@@ -69,7 +71,7 @@ def test_revoked_staple_refused(ocsp, version, openssl_server, pki, service, sta
                                 client):
     srv = stapling(openssl_server, pki, "server", "ocsp_revoked", "-" + version)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, ocsp=ocsp)})
-    hs, _ = H.assert_refused_through(fwd, client(fwd))
+    hs, _ = assert_refused_through(fwd, client(fwd))
     assert (hs["result"], hs["stage"], hs["verify"], hs["ocsp"]) == \
         ("fail", "verify", "fail", "revoked"), hs
     assert "revoked" in hs.get("error", "").lower(), hs
@@ -79,7 +81,7 @@ def test_revoked_staple_refused(ocsp, version, openssl_server, pki, service, sta
 def test_require_without_staple_refused(openssl_server, service, start_tlsfwd, client):
     srv = openssl_server("server", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, ocsp="require")})
-    hs, _ = H.assert_refused_through(fwd, client(fwd))
+    hs, _ = assert_refused_through(fwd, client(fwd))
     assert (hs["result"], hs["stage"], hs["ocsp"]) == ("fail", "verify", "none"), hs
     assert "OCSP" in hs.get("error", ""), hs
 
@@ -90,7 +92,7 @@ def test_staple_for_another_certificate_not_good(openssl_server, pki, service, s
     require the connection is refused."""
     srv = stapling(openssl_server, pki, "server", "ocsp_muststaple_good")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, ocsp="require")})
-    hs, _ = H.assert_refused_through(fwd, client(fwd))
+    hs, _ = assert_refused_through(fwd, client(fwd))
     assert (hs["result"], hs["stage"]) == ("fail", "verify"), hs
     assert hs["ocsp"] != "good", hs
 
@@ -100,7 +102,7 @@ def test_must_staple_without_staple_refused(ocsp, openssl_server, service, start
                                             client):
     srv = openssl_server("muststaple", "-www")
     fwd = start_tlsfwd({"svc": service("localhost:%d" % srv.port, ocsp=ocsp)})
-    hs, _ = H.assert_refused_through(fwd, client(fwd))
+    hs, _ = assert_refused_through(fwd, client(fwd))
     assert (hs["result"], hs["stage"], hs["verify"]) == ("fail", "verify", "fail"), hs
     assert hs.get("error"), hs
 
@@ -117,7 +119,7 @@ def test_must_staple_with_good_staple_accepted(openssl_server, pki, service, sta
 def test_bad_ocsp_value_fails_check(service, check_ini):
     rc, errors, text, path = check_ini({"svc": service("localhost:443", ocsp="sometimes")})
     assert rc == 1, errors
-    assert [(e[0], e[1]) for e in errors] == [(path, H.ini_line(text, "svc", "ocsp"))], errors
+    assert [(e[0], e[1]) for e in errors] == [(path, ini_line(text, "svc", "ocsp"))], errors
     assert "ocsp" in errors[0][2], errors
 
 
@@ -132,7 +134,7 @@ def test_crl_refuses_listed_certificate(openssl_server, pki, service, start_tlsf
         "good": service("localhost:%d" % good.port, crl_file=pki["crl"]),
         "nocrl": service("localhost:%d" % unchecked.port),
     })
-    hs, _ = H.assert_refused_through(fwd, client(fwd, "revoked"))
+    hs, _ = assert_refused_through(fwd, client(fwd, "revoked"))
     assert (hs["result"], hs["stage"], hs["verify"]) == ("fail", "verify", "fail"), hs
     assert "revoked" in hs.get("error", "").lower(), hs
     assert hs.get("alert_sent") not in (None, "", "-"), hs
@@ -158,5 +160,5 @@ def test_bad_crl_file_fails_check(what, service, check_ini, tmp_path, pki):
         path_crl.write_text(open(pki["server"]).read())
     rc, errors, text, path = check_ini({"svc": service("localhost:443", crl_file=str(path_crl))})
     assert rc == 1, errors
-    assert [(e[0], e[1]) for e in errors] == [(path, H.ini_line(text, "svc", "crl_file"))], errors
+    assert [(e[0], e[1]) for e in errors] == [(path, ini_line(text, "svc", "crl_file"))], errors
     assert "crl_file" in errors[0][2], errors

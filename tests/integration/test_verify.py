@@ -4,8 +4,9 @@ import socket
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import recv_all, recv_closed, send_quiet
+from harness.logfmt import num
+from harness.upstreams import resolve_first
 
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 
@@ -23,15 +24,15 @@ def fetch(s):
     """HTTP/1.0 GET through tlsfwd to an `s_server -www`; the client then closes its
     side as HTTP/1.0 clients do (s_server serves one connection at a time)."""
     s.sendall(REQUEST)
-    page = H.recv_all(s)
+    page = recv_all(s)
     s.shutdown(socket.SHUT_WR)
     return page
 
 
 def assert_refused(fwd, s, srv=None):
     """The client gets no upstream byte and a closed connection; return (hs, close)."""
-    H.send_quiet(s, REQUEST)
-    data, how = H.recv_closed(s)
+    send_quiet(s, REQUEST)
+    data, how = recv_closed(s)
     assert data == b"", "upstream bytes were relayed despite a failed verification: %r" % data[:80]
     hs = fwd.conn_of(s)
     cl = fwd.wait_close(hs["conn"])
@@ -51,7 +52,7 @@ def test_bad_certificate_refused(cert, words, openssl_server, service, start_tls
     assert hs["stage"] == "verify", hs
     assert hs["verify"] == "fail", hs
     assert hs["sni"] == "localhost", hs
-    assert hs["upstream"] == H.resolve_first("localhost", srv.port), hs
+    assert hs["upstream"] == resolve_first("localhost", srv.port), hs
     err = hs.get("error", "")
     assert any(w in err.lower() for w in words), "error=%r should mention %r" % (err, words)
     if cert != "expired":
