@@ -3,7 +3,7 @@
 resets or shows a bad certificate, passive health (a failed path is tried
 last for a while, then once as a trial) and recovery.
 
-The name is given by a private /etc/hosts (H.with_hosts: root and mount
+The name is given by a private /etc/hosts (with_hosts: root and mount
 namespaces) as ::1 first, then 127.0.0.1 (RFC 6724 sorts ::1 first), with
 the same port on both, so the first path tried is the ::1 one."""
 
@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-import tlsfwd_helpers as H
-from tlsfwd_helpers import num
+from harness.clients import connect, exchange_ok, recv_closed, send_quiet
+from harness.logfmt import num
+from harness.namespaces import with_hosts
+from harness.upstreams import echo_handler, server_context, Upstream
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a private /etc/hosts")
 
@@ -57,7 +59,7 @@ def _blackholed_v6(port, cleanup):
 
 
 def _good_v4(pki, cleanup):
-    up = H.Upstream(H.echo_handler, ctx=H.server_context(pki["server"], pki["server_key"]),
+    up = Upstream(echo_handler, ctx=server_context(pki["server"], pki["server_key"]),
                     sock=_v4_listener())
     cleanup.append(up)
     return up
@@ -69,7 +71,7 @@ def _start(start_tlsfwd, service, tmp_path, name, port, **over):
     opts = dict(verify_hostname="localhost", connect_timeout="10s")
     opts.update(over)
     return start_tlsfwd({"svc": service("%s:%d" % (name, port), **opts)},
-                        {"log_level": "debug"}, argv=H.with_hosts(str(hosts)))
+                        {"log_level": "debug"}, argv=with_hosts(str(hosts)))
 
 
 def test_blackholed_first_address_is_raced_not_waited_for(pki, cleanup, service, start_tlsfwd,
@@ -84,7 +86,7 @@ def test_blackholed_first_address_is_raced_not_waited_for(pki, cleanup, service,
     times = []
     for i in range(5):
         t0 = time.monotonic()
-        hs, _ = H.exchange_ok(fwd)
+        hs, _ = exchange_ok(fwd)
         times.append(time.monotonic() - t0)
         assert hs["upstream"] == "127.0.0.1:%d" % good.port, hs
         if i == 0:
@@ -105,26 +107,26 @@ def test_refused_first_address_fails_over_and_recovers(pki, cleanup, service, st
     is up again (event=upstream_up) and used first."""
     good = _good_v4(pki, cleanup)
     fwd = _start(start_tlsfwd, service, tmp_path, "fo.test", good.port)
-    first, _ = H.exchange_ok(fwd)
+    first, _ = exchange_ok(fwd)
     assert first["upstream"] == "127.0.0.1:%d" % good.port and num(first["attempts"]) == 2, first
     fwd.wait_event("upstream_down", service="svc", address="[::1]:%d" % good.port)
     for _ in range(3):
-        hs, _ = H.exchange_ok(fwd)
+        hs, _ = exchange_ok(fwd)
         assert num(hs["attempts"]) == 1 and hs["upstream"].startswith("127.0.0.1:"), hs
-    v6 = H.Upstream(H.echo_handler, ctx=H.server_context(pki["server"], pki["server_key"]),
+    v6 = Upstream(echo_handler, ctx=server_context(pki["server"], pki["server_key"]),
                     sock=_v6_listener(good.port))
     cleanup.append(v6)
     back_at = time.monotonic()
     up = None
     while time.monotonic() - back_at < 5:
-        hs, _ = H.exchange_ok(fwd)
+        hs, _ = exchange_ok(fwd)
         if hs["upstream"] == "[::1]:%d" % good.port:
             up = fwd.wait_event("upstream_up", service="svc", address="[::1]:%d" % good.port)
             break
         time.sleep(0.1)
     assert up is not None, fwd.log_text(30)
     assert time.monotonic() - back_at < 2.5
-    hs, _ = H.exchange_ok(fwd)
+    hs, _ = exchange_ok(fwd)
     assert hs["upstream"] == "[::1]:%d" % good.port and num(hs["attempts"]) == 1, hs
 
 
@@ -135,18 +137,18 @@ def test_bad_certificate_on_first_address_moves_on(pki, cleanup, service, start_
     127.0.0.1 (one handshake line: ok, attempts=2), and the next clients go
     to 127.0.0.1 first."""
     good = _good_v4(pki, cleanup)
-    bad = H.Upstream(H.echo_handler, ctx=H.server_context(pki["wrong"], pki["wrong_key"]),
+    bad = Upstream(echo_handler, ctx=server_context(pki["wrong"], pki["wrong_key"]),
                      sock=_v6_listener(good.port))
     cleanup.append(bad)
     fwd = _start(start_tlsfwd, service, tmp_path, "cert.test", good.port)
-    hs, _ = H.exchange_ok(fwd)
+    hs, _ = exchange_ok(fwd)
     assert (hs["result"], hs["upstream"], num(hs["attempts"])) == \
         ("ok", "127.0.0.1:%d" % good.port, 2), hs
     att = fwd.wait_event("attempt", service="svc", conn=hs["conn"])
     assert (att["level"], att["result"], att["stage"], att["upstream"]) == \
         ("warn", "fail", "verify", "[::1]:%d" % good.port), att
     assert len(fwd.find("handshake", conn=hs["conn"])) == 1
-    hs2, _ = H.exchange_ok(fwd)
+    hs2, _ = exchange_ok(fwd)
     assert num(hs2["attempts"]) == 1, hs2
 
 
@@ -160,11 +162,11 @@ def test_reset_during_handshake_on_first_address_moves_on(pki, cleanup, service,
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         conn.close()
 
-    rst = H.Upstream(reset, mode="raw", sock=_v6_listener(good.port))
+    rst = Upstream(reset, mode="raw", sock=_v6_listener(good.port))
     cleanup.append(rst)
     fwd = _start(start_tlsfwd, service, tmp_path, "rst.test", good.port)
     for _ in range(3):
-        hs, _ = H.exchange_ok(fwd)
+        hs, _ = exchange_ok(fwd)
         assert hs["upstream"] == "127.0.0.1:%d" % good.port, hs
     down = fwd.wait_event("upstream_down", service="svc", address="[::1]:%d" % good.port)
     assert down["level"] == "warn", down
@@ -175,17 +177,17 @@ def test_every_path_failing_still_fails_the_client_once(pki, cleanup, service, s
     """Both paths show a bad certificate: one event=attempt line for the
     first, and one handshake line (result=fail stage=verify attempts=2) and
     one close line for the client; nothing is relayed."""
-    bad4 = H.Upstream(H.echo_handler, ctx=H.server_context(pki["wrong"], pki["wrong_key"]),
+    bad4 = Upstream(echo_handler, ctx=server_context(pki["wrong"], pki["wrong_key"]),
                       sock=_v4_listener())
     cleanup.append(bad4)
-    bad6 = H.Upstream(H.echo_handler, ctx=H.server_context(pki["wrong"], pki["wrong_key"]),
+    bad6 = Upstream(echo_handler, ctx=server_context(pki["wrong"], pki["wrong_key"]),
                       sock=_v6_listener(bad4.port))
     cleanup.append(bad6)
     fwd = _start(start_tlsfwd, service, tmp_path, "twobad.test", bad4.port)
-    s = H.connect(fwd.ports["svc"])
+    s = connect(fwd.ports["svc"])
     try:
-        H.send_quiet(s, b"secret")
-        data, _ = H.recv_closed(s)
+        send_quiet(s, b"secret")
+        data, _ = recv_closed(s)
         hs = fwd.conn_of(s)
     finally:
         s.close()

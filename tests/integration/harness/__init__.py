@@ -11,6 +11,7 @@ tlsinfo     certificate pins and dates, the ClientHello tlsfwd sends
 systemd     sd_notify and journal sockets, socket activation, watchdog
 procfs      /proc: status, RSS, listening sockets
 namespaces  network namespace with a black hole, private /etc/hosts
+dns         a DNS server the test controls (records, TTLs, outages)
 
 Tests import the names they use: `from harness.clients import connect`.
 """

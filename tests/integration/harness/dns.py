@@ -1,6 +1,6 @@
-"""A small authoritative DNS server for tests (dnspython, UDP on 127.0.0.1):
-answers A and AAAA from a table the test changes while it runs, with the TTLs
-it chooses, and counts the queries per name. It can also refuse (stopped:
+"""A DNS server the test controls: a small authoritative server (dnspython,
+UDP on 127.0.0.1) that answers A and AAAA from a table the test changes
+while it runs, with the TTLs it chooses, and counts the queries per name. It can also refuse (stopped:
 the port closes, so queries get ICMP port unreachable) or drop queries
 (silent), to stand for a DNS outage."""
 
