@@ -1,11 +1,14 @@
-/* config.c - the INI file as structs, with validation and FILE:LINE errors. */
-#include "config.h"
+/*
+ * config.c - the INI file as structs, with validation and FILE:LINE errors:
+ * config_load(), config_read(), config_load_string(), config_free(), the
+ * error list, and the rules between keys. Each key's own syntax and default
+ * is its row in config_keys.c.
+ */
+#include "config_priv.h"
 
 #include <ctype.h>
-#include <grp.h>
-#include <pwd.h>
 #include <errno.h>
-#include <gnutls/gnutls.h>
+#include <grp.h>
 #include <ini.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -13,30 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
-
-#define DEFAULT_CONNECT_TIMEOUT_MS	5000
-#define DEFAULT_HANDSHAKE_TIMEOUT_MS	10000
-#define DEFAULT_IDLE_TIMEOUT_MS		300000
-#define DEFAULT_SHUTDOWN_TIMEOUT_MS	30000
-#define DEFAULT_IO_COLLECT_US		20
-
-/* State of one parse: where we are, and what we have built so far. */
-struct parse_ctx {
-	const char		*path;
-	struct config		*cfg;
-	struct config_errors	*errs;
-	/* Line reader state, so errors carry the right line number. */
-	const char		*text;
-	int			 line;
-	bool			 line_indented;	/* inih: continues a value */
-	bool			 after_key;	/* inih has a key to continue */
-	/* The section the following keys belong to. */
-	enum { SEC_NONE, SEC_GLOBAL, SEC_SERVICE, SEC_IGNORED } sec;
-	struct service_config	*svc;
-	bool			 global_seen;
-	int			 global_line;
-};
+#include <sys/un.h>
 
 void
 config_error_add(struct config_errors *errs, const char *path, int line,
@@ -63,6 +43,18 @@ config_error_add(struct config_errors *errs, const char *path, int line,
 	}
 	errs->msgs = grown;
 	errs->msgs[errs->n++] = full;
+}
+
+void
+config_error_here(struct parse_ctx *p, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	config_error_add(p->errs, p->path, p->line, "%s", msg);
 }
 
 void
@@ -186,18 +178,12 @@ section_begin(struct parse_ctx *p, const char *name)
 	}
 	snprintf(svc->name, sizeof(svc->name), "%s", name);
 	svc->line = p->line;
-	svc->verify = VERIFY_FULL;
-	svc->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
-	svc->handshake_timeout_ms = DEFAULT_HANDSHAKE_TIMEOUT_MS;
-	svc->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
-	svc->session_cache = true;
-	svc->ocsp = OCSP_TRY;
-	svc->unix_mode = UNIX_MODE_DEFAULT;
-	svc->unix_uid = (uid_t)-1;
+	config_keys_defaults(p, config_service_keys, svc);
+	svc->unix_uid = (uid_t)-1;	/* tlsfwd's own */
 	svc->unix_gid = (gid_t)-1;
 	*tail = svc;
 	p->cfg->nservices++;
-	p->svc = svc;
+	p->sc = svc;
 	p->sec = SEC_SERVICE;
 }
 
@@ -287,547 +273,6 @@ reader_string(char *str, int num, void *stream)
 	return str;
 }
 
-enum { K_LOG_LEVEL, K_LOG_FORMAT, K_SHUTDOWN_TIMEOUT, K_USER, K_GROUP,
-    K_WORKERS, K_GLOBAL_MAX_CONNECTIONS, K_IO_COLLECT_INTERVAL };
-enum { K_LISTEN, K_UPSTREAM, K_SNI, K_VERIFY, K_VERIFY_HOSTNAME, K_CA_FILE,
-    K_CONNECT_TIMEOUT, K_HANDSHAKE_TIMEOUT, K_IDLE_TIMEOUT, K_CRL_FILE,
-    K_CERT_FILE, K_KEY_FILE, K_KEY_PASSWORD_FILE, K_PIN_SHA256, K_ALPN,
-    K_ALPN_REQUIRED, K_TLS_MIN_VERSION, K_TLS_MAX_VERSION, K_TLS_PRIORITY,
-    K_SESSION_CACHE, K_OCSP, K_ALLOW, K_DENY, K_MAX_CONNECTIONS, K_MODE,
-    K_OWNER, K_SOCKET_GROUP, K_ALLOW_INSECURE_KEY_PERMS, K_ALLOW_CN_ONLY };
-
-struct key_def {
-	const char	*name;
-	int		 id;
-	bool		 repeatable;
-};
-
-static const struct key_def global_keys[] = {
-	{ "log_level", K_LOG_LEVEL, false },
-	{ "log_format", K_LOG_FORMAT, false },
-	{ "shutdown_timeout", K_SHUTDOWN_TIMEOUT, false },
-	{ "user", K_USER, false },
-	{ "group", K_GROUP, false },
-	{ "workers", K_WORKERS, false },
-	{ "max_connections", K_GLOBAL_MAX_CONNECTIONS, false },
-	{ "io_collect_interval", K_IO_COLLECT_INTERVAL, false },
-	{ NULL, 0, false },
-};
-
-static const struct key_def service_keys[] = {
-	{ "listen", K_LISTEN, false },
-	{ "upstream", K_UPSTREAM, false },
-	{ "sni", K_SNI, false },
-	{ "verify", K_VERIFY, false },
-	{ "verify_hostname", K_VERIFY_HOSTNAME, false },
-	{ "ca_file", K_CA_FILE, false },
-	{ "connect_timeout", K_CONNECT_TIMEOUT, false },
-	{ "handshake_timeout", K_HANDSHAKE_TIMEOUT, false },
-	{ "idle_timeout", K_IDLE_TIMEOUT, false },
-	{ "crl_file", K_CRL_FILE, false },
-	{ "cert_file", K_CERT_FILE, false },
-	{ "key_file", K_KEY_FILE, false },
-	{ "key_password_file", K_KEY_PASSWORD_FILE, false },
-	{ "pin_sha256", K_PIN_SHA256, true },
-	{ "alpn", K_ALPN, false },
-	{ "alpn_required", K_ALPN_REQUIRED, false },
-	{ "tls_min_version", K_TLS_MIN_VERSION, false },
-	{ "tls_max_version", K_TLS_MAX_VERSION, false },
-	{ "tls_priority", K_TLS_PRIORITY, false },
-	{ "session_cache", K_SESSION_CACHE, false },
-	{ "ocsp", K_OCSP, false },
-	{ "allow", K_ALLOW, true },
-	{ "deny", K_DENY, true },
-	{ "max_connections", K_MAX_CONNECTIONS, false },
-	{ "mode", K_MODE, false },
-	{ "owner", K_OWNER, false },
-	{ "group", K_SOCKET_GROUP, false },
-	{ "allow_insecure_key_perms", K_ALLOW_INSECURE_KEY_PERMS, false },
-	{ "allow_cn_only", K_ALLOW_CN_ONLY, false },
-	{ NULL, 0, false },
-};
-
-/* Finds name in keys, reports unknown or repeated keys; -1 if unusable. */
-static int
-key_lookup(struct parse_ctx *p, const struct key_def *keys, const char *name,
-    unsigned int *seen, const char *where)
-{
-	for (const struct key_def *k = keys; k->name != NULL; k++) {
-		if (strcmp(k->name, name) != 0)
-			continue;
-		if ((*seen & (1u << k->id)) && !k->repeatable) {
-			config_error_add(p->errs, p->path, p->line,
-			    "%s: '%s' given twice%s", where, name,
-			    p->line_indented ? " (an indented line continues "
-			    "the previous key's value: remove the indentation)"
-			    : "");
-			return -1;
-		}
-		*seen |= 1u << k->id;
-		return k->id;
-	}
-	config_error_add(p->errs, p->path, p->line, "%s: unknown key '%s'",
-	    where, name);
-	return -1;
-}
-
-static void
-set_duration(struct parse_ctx *p, const char *name, const char *value,
-    uint64_t *out)
-{
-	char err[PARSE_ERR_MAX];
-	uint64_t ms;
-
-	if (parse_duration_ms(value, &ms, err, sizeof(err)) != 0) {
-		config_error_add(p->errs, p->path, p->line, "%s: %s", name,
-		    err);
-		return;
-	}
-	if (ms == 0) {
-		config_error_add(p->errs, p->path, p->line,
-		    "%s: must be greater than 0", name);
-		return;
-	}
-	*out = ms;
-}
-
-static void
-set_count(struct parse_ctx *p, const char *name, const char *value,
-    unsigned long *out)
-{
-	char err[PARSE_ERR_MAX];
-
-	if (parse_count(value, 1, CONNECTIONS_MAX, out, err, sizeof(err)) != 0)
-		config_error_add(p->errs, p->path, p->line, "%s: %s", name,
-		    err);
-}
-
-static void
-global_key(struct parse_ctx *p, const char *name, const char *value)
-{
-	struct global_config *g = &p->cfg->global;
-
-	switch (key_lookup(p, global_keys, name, &g->keys_seen, "[global]")) {
-	case K_LOG_LEVEL:
-		if (log_level_parse(value, &g->log_level) != 0)
-			config_error_add(p->errs, p->path, p->line,
-			    "log_level: expected error, warn, info or debug, "
-			    "got '%s'", value);
-		break;
-	case K_LOG_FORMAT:
-		if (log_format_parse(value, &g->log_format) != 0)
-			config_error_add(p->errs, p->path, p->line,
-			    "log_format: expected logfmt or json, got '%s'",
-			    value);
-		break;
-	case K_SHUTDOWN_TIMEOUT:
-		set_duration(p, name, value, &g->shutdown_timeout_ms);
-		break;
-	case K_IO_COLLECT_INTERVAL: {
-		char err[PARSE_ERR_MAX];
-
-		if (parse_interval_us(value, IO_COLLECT_MAX_US,
-		    &g->io_collect_us, err, sizeof(err)) != 0)
-			config_error_add(p->errs, p->path, p->line,
-			    "io_collect_interval: %s (0us turns it off)", err);
-		break;
-	}
-	case K_WORKERS: {
-		unsigned long n;
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		char err[PARSE_ERR_MAX];
-
-		if (strcmp(value, "auto") == 0) {
-			g->workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ?
-			    WORKERS_MAX : (unsigned int)cpus;
-			break;
-		}
-		/* parse_count, not strtol: "+5", " 5" or "5 " are typos. */
-		if (parse_count(value, 1, WORKERS_MAX, &n, err, sizeof(err)) != 0)
-			config_error_add(p->errs, p->path, p->line, "workers: "
-			    "expected 1-%d or auto, got '%s'", WORKERS_MAX,
-			    value);
-		else
-			g->workers = (unsigned int)n;
-		break;
-	}
-	case K_USER: {
-		struct passwd *pw = getpwnam(value);
-
-		g->user_line = p->line;
-		if (pw == NULL || strlen(value) >= sizeof(g->user)) {
-			config_error_add(p->errs, p->path, p->line,
-			    "user: no such user '%s'", value);
-			break;
-		}
-		snprintf(g->user, sizeof(g->user), "%s", value);
-		g->uid = pw->pw_uid;
-		if (!(g->keys_seen & (1u << K_GROUP)))
-			g->gid = pw->pw_gid;
-		break;
-	}
-	case K_GROUP: {
-		struct group *gr = getgrnam(value);
-
-		g->group_line = p->line;
-		if (gr == NULL || strlen(value) >= sizeof(g->group)) {
-			config_error_add(p->errs, p->path, p->line,
-			    "group: no such group '%s'", value);
-			break;
-		}
-		snprintf(g->group, sizeof(g->group), "%s", value);
-		g->gid = gr->gr_gid;
-		break;
-	}
-	case K_GLOBAL_MAX_CONNECTIONS:
-		set_count(p, name, value, &g->max_connections);
-		break;
-	default:
-		break;
-	}
-}
-
-/* A path key: kept with its line, and it must be readable (not pkcs11:). */
-static void
-set_path(struct parse_ctx *p, const char *name, const char *value,
-    char **out, int *line, bool pkcs11_ok)
-{
-	*line = p->line;
-	free(*out);
-	*out = strdup(value);
-	if (*out == NULL)
-		config_error_add(p->errs, p->path, p->line, "out of memory");
-	else if (pkcs11_ok && strncmp(value, "pkcs11:", 7) == 0)
-		return;
-	else if (access(value, R_OK) != 0)
-		config_error_add(p->errs, p->path, p->line,
-		    "%s: cannot read '%s': %s", name, value, strerror(errno));
-}
-
-static void
-set_bool(struct parse_ctx *p, const char *name, const char *value,
-    bool *out)
-{
-	char err[PARSE_ERR_MAX];
-	int v;
-
-	if (parse_bool(value, &v, err, sizeof(err)) != 0)
-		config_error_add(p->errs, p->path, p->line, "%s: %s", name,
-		    err);
-	else
-		*out = v != 0;
-}
-
-static void
-set_tls_version(struct parse_ctx *p, const char *name, const char *value,
-    int *out)
-{
-	if (strcmp(value, "TLS1.2") == 0)
-		*out = 12;
-	else if (strcmp(value, "TLS1.3") == 0)
-		*out = 13;
-	else
-		config_error_add(p->errs, p->path, p->line,
-		    "%s: expected TLS1.2 or TLS1.3, got '%s'", name, value);
-}
-
-/* "h2,http/1.1": protocols offered in order. */
-static void
-set_alpn(struct parse_ctx *p, struct service_config *svc, const char *value)
-{
-	const char *s = value;
-
-	svc->nalpn = 0;
-	while (*s != '\0') {
-		const char *end = strchr(s, ',');
-		size_t n = end != NULL ? (size_t)(end - s) : strlen(s);
-
-		while (n > 0 && isspace((unsigned char)*s))
-			s++, n--;
-		while (n > 0 && isspace((unsigned char)s[n - 1]))
-			n--;
-		if (n == 0 || n > 255 || svc->nalpn == ALPN_MAX) {
-			config_error_add(p->errs, p->path, p->line,
-			    "alpn: expected up to %d comma-separated protocol "
-			    "names of 1-255 bytes, got '%s'", ALPN_MAX, value);
-			svc->nalpn = 0;
-			return;
-		}
-		memcpy(svc->alpn[svc->nalpn], s, n);
-		svc->alpn[svc->nalpn++][n] = '\0';
-		if (end == NULL)
-			break;
-		s = end + 1;
-		if (*s == '\0') {
-			config_error_add(p->errs, p->path, p->line,
-			    "alpn: trailing comma in '%s'", value);
-			return;
-		}
-	}
-}
-
-/* "10.0.0.0/8, ::1": appended to list (the key may be given again). */
-static void
-add_cidrs(struct parse_ctx *p, const char *name, const char *value,
-    struct cidr **list, size_t *n, size_t other)
-{
-	char err[PARSE_ERR_MAX], item[64];
-	const char *s = value;
-
-	do {
-		const char *end = strchr(s, ',');
-		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
-		struct cidr *grown;
-
-		while (len > 0 && isspace((unsigned char)*s))
-			s++, len--;
-		while (len > 0 && isspace((unsigned char)s[len - 1]))
-			len--;
-		if (len == 0 || len >= sizeof(item)) {
-			config_error_add(p->errs, p->path, p->line, "%s: "
-			    "expected comma-separated addresses or blocks "
-			    "(e.g. 10.0.0.0/8, ::1), got '%s'", name, value);
-			return;
-		}
-		memcpy(item, s, len);
-		item[len] = '\0';
-		if (*n + other >= CIDRS_MAX) {
-			config_error_add(p->errs, p->path, p->line, "%s: more "
-			    "than %d entries in allow and deny", name,
-			    CIDRS_MAX);
-			return;
-		}
-		grown = realloc(*list, (*n + 1) * sizeof(**list));
-		if (grown == NULL) {
-			config_error_add(p->errs, p->path, p->line,
-			    "out of memory");
-			return;
-		}
-		*list = grown;
-		if (parse_cidr(item, &grown[*n], err, sizeof(err)) != 0) {
-			config_error_add(p->errs, p->path, p->line, "%s: %s",
-			    name, err);
-			return;
-		}
-		(*n)++;
-		s = end != NULL ? end + 1 : NULL;
-	} while (s != NULL);
-}
-
-static void
-add_pin(struct parse_ctx *p, struct service_config *svc, const char *value)
-{
-	gnutls_datum_t in = { (unsigned char *)(uintptr_t)value,
-	    (unsigned int)strlen(value) }, out = { NULL, 0 };
-	const char *b64 = value;
-
-	svc->pin_line = p->line;
-	if (strncmp(b64, "sha256/", 7) == 0)
-		in.data += 7, in.size -= 7;
-	if (svc->npins == PINS_MAX) {
-		config_error_add(p->errs, p->path, p->line,
-		    "pin_sha256: at most %d pins", PINS_MAX);
-		return;
-	}
-	if (gnutls_base64_decode2(&in, &out) < 0 || out.size != 32) {
-		config_error_add(p->errs, p->path, p->line, "pin_sha256: '%s' "
-		    "is not the base64 of a SHA-256 digest (44 characters)",
-		    value);
-		gnutls_free(out.data);
-		return;
-	}
-	memcpy(svc->pins[svc->npins++], out.data, 32);
-	gnutls_free(out.data);
-}
-
-static void
-service_key(struct parse_ctx *p, const char *name, const char *value)
-{
-	struct service_config *svc = p->svc;
-	char err[PARSE_ERR_MAX], where[SERVICE_NAME_MAX + 3];
-
-	snprintf(where, sizeof(where), "[%s]", svc->name);
-	switch (key_lookup(p, service_keys, name, &svc->keys_seen, where)) {
-	case K_LISTEN:
-		svc->listen_line = p->line;
-		if (parse_listen_addr(value, &svc->listen, err,
-		    sizeof(err)) != 0)
-			config_error_add(p->errs, p->path, p->line,
-			    "listen: %s", err);
-		break;
-	case K_UPSTREAM:
-		svc->upstream_line = p->line;
-		if (parse_host_port(value, &svc->upstream, 0, err,
-		    sizeof(err)) != 0)
-			config_error_add(p->errs, p->path, p->line,
-			    "upstream: %s", err);
-		break;
-	case K_SNI:
-		if (strcmp(value, "-") == 0) {
-			svc->sni[0] = '\0';
-		} else {
-			char probe[HOST_MAX + 8];
-			struct host_port hp;
-
-			/* Reuse the host checks: "NAME:1" must parse. */
-			snprintf(probe, sizeof(probe), "%s:1", value);
-			if (strlen(value) > HOST_MAX ||
-			    parse_host_port(probe, &hp, 0, err,
-			    sizeof(err)) != 0 || hp.is_ip_literal) {
-				config_error_add(p->errs, p->path, p->line,
-				    "sni: '%s' is not a DNS host name (IP "
-				    "addresses cannot be sent as SNI; '-' "
-				    "sends none)", value);
-				break;
-			}
-			snprintf(svc->sni, sizeof(svc->sni), "%s", value);
-		}
-		break;
-	case K_VERIFY:
-		if (strcmp(value, "full") == 0)
-			svc->verify = VERIFY_FULL;
-		else if (strcmp(value, "chain") == 0)
-			svc->verify = VERIFY_CHAIN;
-		else if (strcmp(value, "none") == 0)
-			svc->verify = VERIFY_NONE;
-		else if (strcmp(value, "pin") == 0)
-			svc->verify = VERIFY_PIN;
-		else
-			config_error_add(p->errs, p->path, p->line,
-			    "verify: expected full, chain, pin or none, got "
-			    "'%s'", value);
-		break;
-	case K_VERIFY_HOSTNAME:
-		if (value[0] == '\0' || strlen(value) > HOST_MAX)
-			config_error_add(p->errs, p->path, p->line,
-			    "verify_hostname: expected a host name or IP "
-			    "address, got '%s'", value);
-		else
-			snprintf(svc->verify_hostname,
-			    sizeof(svc->verify_hostname), "%s", value);
-		break;
-	case K_CA_FILE:
-		set_path(p, name, value, &svc->ca_file, &svc->ca_file_line,
-		    false);
-		break;
-	case K_CONNECT_TIMEOUT:
-		set_duration(p, name, value, &svc->connect_timeout_ms);
-		break;
-	case K_HANDSHAKE_TIMEOUT:
-		set_duration(p, name, value, &svc->handshake_timeout_ms);
-		break;
-	case K_IDLE_TIMEOUT:
-		set_duration(p, name, value, &svc->idle_timeout_ms);
-		break;
-	case K_CRL_FILE:
-		set_path(p, name, value, &svc->crl_file, &svc->crl_file_line,
-		    false);
-		break;
-	case K_CERT_FILE:
-		set_path(p, name, value, &svc->cert_file, &svc->cert_file_line,
-		    true);
-		break;
-	case K_KEY_FILE:
-		set_path(p, name, value, &svc->key_file, &svc->key_file_line,
-		    true);
-		break;
-	case K_KEY_PASSWORD_FILE:
-		set_path(p, name, value, &svc->key_password_file,
-		    &svc->key_password_file_line, false);
-		break;
-	case K_PIN_SHA256:
-		add_pin(p, svc, value);
-		break;
-	case K_ALPN:
-		set_alpn(p, svc, value);
-		break;
-	case K_ALPN_REQUIRED:
-		set_bool(p, name, value, &svc->alpn_required);
-		break;
-	case K_TLS_MIN_VERSION:
-		set_tls_version(p, name, value, &svc->tls_min_version);
-		break;
-	case K_TLS_MAX_VERSION:
-		set_tls_version(p, name, value, &svc->tls_max_version);
-		break;
-	case K_TLS_PRIORITY:
-		svc->tls_priority_line = p->line;
-		free(svc->tls_priority);
-		if ((svc->tls_priority = strdup(value)) == NULL)
-			config_error_add(p->errs, p->path, p->line,
-			    "out of memory");
-		break;
-	case K_SESSION_CACHE:
-		set_bool(p, name, value, &svc->session_cache);
-		break;
-	case K_OCSP:
-		if (strcmp(value, "off") == 0)
-			svc->ocsp = OCSP_OFF;
-		else if (strcmp(value, "try") == 0)
-			svc->ocsp = OCSP_TRY;
-		else if (strcmp(value, "require") == 0)
-			svc->ocsp = OCSP_REQUIRE;
-		else
-			config_error_add(p->errs, p->path, p->line,
-			    "ocsp: expected off, try or require, got '%s'",
-			    value);
-		break;
-	case K_ALLOW:
-		svc->allow_line = p->line;
-		add_cidrs(p, name, value, &svc->allow, &svc->nallow,
-		    svc->ndeny);
-		for (size_t i = 0; i < svc->nallow; i++)
-			if (svc->allow[i].prefix == 0)
-				svc->allow_everyone = true;
-		break;
-	case K_DENY:
-		svc->deny_line = p->line;
-		add_cidrs(p, name, value, &svc->deny, &svc->ndeny,
-		    svc->nallow);
-		break;
-	case K_MAX_CONNECTIONS:
-		set_count(p, name, value, &svc->max_connections);
-		break;
-	case K_MODE:
-		svc->unix_perms_line = p->line;
-		if (parse_file_mode(value, &svc->unix_mode, err,
-		    sizeof(err)) != 0)
-			config_error_add(p->errs, p->path, p->line,
-			    "mode: %s", err);
-		break;
-	case K_OWNER: {
-		struct passwd *pw = getpwnam(value);
-
-		svc->unix_perms_line = p->line;
-		if (pw == NULL)
-			config_error_add(p->errs, p->path, p->line,
-			    "owner: no such user '%s'", value);
-		else
-			svc->unix_uid = pw->pw_uid;
-		break;
-	}
-	case K_SOCKET_GROUP: {
-		struct group *gr = getgrnam(value);
-
-		svc->unix_perms_line = p->line;
-		if (gr == NULL)
-			config_error_add(p->errs, p->path, p->line,
-			    "group: no such group '%s'", value);
-		else
-			svc->unix_gid = gr->gr_gid;
-		break;
-	}
-	case K_ALLOW_INSECURE_KEY_PERMS:
-		set_bool(p, name, value, &svc->allow_insecure_key_perms);
-		break;
-	case K_ALLOW_CN_ONLY:
-		set_bool(p, name, value, &svc->allow_cn_only);
-		break;
-	default:
-		break;
-	}
-}
-
 /*
  * inih handler. It always returns 1 so that parsing goes on and every error
  * is collected; a non-zero ini_parse_stream() result then means a syntax
@@ -838,6 +283,7 @@ cfg_ini_handler(void *user, const char *section, const char *name,
     const char *value)
 {
 	struct parse_ctx *p = user;
+	char where[SERVICE_NAME_MAX + 3];
 
 	(void)section;	/* p->sec tracks it, including empty sections */
 	/* Like inih's prev_name: what an indented line would continue. */
@@ -849,10 +295,13 @@ cfg_ini_handler(void *user, const char *section, const char *name,
 		    "[service]", name);
 		break;
 	case SEC_GLOBAL:
-		global_key(p, name, value);
+		config_key_apply(p, config_global_keys, &p->cfg->global,
+		    &p->cfg->global.keys_seen, "[global]", name, value);
 		break;
 	case SEC_SERVICE:
-		service_key(p, name, value);
+		snprintf(where, sizeof(where), "[%s]", p->sc->name);
+		config_key_apply(p, config_service_keys, p->sc,
+		    &p->sc->keys_seen, where, name, value);
 		break;
 	case SEC_IGNORED:
 		break;	/* the section header was already reported */
@@ -900,6 +349,12 @@ listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
 	return listen_addr_equal(a, b);
 }
 
+static bool
+service_key_seen(const struct service_config *sc, const char *name)
+{
+	return config_key_seen(config_service_keys, sc->keys_seen, name);
+}
+
 /* Rules between the TLS keys of one service. */
 static void
 validate_tls(struct parse_ctx *p, struct service_config *svc)
@@ -936,9 +391,6 @@ validate_tls(struct parse_ctx *p, struct service_config *svc)
 static void
 validate_access(struct parse_ctx *p, struct service_config *svc)
 {
-	const unsigned int unix_keys = (1u << K_MODE) | (1u << K_OWNER) |
-	    (1u << K_SOCKET_GROUP);
-
 	if (svc->listen.is_unix) {
 		if (svc->nallow > 0 || svc->ndeny > 0)
 			config_error_add(p->errs, p->path, svc->nallow > 0 ?
@@ -947,7 +399,8 @@ validate_access(struct parse_ctx *p, struct service_config *svc)
 			    "guarded by mode, owner and group", svc->name);
 		return;
 	}
-	if (svc->keys_seen & unix_keys)
+	if (service_key_seen(svc, "mode") || service_key_seen(svc, "owner") ||
+	    service_key_seen(svc, "group"))
 		config_error_add(p->errs, p->path, svc->unix_perms_line,
 		    "[%s]: mode, owner and group apply to unix: listeners "
 		    "only (use allow and deny for %s)", svc->name,
@@ -983,30 +436,30 @@ validate(struct parse_ctx *p)
 		    "no service defined: add a [NAME] section with listen "
 		    "and upstream");
 	for (svc = cfg->services; svc != NULL; svc = svc->next) {
-		if (!(svc->keys_seen & (1u << K_LISTEN)))
+		if (!service_key_seen(svc, "listen"))
 			config_error_add(p->errs, p->path, svc->line,
 			    "[%s]: missing 'listen'", svc->name);
-		if (!(svc->keys_seen & (1u << K_UPSTREAM))) {
+		if (!service_key_seen(svc, "upstream")) {
 			config_error_add(p->errs, p->path, svc->line,
 			    "[%s]: missing 'upstream'", svc->name);
 			continue;
 		}
-		if (!(svc->keys_seen & (1u << K_SNI)) &&
+		if (!service_key_seen(svc, "sni") &&
 		    !svc->upstream.is_ip_literal)
 			snprintf(svc->sni, sizeof(svc->sni), "%s",
 			    svc->upstream.host);
-		if (!(svc->keys_seen & (1u << K_VERIFY_HOSTNAME)))
+		if (!service_key_seen(svc, "verify_hostname"))
 			snprintf(svc->verify_hostname,
 			    sizeof(svc->verify_hostname), "%s",
 			    svc->sni[0] != '\0' ? svc->sni :
 			    svc->upstream.host);
 		validate_tls(p, svc);
-		if (!(svc->keys_seen & (1u << K_LISTEN)))
+		if (!service_key_seen(svc, "listen"))
 			continue;
 		validate_access(p, svc);
 		for (other = cfg->services; other != svc;
 		    other = other->next) {
-			if ((other->keys_seen & (1u << K_LISTEN)) &&
+			if (service_key_seen(other, "listen") &&
 			    listen_addr_same(&other->listen, &svc->listen))
 				config_error_add(p->errs, p->path,
 				    svc->listen_line, "[%s]: listen %s is "
@@ -1031,15 +484,11 @@ config_parse(struct parse_ctx *p, const char *path,
 		config_error_add(errs, path, 0, "out of memory");
 		return NULL;
 	}
-	cfg->global.log_level = LOG_INFO;
-	cfg->global.log_format = LOG_FORMAT_LOGFMT;
-	cfg->global.shutdown_timeout_ms = DEFAULT_SHUTDOWN_TIMEOUT_MS;
-	cfg->global.io_collect_us = DEFAULT_IO_COLLECT_US;
-	cfg->global.workers = 1;
 	p->path = path;
 	p->cfg = cfg;
 	p->errs = errs;
 	p->sec = SEC_NONE;
+	config_keys_defaults(p, config_global_keys, &cfg->global);
 	rc = ini_parse_stream(reader_string, p, cfg_ini_handler, p);
 	if (rc > 0)
 		config_error_add(errs, path, rc, "syntax error: expected "

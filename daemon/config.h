@@ -78,7 +78,7 @@ struct service_config {
 	bool			allow_insecure_key_perms;
 	/* a host name only in the subject CN verifies (legacy CAs) */
 	bool			allow_cn_only;
-	unsigned int		keys_seen;	/* bit per key, for duplicates */
+	uint64_t		keys_seen;	/* bit per config_service_keys row */
 	struct service_config  *next;
 };
 
@@ -95,7 +95,7 @@ struct global_config {
 	gid_t		gid;
 	int		user_line;
 	int		group_line;
-	unsigned int	keys_seen;
+	uint64_t	keys_seen;	/* bit per config_global_keys row */
 };
 
 struct config {
@@ -132,6 +132,40 @@ void	config_errors_print(const struct config_errors *errs, FILE *out);
 void	config_errors_free(struct config_errors *errs);
 
 const char *verify_mode_name(enum verify_mode mode);
+
+struct parse_ctx;
+struct config_key;
+/* Parses value into the row's field of obj; errors go to p's list. */
+typedef void config_key_set(struct parse_ctx *p, void *obj,
+	    const struct config_key *k, const char *value);
+
+/*
+ * A configuration key: one row of config_keys.c's tables, as nginx's
+ * ngx_command_t. A new key is a new row (and its field).
+ */
+struct config_key {
+	const char	*name;
+	config_key_set	*set;
+	size_t		 offset;	/* of the field in the section's struct */
+	int		 line_offset;	/* of its line (an int), or -1 */
+	/*
+	 * The default: given to the setter when the section starts, or NULL
+	 * when it is zero or computed from other keys; doc says it in words
+	 * when the value alone would not (README, example and man page must
+	 * say the same: tests/unit/test_config_keys.c).
+	 */
+	const char	*default_value;
+	const char	*default_doc;
+	uint64_t	 min, max;	/* bounds of a number or duration */
+	const void	*arg;		/* the setter's own: enum names, ... */
+	bool		 repeatable;
+};
+
+/* The keys of [global] and of a service, NULL-name terminated. */
+extern const struct config_key config_global_keys[];
+extern const struct config_key config_service_keys[];
+/* Its documented default: default_doc, else default_value. */
+const char *config_key_default(const struct config_key *k);
 
 /* Whether a and b are the same configured address (port 0 included). */
 bool	listen_addr_equal(const struct listen_addr *a,

@@ -340,13 +340,13 @@ def test_tlsfwd_8_documents_options_signals_environment_exit_codes():
 
 def _config_keys():
     """Keys from the daemon's key tables: {'global': [...], 'service': [...]}."""
-    with open(os.path.join(REPO, "daemon", "config.c"), encoding="utf-8") as f:
+    with open(os.path.join(REPO, "daemon", "config_keys.c"), encoding="utf-8") as f:
         src = f.read()
     out = {}
-    for table, kind in (("global_keys", "global"), ("service_keys", "service")):
-        m = re.search(r"%s\[\] = \{(.*?)\};" % table, src, re.S)
-        assert m, "%s not found in daemon/config.c" % table
-        out[kind] = re.findall(r'\{ "([a-z_0-9]+)", K_', m.group(1))
+    for table, kind in (("config_global_keys", "global"), ("config_service_keys", "service")):
+        m = re.search(r"%s\[\] = \{(.*?)\n\};" % table, src, re.S)
+        assert m, "%s not found in daemon/config_keys.c" % table
+        out[kind] = re.findall(r'\{ "([a-z_0-9]+)", \w+,', m.group(1))
         assert out[kind]
     return out
 
@@ -371,7 +371,7 @@ def test_tlsfwd_ini_5_documents_every_key_with_default_and_example():
             assert re.search(r"^Example:\n\.B \\%%%s = \S" % key, it, re.M), \
                 "%s: no example" % key
         extra = set(documented) - set(keys[kind])
-        assert not extra, "documented but not in daemon/config.c: %s" % extra
+        assert not extra, "documented but not in daemon/config_keys.c: %s" % extra
 
 
 # ---------------------------------------------------------------------------

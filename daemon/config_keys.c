@@ -1,0 +1,659 @@
+/*
+ * config_keys.c - every configuration key as one row of a table, with its
+ * setter and default: config_global_keys[], config_service_keys[],
+ * config_key_apply(), config_keys_defaults(), config_key_seen(),
+ * config_key_default().
+ *
+ * As nginx's ngx_command_t: a row names the key, the setter that parses its
+ * value, where the value (and the line it was given on) goes, and its
+ * default. Generic setters take durations, counts, booleans, paths and
+ * enumerations; a key with its own syntax has its own setter.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <gnutls/gnutls.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config_priv.h"
+
+/* keys_seen is a uint64_t: a bit per row. */
+#define KEYS_MAX 64
+
+#define FIELD(obj, k, type) ((type *)(void *)((char *)(obj) + (k)->offset))
+
+struct enum_name {
+	const char	*name;
+	int		 value;
+};
+
+static void
+set_line(struct parse_ctx *p, void *obj, const struct config_key *k)
+{
+	if (k->line_offset >= 0)
+		*(int *)(void *)((char *)obj + k->line_offset) = p->line;
+}
+
+/* ----- generic setters ----- */
+
+/* A duration in ms, above 0 and at least k->min. */
+static void
+set_duration(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	char err[PARSE_ERR_MAX];
+	uint64_t ms;
+
+	if (parse_duration_ms(value, &ms, err, sizeof(err)) != 0) {
+		config_error_here(p, "%s: %s", k->name, err);
+		return;
+	}
+	if (ms == 0) {
+		config_error_here(p, "%s: must be greater than 0", k->name);
+		return;
+	}
+	if (ms < k->min) {
+		config_error_here(p, "%s: must be at least %llu%s", k->name,
+		    (unsigned long long)(k->min % 1000 == 0 ? k->min / 1000 :
+		    k->min), k->min % 1000 == 0 ? "s" : "ms");
+		return;
+	}
+	*FIELD(obj, k, uint64_t) = ms;
+}
+
+/* A count in [k->min, k->max]. */
+static void
+set_count(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	char err[PARSE_ERR_MAX];
+
+	if (parse_count(value, (unsigned long)k->min, (unsigned long)k->max,
+	    FIELD(obj, k, unsigned long), err, sizeof(err)) != 0)
+		config_error_here(p, "%s: %s", k->name, err);
+}
+
+static void
+set_bool(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	char err[PARSE_ERR_MAX];
+	int v;
+
+	if (parse_bool(value, &v, err, sizeof(err)) != 0)
+		config_error_here(p, "%s: %s", k->name, err);
+	else
+		*FIELD(obj, k, bool) = v != 0;
+}
+
+/* A file kept with its line; it must be readable (or, with arg, pkcs11:). */
+static void
+set_path(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	char **out = FIELD(obj, k, char *);
+
+	set_line(p, obj, k);
+	free(*out);
+	*out = strdup(value);
+	if (*out == NULL)
+		config_error_here(p, "out of memory");
+	else if (k->arg != NULL && strncmp(value, "pkcs11:", 7) == 0)
+		return;
+	else if (access(value, R_OK) != 0)
+		config_error_here(p, "%s: cannot read '%s': %s", k->name, value,
+		    strerror(errno));
+}
+
+/* Text kept as given, with its line. */
+static void
+set_text(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	char **out = FIELD(obj, k, char *);
+
+	set_line(p, obj, k);
+	free(*out);
+	if ((*out = strdup(value)) == NULL)
+		config_error_here(p, "out of memory");
+}
+
+/* One of the names in arg (an enum_name list), into an enum field. */
+static void
+set_enum(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	const struct enum_name *e = k->arg;
+	char expected[256];
+	size_t n = 0, used = 0;
+
+	for (size_t i = 0; e[i].name != NULL; i++) {
+		if (strcmp(e[i].name, value) == 0) {
+			*FIELD(obj, k, int) = e[i].value;
+			return;
+		}
+		n++;
+	}
+	for (size_t i = 0; i < n; i++)
+		used += (size_t)snprintf(expected + used, sizeof(expected) - used,
+		    "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", e[i].name);
+	config_error_here(p, "%s: expected %s, got '%s'", k->name, expected,
+	    value);
+}
+
+static void
+set_tls_version(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	int *out = FIELD(obj, k, int);
+
+	if (strcmp(value, "TLS1.2") == 0)
+		*out = 12;
+	else if (strcmp(value, "TLS1.3") == 0)
+		*out = 13;
+	else
+		config_error_here(p, "%s: expected TLS1.2 or TLS1.3, got '%s'",
+		    k->name, value);
+}
+
+/* An interval in us, at most k->max. */
+static void
+set_interval_us(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	char err[PARSE_ERR_MAX];
+
+	if (parse_interval_us(value, k->max, FIELD(obj, k, uint64_t), err,
+	    sizeof(err)) != 0)
+		config_error_here(p, "%s: %s (0us turns it off)", k->name, err);
+}
+
+/*
+ * A user (is_group false) or group name to its id; for a user, also its
+ * primary group. False, with the error, if there is none.
+ */
+static bool
+lookup_id(struct parse_ctx *p, const char *key, const char *value,
+    bool is_group, size_t max_len, unsigned int *id, gid_t *primary)
+{
+	struct passwd *pw = NULL;
+	struct group *gr = NULL;
+
+	if (is_group)
+		gr = getgrnam(value);
+	else
+		pw = getpwnam(value);
+	if ((pw == NULL && gr == NULL) || strlen(value) >= max_len) {
+		config_error_here(p, "%s: no such %s '%s'", key,
+		    is_group ? "group" : "user", value);
+		return false;
+	}
+	*id = is_group ? gr->gr_gid : pw->pw_uid;
+	if (primary != NULL && pw != NULL)
+		*primary = pw->pw_gid;
+	return true;
+}
+
+/* ----- [global] ----- */
+
+static void
+set_workers(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct global_config *g = obj;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	char err[PARSE_ERR_MAX];
+	unsigned long n;
+
+	(void)k;
+	if (strcmp(value, "auto") == 0) {
+		g->workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ? WORKERS_MAX :
+		    (unsigned int)cpus;
+		return;
+	}
+	/* parse_count, not strtol: "+5", " 5" or "5 " are typos. */
+	if (parse_count(value, 1, WORKERS_MAX, &n, err, sizeof(err)) != 0)
+		config_error_here(p, "workers: expected 1-%d or auto, got '%s'",
+		    WORKERS_MAX, value);
+	else
+		g->workers = (unsigned int)n;
+}
+
+static void
+set_user(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct global_config *g = obj;
+	gid_t primary = 0;
+	unsigned int uid;
+
+	set_line(p, obj, k);
+	if (!lookup_id(p, k->name, value, false, sizeof(g->user), &uid,
+	    &primary))
+		return;
+	snprintf(g->user, sizeof(g->user), "%s", value);
+	g->uid = uid;
+	if (!config_key_seen(config_global_keys, g->keys_seen, "group"))
+		g->gid = primary;
+}
+
+static void
+set_group(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct global_config *g = obj;
+	unsigned int gid;
+
+	set_line(p, obj, k);
+	if (!lookup_id(p, k->name, value, true, sizeof(g->group), &gid, NULL))
+		return;
+	snprintf(g->group, sizeof(g->group), "%s", value);
+	g->gid = gid;
+}
+
+static const struct enum_name log_levels[] = {
+	{ "error", LOG_ERROR }, { "warn", LOG_WARN }, { "info", LOG_INFO },
+	{ "debug", LOG_DEBUG }, { NULL, 0 },
+};
+
+static const struct enum_name log_formats[] = {
+	{ "logfmt", LOG_FORMAT_LOGFMT }, { "json", LOG_FORMAT_JSON },
+	{ NULL, 0 },
+};
+
+#define G(field)	offsetof(struct global_config, field)
+#define GL(field)	(int)offsetof(struct global_config, field)
+
+const struct config_key config_global_keys[] = {
+	{ "log_level", set_enum, G(log_level), -1, "info", NULL, 0, 0,
+	    log_levels, false },
+	{ "log_format", set_enum, G(log_format), -1, "logfmt", NULL, 0, 0,
+	    log_formats, false },
+	{ "shutdown_timeout", set_duration, G(shutdown_timeout_ms), -1, "30s",
+	    NULL, 0, 0, NULL, false },
+	{ "user", set_user, 0, GL(user_line), NULL, "none", 0, 0, NULL,
+	    false },
+	{ "group", set_group, 0, GL(group_line), NULL,
+	    "the user's primary group", 0, 0, NULL, false },
+	{ "workers", set_workers, 0, -1, "1", NULL, 0, 0, NULL, false },
+	{ "max_connections", set_count, G(max_connections), -1, NULL, "none",
+	    1, CONNECTIONS_MAX, NULL, false },
+	{ "io_collect_interval", set_interval_us, G(io_collect_us), -1, "20us",
+	    NULL, 0, IO_COLLECT_MAX_US, NULL, false },
+	{ NULL, NULL, 0, -1, NULL, NULL, 0, 0, NULL, false },
+};
+
+/* ----- [SERVICE] ----- */
+
+static void
+set_listen(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	char err[PARSE_ERR_MAX];
+
+	set_line(p, obj, k);
+	if (parse_listen_addr(value, &sc->listen, err, sizeof(err)) != 0)
+		config_error_here(p, "listen: %s", err);
+}
+
+static void
+set_upstream(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	char err[PARSE_ERR_MAX];
+
+	set_line(p, obj, k);
+	if (parse_host_port(value, &sc->upstream, 0, err, sizeof(err)) != 0)
+		config_error_here(p, "upstream: %s", err);
+}
+
+static void
+set_sni(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	char probe[HOST_MAX + 8], err[PARSE_ERR_MAX];
+	struct host_port hp;
+
+	(void)k;
+	if (strcmp(value, "-") == 0) {
+		sc->sni[0] = '\0';
+		return;
+	}
+	/* Reuse the host checks: "NAME:1" must parse. */
+	snprintf(probe, sizeof(probe), "%s:1", value);
+	if (strlen(value) > HOST_MAX || parse_host_port(probe, &hp, 0, err,
+	    sizeof(err)) != 0 || hp.is_ip_literal) {
+		config_error_here(p, "sni: '%s' is not a DNS host name (IP "
+		    "addresses cannot be sent as SNI; '-' sends none)", value);
+		return;
+	}
+	snprintf(sc->sni, sizeof(sc->sni), "%s", value);
+}
+
+static void
+set_verify_hostname(struct parse_ctx *p, void *obj,
+    const struct config_key *k, const char *value)
+{
+	struct service_config *sc = obj;
+
+	(void)k;
+	if (value[0] == '\0' || strlen(value) > HOST_MAX)
+		config_error_here(p, "verify_hostname: expected a host name or "
+		    "IP address, got '%s'", value);
+	else
+		snprintf(sc->verify_hostname, sizeof(sc->verify_hostname), "%s",
+		    value);
+}
+
+static void
+add_pin(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	gnutls_datum_t in = { (unsigned char *)(uintptr_t)value,
+	    (unsigned int)strlen(value) }, out = { NULL, 0 };
+
+	set_line(p, obj, k);
+	if (strncmp(value, "sha256/", 7) == 0)
+		in.data += 7, in.size -= 7;
+	if (sc->npins == PINS_MAX) {
+		config_error_here(p, "pin_sha256: at most %d pins", PINS_MAX);
+		return;
+	}
+	if (gnutls_base64_decode2(&in, &out) < 0 || out.size != 32) {
+		config_error_here(p, "pin_sha256: '%s' is not the base64 of a "
+		    "SHA-256 digest (44 characters)", value);
+		gnutls_free(out.data);
+		return;
+	}
+	memcpy(sc->pins[sc->npins++], out.data, 32);
+	gnutls_free(out.data);
+}
+
+/* "h2,http/1.1": protocols offered in order. */
+static void
+set_alpn(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	const char *s = value;
+
+	(void)k;
+	sc->nalpn = 0;
+	while (*s != '\0') {
+		const char *end = strchr(s, ',');
+		size_t n = end != NULL ? (size_t)(end - s) : strlen(s);
+
+		while (n > 0 && isspace((unsigned char)*s))
+			s++, n--;
+		while (n > 0 && isspace((unsigned char)s[n - 1]))
+			n--;
+		if (n == 0 || n > 255 || sc->nalpn == ALPN_MAX) {
+			config_error_here(p, "alpn: expected up to %d "
+			    "comma-separated protocol names of 1-255 bytes, "
+			    "got '%s'", ALPN_MAX, value);
+			sc->nalpn = 0;
+			return;
+		}
+		memcpy(sc->alpn[sc->nalpn], s, n);
+		sc->alpn[sc->nalpn++][n] = '\0';
+		if (end == NULL)
+			break;
+		s = end + 1;
+		if (*s == '\0') {
+			config_error_here(p, "alpn: trailing comma in '%s'",
+			    value);
+			return;
+		}
+	}
+}
+
+/* "10.0.0.0/8, ::1": appended to the list (the key may be given again). */
+static void
+add_cidrs(struct parse_ctx *p, const char *name, const char *value,
+    struct cidr **list, size_t *n, size_t other)
+{
+	char err[PARSE_ERR_MAX], item[64];
+	const char *s = value;
+
+	do {
+		const char *end = strchr(s, ',');
+		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+		struct cidr *grown;
+
+		while (len > 0 && isspace((unsigned char)*s))
+			s++, len--;
+		while (len > 0 && isspace((unsigned char)s[len - 1]))
+			len--;
+		if (len == 0 || len >= sizeof(item)) {
+			config_error_here(p, "%s: expected comma-separated "
+			    "addresses or blocks (e.g. 10.0.0.0/8, ::1), got "
+			    "'%s'", name, value);
+			return;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		if (*n + other >= CIDRS_MAX) {
+			config_error_here(p, "%s: more than %d entries in allow "
+			    "and deny", name, CIDRS_MAX);
+			return;
+		}
+		grown = realloc(*list, (*n + 1) * sizeof(**list));
+		if (grown == NULL) {
+			config_error_here(p, "out of memory");
+			return;
+		}
+		*list = grown;
+		if (parse_cidr(item, &grown[*n], err, sizeof(err)) != 0) {
+			config_error_here(p, "%s: %s", name, err);
+			return;
+		}
+		(*n)++;
+		s = end != NULL ? end + 1 : NULL;
+	} while (s != NULL);
+}
+
+static void
+add_allow(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+
+	set_line(p, obj, k);
+	add_cidrs(p, k->name, value, &sc->allow, &sc->nallow, sc->ndeny);
+	for (size_t i = 0; i < sc->nallow; i++)
+		if (sc->allow[i].prefix == 0)
+			sc->allow_everyone = true;
+}
+
+static void
+add_deny(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+
+	set_line(p, obj, k);
+	add_cidrs(p, k->name, value, &sc->deny, &sc->ndeny, sc->nallow);
+}
+
+static void
+set_mode(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	char err[PARSE_ERR_MAX];
+
+	set_line(p, obj, k);
+	if (parse_file_mode(value, &sc->unix_mode, err, sizeof(err)) != 0)
+		config_error_here(p, "mode: %s", err);
+}
+
+/* owner / group of a unix socket: arg non-NULL for the group. */
+static void
+set_socket_owner(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	unsigned int id;
+
+	set_line(p, obj, k);
+	if (!lookup_id(p, k->name, value, k->arg != NULL, HOST_MAX, &id, NULL))
+		return;
+	if (k->arg != NULL)
+		sc->unix_gid = id;
+	else
+		sc->unix_uid = id;
+}
+
+static const struct enum_name verify_modes[] = {
+	{ "full", VERIFY_FULL }, { "chain", VERIFY_CHAIN }, { "pin", VERIFY_PIN },
+	{ "none", VERIFY_NONE }, { NULL, 0 },
+};
+
+static const struct enum_name ocsp_modes[] = {
+	{ "off", OCSP_OFF }, { "try", OCSP_TRY }, { "require", OCSP_REQUIRE },
+	{ NULL, 0 },
+};
+
+static const char pkcs11_ok[] = "pkcs11:";	/* set_path: allowed */
+static const bool socket_group = true;		/* set_socket_owner: a group */
+
+/* set_enum writes an int. */
+_Static_assert(sizeof(enum verify_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum ocsp_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum log_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum size");
+
+#define S(field)	offsetof(struct service_config, field)
+#define SL(field)	(int)offsetof(struct service_config, field)
+
+const struct config_key config_service_keys[] = {
+	{ "listen", set_listen, 0, SL(listen_line), NULL, "required", 0, 0,
+	    NULL, false },
+	{ "upstream", set_upstream, 0, SL(upstream_line), NULL, "required", 0,
+	    0, NULL, false },
+	{ "sni", set_sni, 0, -1, NULL, "upstream host", 0, 0, NULL, false },
+	{ "verify", set_enum, S(verify), -1, "full", NULL, 0, 0, verify_modes,
+	    false },
+	{ "verify_hostname", set_verify_hostname, 0, -1, NULL,
+	    "sni, else the upstream host", 0, 0, NULL, false },
+	{ "ca_file", set_path, S(ca_file), SL(ca_file_line), NULL,
+	    "system trust store", 0, 0, NULL, false },
+	{ "connect_timeout", set_duration, S(connect_timeout_ms), -1, "5s",
+	    NULL, 0, 0, NULL, false },
+	{ "handshake_timeout", set_duration, S(handshake_timeout_ms), -1,
+	    "10s", NULL, 0, 0, NULL, false },
+	{ "idle_timeout", set_duration, S(idle_timeout_ms), -1, "300s", NULL,
+	    0, 0, NULL, false },
+	{ "crl_file", set_path, S(crl_file), SL(crl_file_line), NULL, "none",
+	    0, 0, NULL, false },
+	{ "cert_file", set_path, S(cert_file), SL(cert_file_line), NULL,
+	    "none", 0, 0, pkcs11_ok, false },
+	{ "key_file", set_path, S(key_file), SL(key_file_line), NULL, "none",
+	    0, 0, pkcs11_ok, false },
+	{ "key_password_file", set_path, S(key_password_file),
+	    SL(key_password_file_line), NULL, "none", 0, 0, NULL, false },
+	{ "pin_sha256", add_pin, 0, SL(pin_line), NULL, "none", 0, 0, NULL,
+	    true },
+	{ "alpn", set_alpn, 0, -1, NULL, "none", 0, 0, NULL, false },
+	{ "alpn_required", set_bool, S(alpn_required), -1, "no", NULL, 0, 0,
+	    NULL, false },
+	{ "tls_min_version", set_tls_version, S(tls_min_version), -1, NULL,
+	    "TLS1.2", 0, 0, NULL, false },
+	{ "tls_max_version", set_tls_version, S(tls_max_version), -1, NULL,
+	    "TLS1.3", 0, 0, NULL, false },
+	{ "tls_priority", set_text, S(tls_priority), SL(tls_priority_line),
+	    NULL, "tlsfwd's policy", 0, 0, NULL, false },
+	{ "session_cache", set_bool, S(session_cache), -1, "yes", NULL, 0, 0,
+	    NULL, false },
+	{ "ocsp", set_enum, S(ocsp), -1, "try", NULL, 0, 0, ocsp_modes,
+	    false },
+	{ "allow", add_allow, 0, SL(allow_line), NULL, "none", 0, 0, NULL,
+	    true },
+	{ "deny", add_deny, 0, SL(deny_line), NULL, "none", 0, 0, NULL, true },
+	{ "max_connections", set_count, S(max_connections), -1, NULL, "none",
+	    1, CONNECTIONS_MAX, NULL, false },
+	{ "mode", set_mode, 0, SL(unix_perms_line), "0660", NULL, 0, 0, NULL,
+	    false },
+	{ "owner", set_socket_owner, 0, SL(unix_perms_line), NULL,
+	    "tlsfwd's user", 0, 0, NULL, false },
+	{ "group", set_socket_owner, 0, SL(unix_perms_line), NULL,
+	    "tlsfwd's group", 0, 0, &socket_group, false },
+	{ "allow_insecure_key_perms", set_bool, S(allow_insecure_key_perms),
+	    -1, "no", NULL, 0, 0, NULL, false },
+	{ "allow_cn_only", set_bool, S(allow_cn_only), -1, "no", NULL, 0, 0,
+	    NULL, false },
+	{ NULL, NULL, 0, -1, NULL, NULL, 0, 0, NULL, false },
+};
+
+/* A bit per row in keys_seen (the terminator row is not a key). */
+_Static_assert(sizeof(config_global_keys) / sizeof(config_global_keys[0]) - 1
+    <= KEYS_MAX, "more [global] keys than keys_seen has bits");
+_Static_assert(sizeof(config_service_keys) / sizeof(config_service_keys[0]) -
+    1 <= KEYS_MAX, "more service keys than keys_seen has bits");
+
+/* ----- lookups ----- */
+
+const char *
+config_key_default(const struct config_key *k)
+{
+	return k->default_doc != NULL ? k->default_doc : k->default_value;
+}
+
+static const struct config_key *
+key_find(const struct config_key *table, const char *name)
+{
+	for (const struct config_key *k = table; k->name != NULL; k++)
+		if (strcmp(k->name, name) == 0)
+			return k;
+	return NULL;
+}
+
+bool
+config_key_seen(const struct config_key *table, uint64_t seen,
+    const char *name)
+{
+	const struct config_key *k = key_find(table, name);
+
+	return k != NULL && (seen & (UINT64_C(1) << (k - table))) != 0;
+}
+
+void
+config_key_apply(struct parse_ctx *p, const struct config_key *table,
+    void *obj, uint64_t *seen, const char *where, const char *name,
+    const char *value)
+{
+	const struct config_key *k = key_find(table, name);
+	uint64_t bit;
+
+	if (k == NULL) {
+		config_error_here(p, "%s: unknown key '%s'", where, name);
+		return;
+	}
+	bit = UINT64_C(1) << (k - table);
+	if ((*seen & bit) && !k->repeatable) {
+		config_error_here(p, "%s: '%s' given twice%s", where, name,
+		    p->line_indented ? " (an indented line continues the "
+		    "previous key's value: remove the indentation)" : "");
+		return;
+	}
+	*seen |= bit;
+	k->set(p, obj, k, value);
+}
+
+void
+config_keys_defaults(struct parse_ctx *p, const struct config_key *table,
+    void *obj)
+{
+	for (const struct config_key *k = table; k->name != NULL; k++)
+		if (k->default_value != NULL)
+			k->set(p, obj, k, k->default_value);
+}

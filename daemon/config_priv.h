@@ -1,0 +1,49 @@
+/*
+ * config_priv.h - what config.c (the file, its sections and cross-key
+ * rules) and config_keys.c (each key's row and setter) share. No other file
+ * includes it.
+ */
+#ifndef TLSFWD_CONFIG_PRIV_H
+#define TLSFWD_CONFIG_PRIV_H
+
+#include <stdbool.h>
+
+#include "config.h"
+
+/* State of one parse: where we are, and what we have built so far. */
+struct parse_ctx {
+	const char		*path;
+	struct config		*cfg;
+	struct config_errors	*errs;
+	/* Line reader state, so errors carry the right line number. */
+	const char		*text;
+	int			 line;
+	bool			 line_indented;	/* inih: continues a value */
+	bool			 after_key;	/* inih has a key to continue */
+	/* The section the following keys belong to. */
+	enum { SEC_NONE, SEC_GLOBAL, SEC_SERVICE, SEC_IGNORED } sec;
+	struct service_config	*sc;
+	bool			 global_seen;
+	int			 global_line;
+};
+
+/* An error at the current line. */
+void	config_error_here(struct parse_ctx *p, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+/*
+ * Sets key name of table in obj (a service_config or the global_config)
+ * from value; where ("[global]", "[name]") prefixes the errors about an
+ * unknown or repeated key.
+ */
+void	config_key_apply(struct parse_ctx *p, const struct config_key *table,
+	    void *obj, uint64_t *seen, const char *where, const char *name,
+	    const char *value);
+/* Gives every row with a default_value its default. */
+void	config_keys_defaults(struct parse_ctx *p,
+	    const struct config_key *table, void *obj);
+/* Whether key name of table was given (seen: the section's bits). */
+bool	config_key_seen(const struct config_key *table, uint64_t seen,
+	    const char *name);
+
+#endif
