@@ -91,29 +91,29 @@ verify_mode_name(enum verify_mode mode)
 }
 
 static void
-service_free(struct service_config *svc)
+service_free(struct service_config *sc)
 {
-	free(svc->ca_file);
-	free(svc->crl_file);
-	free(svc->cert_file);
-	free(svc->key_file);
-	free(svc->key_password_file);
-	free(svc->tls_priority);
-	free(svc->allow);
-	free(svc->deny);
-	free(svc);
+	free(sc->ca_file);
+	free(sc->crl_file);
+	free(sc->cert_file);
+	free(sc->key_file);
+	free(sc->key_password_file);
+	free(sc->tls_priority);
+	free(sc->allow);
+	free(sc->deny);
+	free(sc);
 }
 
 void
 config_free(struct config *cfg)
 {
-	struct service_config *svc, *next;
+	struct service_config *sc, *next;
 
 	if (cfg == NULL)
 		return;
-	for (svc = cfg->services; svc != NULL; svc = next) {
-		next = svc->next;
-		service_free(svc);
+	for (sc = cfg->services; sc != NULL; sc = next) {
+		next = sc->next;
+		service_free(sc);
 	}
 	free(cfg->path);
 	free(cfg);
@@ -138,7 +138,7 @@ valid_service_name(const char *name)
 static void
 section_begin(struct parse_ctx *p, const char *name)
 {
-	struct service_config *svc, **tail;
+	struct service_config *sc, **tail;
 
 	if (strcmp(name, "global") == 0) {
 		if (p->global_seen)
@@ -171,19 +171,19 @@ section_begin(struct parse_ctx *p, const char *name)
 			return;
 		}
 	}
-	svc = calloc(1, sizeof(*svc));
-	if (svc == NULL) {
+	sc = calloc(1, sizeof(*sc));
+	if (sc == NULL) {
 		config_error_add(p->errs, p->path, p->line, "out of memory");
 		return;
 	}
-	snprintf(svc->name, sizeof(svc->name), "%s", name);
-	svc->line = p->line;
-	config_keys_defaults(p, config_service_keys, svc);
-	svc->unix_uid = (uid_t)-1;	/* tlsfwd's own */
-	svc->unix_gid = (gid_t)-1;
-	*tail = svc;
+	snprintf(sc->name, sizeof(sc->name), "%s", name);
+	sc->line = p->line;
+	config_keys_defaults(p, config_service_keys, sc);
+	sc->unix_uid = (uid_t)-1;	/* tlsfwd's own */
+	sc->unix_gid = (gid_t)-1;
+	*tail = sc;
 	p->cfg->nservices++;
-	p->sc = svc;
+	p->sc = sc;
 	p->sec = SEC_SERVICE;
 }
 
@@ -357,31 +357,31 @@ service_key_seen(const struct service_config *sc, const char *name)
 
 /* Rules between the TLS keys of one service. */
 static void
-validate_tls(struct parse_ctx *p, struct service_config *svc)
+validate_tls(struct parse_ctx *p, struct service_config *sc)
 {
-	if ((svc->cert_file == NULL) != (svc->key_file == NULL))
-		config_error_add(p->errs, p->path, svc->cert_file != NULL ?
-		    svc->cert_file_line : svc->key_file_line, "[%s]: cert_file "
-		    "and key_file go together", svc->name);
-	if (svc->key_password_file != NULL && svc->key_file == NULL)
+	if ((sc->cert_file == NULL) != (sc->key_file == NULL))
+		config_error_add(p->errs, p->path, sc->cert_file != NULL ?
+		    sc->cert_file_line : sc->key_file_line, "[%s]: cert_file "
+		    "and key_file go together", sc->name);
+	if (sc->key_password_file != NULL && sc->key_file == NULL)
 		config_error_add(p->errs, p->path,
-		    svc->key_password_file_line, "[%s]: key_password_file "
-		    "without key_file", svc->name);
-	if (svc->verify == VERIFY_PIN && svc->npins == 0)
-		config_error_add(p->errs, p->path, svc->line, "[%s]: verify = "
-		    "pin needs at least one pin_sha256", svc->name);
-	if (svc->verify == VERIFY_NONE && svc->npins > 0)
-		config_error_add(p->errs, p->path, svc->pin_line, "[%s]: "
+		    sc->key_password_file_line, "[%s]: key_password_file "
+		    "without key_file", sc->name);
+	if (sc->verify == VERIFY_PIN && sc->npins == 0)
+		config_error_add(p->errs, p->path, sc->line, "[%s]: verify = "
+		    "pin needs at least one pin_sha256", sc->name);
+	if (sc->verify == VERIFY_NONE && sc->npins > 0)
+		config_error_add(p->errs, p->path, sc->pin_line, "[%s]: "
 		    "pin_sha256 is not checked with verify = none (use verify "
-		    "= pin)", svc->name);
-	if (svc->alpn_required && svc->nalpn == 0)
-		config_error_add(p->errs, p->path, svc->line, "[%s]: "
-		    "alpn_required = yes needs alpn", svc->name);
-	if (svc->tls_min_version != TLS_VERSION_DEFAULT &&
-	    svc->tls_max_version != TLS_VERSION_DEFAULT &&
-	    svc->tls_min_version > svc->tls_max_version)
-		config_error_add(p->errs, p->path, svc->line, "[%s]: "
-		    "tls_min_version is above tls_max_version", svc->name);
+		    "= pin)", sc->name);
+	if (sc->alpn_required && sc->nalpn == 0)
+		config_error_add(p->errs, p->path, sc->line, "[%s]: "
+		    "alpn_required = yes needs alpn", sc->name);
+	if (sc->tls_min_version != TLS_VERSION_DEFAULT &&
+	    sc->tls_max_version != TLS_VERSION_DEFAULT &&
+	    sc->tls_min_version > sc->tls_max_version)
+		config_error_add(p->errs, p->path, sc->line, "[%s]: "
+		    "tls_min_version is above tls_max_version", sc->name);
 }
 
 /*
@@ -389,29 +389,29 @@ validate_tls(struct parse_ctx *p, struct service_config *svc)
  * identity to whoever reaches it, so a listener beyond loopback must say who.
  */
 static void
-validate_access(struct parse_ctx *p, struct service_config *svc)
+validate_access(struct parse_ctx *p, struct service_config *sc)
 {
-	if (svc->listen.is_unix) {
-		if (svc->nallow > 0 || svc->ndeny > 0)
-			config_error_add(p->errs, p->path, svc->nallow > 0 ?
-			    svc->allow_line : svc->deny_line, "[%s]: allow and "
+	if (sc->listen.is_unix) {
+		if (sc->nallow > 0 || sc->ndeny > 0)
+			config_error_add(p->errs, p->path, sc->nallow > 0 ?
+			    sc->allow_line : sc->deny_line, "[%s]: allow and "
 			    "deny apply to TCP listeners; a unix socket is "
-			    "guarded by mode, owner and group", svc->name);
+			    "guarded by mode, owner and group", sc->name);
 		return;
 	}
-	if (service_key_seen(svc, "mode") || service_key_seen(svc, "owner") ||
-	    service_key_seen(svc, "group"))
-		config_error_add(p->errs, p->path, svc->unix_perms_line,
+	if (service_key_seen(sc, "mode") || service_key_seen(sc, "owner") ||
+	    service_key_seen(sc, "group"))
+		config_error_add(p->errs, p->path, sc->unix_perms_line,
 		    "[%s]: mode, owner and group apply to unix: listeners "
-		    "only (use allow and deny for %s)", svc->name,
-		    svc->listen.text);
-	if (svc->listen.salen > 0 && svc->nallow == 0 &&
-	    !sockaddr_is_loopback((const struct sockaddr *)&svc->listen.sa))
-		config_error_add(p->errs, p->path, svc->listen_line, "[%s]: "
+		    "only (use allow and deny for %s)", sc->name,
+		    sc->listen.text);
+	if (sc->listen.salen > 0 && sc->nallow == 0 &&
+	    !sockaddr_is_loopback((const struct sockaddr *)&sc->listen.sa))
+		config_error_add(p->errs, p->path, sc->listen_line, "[%s]: "
 		    "listen %s is reachable beyond this host: say who may "
 		    "connect with allow = ADDRESS/PREFIX[, ...] (allow = "
-		    "0.0.0.0/0, ::/0 lets everyone in)", svc->name,
-		    svc->listen.text);
+		    "0.0.0.0/0, ::/0 lets everyone in)", sc->name,
+		    sc->listen.text);
 }
 
 /* Fills defaults that depend on other keys, and checks cross-key rules. */
@@ -419,7 +419,7 @@ static void
 validate(struct parse_ctx *p)
 {
 	struct config *cfg = p->cfg;
-	struct service_config *svc, *other;
+	struct service_config *sc, *other;
 
 	if (cfg->global.group[0] != '\0' && cfg->global.user[0] == '\0')
 		config_error_add(p->errs, p->path, cfg->global.group_line,
@@ -435,36 +435,36 @@ validate(struct parse_ctx *p)
 		config_error_add(p->errs, p->path, 0,
 		    "no service defined: add a [NAME] section with listen "
 		    "and upstream");
-	for (svc = cfg->services; svc != NULL; svc = svc->next) {
-		if (!service_key_seen(svc, "listen"))
-			config_error_add(p->errs, p->path, svc->line,
-			    "[%s]: missing 'listen'", svc->name);
-		if (!service_key_seen(svc, "upstream")) {
-			config_error_add(p->errs, p->path, svc->line,
-			    "[%s]: missing 'upstream'", svc->name);
+	for (sc = cfg->services; sc != NULL; sc = sc->next) {
+		if (!service_key_seen(sc, "listen"))
+			config_error_add(p->errs, p->path, sc->line,
+			    "[%s]: missing 'listen'", sc->name);
+		if (!service_key_seen(sc, "upstream")) {
+			config_error_add(p->errs, p->path, sc->line,
+			    "[%s]: missing 'upstream'", sc->name);
 			continue;
 		}
-		if (!service_key_seen(svc, "sni") &&
-		    !svc->upstream.is_ip_literal)
-			snprintf(svc->sni, sizeof(svc->sni), "%s",
-			    svc->upstream.host);
-		if (!service_key_seen(svc, "verify_hostname"))
-			snprintf(svc->verify_hostname,
-			    sizeof(svc->verify_hostname), "%s",
-			    svc->sni[0] != '\0' ? svc->sni :
-			    svc->upstream.host);
-		validate_tls(p, svc);
-		if (!service_key_seen(svc, "listen"))
+		if (!service_key_seen(sc, "sni") &&
+		    !sc->upstream.is_ip_literal)
+			snprintf(sc->sni, sizeof(sc->sni), "%s",
+			    sc->upstream.host);
+		if (!service_key_seen(sc, "verify_hostname"))
+			snprintf(sc->verify_hostname,
+			    sizeof(sc->verify_hostname), "%s",
+			    sc->sni[0] != '\0' ? sc->sni :
+			    sc->upstream.host);
+		validate_tls(p, sc);
+		if (!service_key_seen(sc, "listen"))
 			continue;
-		validate_access(p, svc);
-		for (other = cfg->services; other != svc;
+		validate_access(p, sc);
+		for (other = cfg->services; other != sc;
 		    other = other->next) {
 			if (service_key_seen(other, "listen") &&
-			    listen_addr_same(&other->listen, &svc->listen))
+			    listen_addr_same(&other->listen, &sc->listen))
 				config_error_add(p->errs, p->path,
-				    svc->listen_line, "[%s]: listen %s is "
+				    sc->listen_line, "[%s]: listen %s is "
 				    "already used by [%s] (line %d)",
-				    svc->name, svc->listen.text, other->name,
+				    sc->name, sc->listen.text, other->name,
 				    other->listen_line);
 		}
 	}
