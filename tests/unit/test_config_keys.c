@@ -1,0 +1,321 @@
+/*
+ * test_config_keys.c - walks the key tables (config_keys.c) and checks that
+ * every key is documented, with the table's default, in the README's key
+ * tables, the example configuration conf/tlsfwd.ini and the man page
+ * conf/tlsfwd.ini.5, so that documentation cannot drift from the code. Run
+ * from the repository root (make unit).
+ *
+ * The example configuration's conventions: a key whose default is a value
+ * shows that value ("connect_timeout = 5s", or commented out), or its
+ * comment says "default: ..."; a key with no default ("none") is
+ * commented out; a required key is set.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+static char *
+slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	long n;
+
+	if (f == NULL)
+		fail_msg("cannot open %s (run from the repository root)", path);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	buf = calloc(1, (size_t)n + 1);
+	assert_non_null(buf);
+	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	return buf;
+}
+
+/* A copy of the text from the first `from` up to the next `to` (or end). */
+static char *
+between(const char *text, const char *from, const char *to)
+{
+	const char *a = strstr(text, from), *b;
+	char *out;
+
+	if (a == NULL)
+		fail_msg("'%s' not found", from);
+	a += strlen(from);
+	b = to != NULL ? strstr(a, to) : NULL;
+	if (b == NULL)
+		b = a + strlen(a);
+	out = strndup(a, (size_t)(b - a));
+	assert_non_null(out);
+	return out;
+}
+
+/* Collapses white space, drops backticks and quotes (Markdown, INI). */
+static void
+plain(char *s)
+{
+	char *w = s;
+	bool space = true;
+
+	for (char *r = s; *r != '\0'; r++) {
+		if (*r == '`' || *r == '"')
+			continue;
+		if (isspace((unsigned char)*r)) {
+			if (!space)
+				*w++ = ' ';
+			space = true;
+			continue;
+		}
+		*w++ = *r;
+		space = false;
+	}
+	*w = '\0';
+}
+
+/*
+ * roff to text: ".B x" and ".I x" give x; ".BR a b" and the other
+ * alternating-font requests give their arguments run together; other
+ * requests (".br", ".TP") go; \% and \& vanish, \- is '-'.
+ */
+static char *
+roff_text(const char *roff, size_t n)
+{
+	char *out = calloc(1, 2 * n + 2), *w = out;
+	const char *line = roff, *end = roff + n;
+
+	assert_non_null(out);
+	while (line < end) {
+		const char *eol = memchr(line, '\n', (size_t)(end - line));
+		const char *r = line;
+		bool alternating = false, quoted = false;
+
+		if (eol == NULL)
+			eol = end;
+		if (*r == '.') {
+			alternating = r[1] != '\0' && r[2] != ' ' &&
+			    strchr("BIR", r[1]) != NULL &&
+			    strchr("BIR", r[2]) != NULL;
+			if (strncmp(r, ".B ", 3) != 0 &&
+			    strncmp(r, ".I ", 3) != 0 && !alternating) {
+				line = eol + 1;
+				continue;	/* a request without text */
+			}
+			r += alternating ? 4 : 3;
+		}
+		for (; r < eol; r++) {
+			if (*r == '"') {
+				quoted = !quoted;
+				continue;
+			}
+			if (*r == ' ' && alternating && !quoted)
+				continue;
+			if (*r == '\\' && r + 1 < eol && (r[1] == '%' ||
+			    r[1] == '&')) {
+				r++;
+				continue;
+			}
+			if (*r == '\\' && r + 1 < eol && r[1] == '-') {
+				*w++ = '-';
+				r++;
+				continue;
+			}
+			*w++ = *r;
+		}
+		*w++ = ' ';
+		line = eol + 1;
+	}
+	*w = '\0';
+	plain(out);
+	return out;
+}
+
+static bool
+contains(const char *hay, const char *needle)
+{
+	return strcasestr(hay, needle) != NULL;
+}
+
+/* README: the row of key in one of the key tables; its default column. */
+static void
+check_readme(const char *table, const struct config_key *k)
+{
+	char pat[80], *cell;
+	const char *row = table, *hit;
+
+	snprintf(pat, sizeof(pat), "`%s`", k->name);
+	for (;;) {
+		hit = strstr(row, pat);
+		if (hit == NULL)
+			fail_msg("README: no row for '%s'", k->name);
+		row = hit;
+		while (row > table && row[-1] != '\n')
+			row--;
+		/* In the first column: no '|' between the row start and it. */
+		if (memchr(row + 1, '|', (size_t)(hit - row - 1)) == NULL)
+			break;
+		row = hit + 1;
+	}
+	row = strchr(row + 1, '|');		/* end of the key column */
+	cell = strndup(row + 1, strcspn(row + 1, "|"));
+	plain(cell);
+	if (!contains(cell, config_key_default(k)))
+		fail_msg("README: '%s' default is '%s', the table says '%s'",
+		    k->name, cell, config_key_default(k));
+	free(cell);
+}
+
+/* Whether line (up to '\n') is "KEY =" or ";KEY =". */
+static bool
+is_key_line(const char *line, const char *key)
+{
+	size_t n = strlen(key);
+
+	if (*line == ';')
+		line++;
+	return strncmp(line, key, n) == 0 && strncmp(line + n, " =", 2) == 0;
+}
+
+/* conf/tlsfwd.ini: the key's line, and the comment lines above it. */
+static void
+check_example(const char *section, const struct config_key *k)
+{
+	const char *line = section, *start, *end, *doc = config_key_default(k);
+	char *comment, *value;
+
+	while (line != NULL && !is_key_line(line, k->name)) {
+		line = strchr(line, '\n');
+		line = line != NULL ? line + 1 : NULL;
+	}
+	if (line == NULL)
+		fail_msg("conf/tlsfwd.ini: no line for '%s'", k->name);
+	/*
+	 * The prose comment above: lines "; ...", past the other keys of a
+	 * group (";mode = 0660" above ";owner = app" shares its comment).
+	 */
+	start = line;
+	end = line;
+	while (start > section + 1) {
+		const char *prev = start - 1;
+
+		while (prev > section && prev[-1] != '\n')
+			prev--;
+		if (strncmp(prev, "; ", 2) == 0)
+			start = prev;
+		else if (*prev == ';' && islower((unsigned char)prev[1]) &&
+		    start == end)
+			start = end = prev;	/* a key of the same group */
+		else
+			break;
+	}
+	comment = strndup(start, (size_t)(end - start));
+	value = strndup(strstr(line, "= ") + 2, strcspn(strstr(line, "= ") + 2,
+	    "\n"));
+	plain(comment);
+	if (strcmp(doc, "required") == 0) {
+		if (*line == ';')
+			fail_msg("conf/tlsfwd.ini: required '%s' is commented "
+			    "out", k->name);
+	} else if (strcmp(doc, "none") == 0) {
+		if (*line != ';')
+			fail_msg("conf/tlsfwd.ini: '%s' has no default but is "
+			    "set", k->name);
+	} else if (strcmp(value, doc) != 0 && !contains(comment, doc)) {
+		fail_msg("conf/tlsfwd.ini: '%s' shows '%s' and its comment "
+		    "does not say the default '%s'", k->name, value, doc);
+	}
+	free(comment);
+	free(value);
+}
+
+/* conf/tlsfwd.ini.5: the key's .TP item, its "Default:" sentence. */
+static void
+check_man(const char *section, const struct config_key *k)
+{
+	const char *item = section, *end;
+	char *text;
+
+	for (;;) {
+		item = strstr(item, "\n.TP\n.B");
+		if (item == NULL)
+			fail_msg("tlsfwd.ini.5: no item for '%s'", k->name);
+		item += 7;
+		if (*item == 'I' || *item == 'R')
+			item++;
+		if (*item == ' ' && strncmp(item + 1, k->name,
+		    strlen(k->name)) == 0 && !isalnum((unsigned char)
+		    item[1 + strlen(k->name)]) && item[1 + strlen(k->name)] !=
+		    '_')
+			break;
+	}
+	item = strstr(item, "Default:");
+	if (item == NULL)
+		fail_msg("tlsfwd.ini.5: '%s' has no Default:", k->name);
+	end = strstr(item + 8, "\n.br");
+	text = roff_text(item + 8, end != NULL ? (size_t)(end - item - 8) :
+	    strlen(item + 8));
+	if (!contains(text, config_key_default(k)))
+		fail_msg("tlsfwd.ini.5: '%s' default is '%s', the table says "
+		    "'%s'", k->name, text, config_key_default(k));
+	free(text);
+}
+
+static void
+check_table(const struct config_key *table, const char *readme,
+    const char *example, const char *man)
+{
+	for (const struct config_key *k = table; k->name != NULL; k++) {
+		assert_non_null(config_key_default(k));
+		check_readme(readme, k);
+		check_example(example, k);
+		check_man(man, k);
+	}
+}
+
+static void
+test_global_keys_documented_with_their_defaults(void **state)
+{
+	char *readme = slurp("README.md"), *ini = slurp("conf/tlsfwd.ini");
+	char *man = slurp("conf/tlsfwd.ini.5");
+	char *rt = between(readme, "### `[global]`", "### `[SERVICE]`");
+	char *it = between(ini, "\n[global]\n", "\n[example]\n");
+	char *mt = between(man, "\n.SH GLOBAL SECTION", "\n.SH ");
+
+	(void)state;
+	check_table(config_global_keys, rt, it, mt);
+	free(rt), free(it), free(mt), free(readme), free(ini), free(man);
+}
+
+static void
+test_service_keys_documented_with_their_defaults(void **state)
+{
+	char *readme = slurp("README.md"), *ini = slurp("conf/tlsfwd.ini");
+	char *man = slurp("conf/tlsfwd.ini.5");
+	char *rt = between(readme, "### `[SERVICE]`", "### TLS policy");
+	char *it = between(ini, "\n[example]\n", NULL);
+	char *mt = between(man, "\n.SH SERVICE SECTIONS", "\n.SH ");
+
+	(void)state;
+	check_table(config_service_keys, rt, it, mt);
+	free(rt), free(it), free(mt), free(readme), free(ini), free(man);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_global_keys_documented_with_their_defaults),
+		cmocka_unit_test(test_service_keys_documented_with_their_defaults),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
