@@ -17,7 +17,7 @@ import pytest
 from harness.clients import recv_all, recv_closed, recv_exact, send_quiet
 from harness.logfmt import num
 from harness.namespaces import with_hosts
-from harness.upstreams import echo_handler, server_context, Upstream
+from harness.upstreams import echo_handler, server_context, syn_dropping_listener, Upstream
 from harness.wrapper import SLOW
 
 FAST = {"connect_timeout": "500ms", "handshake_timeout": "500ms"}
@@ -64,28 +64,8 @@ def test_refused_first_address_leaves_no_errno_on_a_later_failure(pki, cleanup, 
     assert "does not match" in hs.get("error", ""), hs
 
 
-def _syn_dropping_listener(cleanup):
-    """A listener whose accept queue is full, so further SYNs are dropped and
-    connect() hangs. Skips the test when the kernel does not behave so."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(0)
-    cleanup.append(ls)
-    port = ls.getsockname()[1]
-    for _ in range(4):
-        c = socket.socket()
-        c.settimeout(0.3)
-        try:
-            c.connect(("127.0.0.1", port))
-            cleanup.append(c)
-        except socket.timeout:
-            c.close()
-            return port
-    pytest.skip("cannot make a loopback connect() hang on this kernel")
-
-
 def test_upstream_connect_timeout(service, start_tlsfwd, client, cleanup):
-    port = _syn_dropping_listener(cleanup)
+    port = syn_dropping_listener(cleanup)
     fwd = start_tlsfwd({"svc": service(port, **FAST)})
     s = client(fwd)
     data, _, elapsed = closed_after(s)

@@ -16,7 +16,7 @@ import pytest
 from harness.clients import connect, exchange_ok, recv_closed, send_quiet
 from harness.logfmt import num
 from harness.namespaces import with_hosts
-from harness.upstreams import echo_handler, server_context, Upstream
+from harness.upstreams import echo_handler, server_context, syn_dropping_listener, Upstream
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a private /etc/hosts")
 
@@ -42,22 +42,6 @@ def _v6_listener(port, backlog=64):
     return s
 
 
-def _blackholed_v6(port, cleanup):
-    """[::1]:port with a full accept queue: SYNs are dropped, connect() hangs."""
-    ls = _v6_listener(port, backlog=0)
-    cleanup.append(ls)
-    for _ in range(4):
-        c = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        c.settimeout(0.3)
-        try:
-            c.connect(("::1", port))
-            cleanup.append(c)
-        except socket.timeout:
-            c.close()
-            return
-    pytest.skip("cannot make a loopback connect() hang on this kernel")
-
-
 def _good_v4(pki, cleanup):
     up = Upstream(echo_handler, ctx=server_context(pki["server"], pki["server_key"]),
                     sock=_v4_listener())
@@ -81,7 +65,7 @@ def test_blackholed_first_address_is_raced_not_waited_for(pki, cleanup, service,
     the ::1 path is then marked down, so the next connections go straight to
     127.0.0.1 (attempts=1)."""
     good = _good_v4(pki, cleanup)
-    _blackholed_v6(good.port, cleanup)
+    syn_dropping_listener(cleanup, "::1", good.port)
     fwd = _start(start_tlsfwd, service, tmp_path, "race.test", good.port)
     times = []
     for i in range(5):

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "resolver.h"
@@ -65,75 +66,64 @@ run_until_answered(struct ev_loop *loop, struct answer *a)
 		ev_run(loop, EVRUN_ONCE);
 }
 
+/* One lookup on a fresh loop and resolver (servers: NULL or a list). */
 static void
-test_literal_address_has_no_ttl(void **state)
+lookup_once(const char *servers, const char *host, unsigned int port,
+    struct answer *a, bool check_not_synchronous)
 {
 	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
 	char err[256];
-	struct resolver *r = resolver_new(loop, NULL, err, sizeof(err));
+	struct resolver *r = resolver_new(loop, servers, err, sizeof(err));
+
+	assert_non_null(r);
+	assert_non_null(resolver_lookup(r, host, port, record_answer, a));
+	if (check_not_synchronous)
+		assert_int_equal(a->calls, 0);
+	run_until_answered(loop, a);
+	assert_int_equal(a->calls, 1);
+	resolver_free(r);
+	ev_loop_destroy(loop);
+}
+
+static void
+test_literal_address_has_no_ttl(void **state)
+{
 	struct answer a = { 0 };
 
 	(void)state;
-	assert_non_null(r);
-	assert_non_null(resolver_lookup(r, "192.0.2.7", 5433, record_answer,
-	    &a));
-	/* Known at once to c-ares, but never delivered inside the call. */
-	assert_int_equal(a.calls, 0);
-	run_until_answered(loop, &a);
-	assert_int_equal(a.calls, 1);
+	/* Known at once, but never delivered inside resolver_lookup(). */
+	lookup_once(NULL, "192.0.2.7", 5433, &a, true);
 	assert_int_equal(a.status, 0);
 	assert_int_equal(a.naddrs, 1);
 	assert_int_equal(a.family, AF_INET);
 	assert_int_equal(a.port, 5433);
 	assert_string_equal(a.text, "192.0.2.7");
 	assert_int_equal(a.ttl, -1);
-	resolver_free(r);
-	ev_loop_destroy(loop);
 }
 
 static void
 test_hosts_file_name_has_no_ttl(void **state)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	char err[256];
-	/* A refusing server: only the hosts file can answer. */
-	struct resolver *r = resolver_new(loop, "127.0.0.1:1", err,
-	    sizeof(err));
 	struct answer a = { 0 };
 
 	(void)state;
-	assert_non_null(r);
-	assert_non_null(resolver_lookup(r, "localhost", 443, record_answer,
-	    &a));
-	run_until_answered(loop, &a);
-	assert_int_equal(a.calls, 1);
+	/* A refusing server: only the hosts file can answer. */
+	lookup_once("127.0.0.1:1", "localhost", 443, &a, true);
 	assert_int_equal(a.status, 0);
 	assert_true(a.naddrs >= 1);
 	assert_int_equal(a.port, 443);
 	assert_int_equal(a.ttl, -1);
-	resolver_free(r);
-	ev_loop_destroy(loop);
 }
 
 static void
 test_refusing_server_is_an_error(void **state)
 {
-	struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-	char err[256];
-	struct resolver *r = resolver_new(loop, "127.0.0.1:1", err,
-	    sizeof(err));
 	struct answer a = { 0 };
 
 	(void)state;
-	assert_non_null(r);
-	assert_non_null(resolver_lookup(r, "db.tlsfwd-test.invalid", 443,
-	    record_answer, &a));
-	run_until_answered(loop, &a);
-	assert_int_equal(a.calls, 1);
+	lookup_once("127.0.0.1:1", "db.tlsfwd-test.invalid", 443, &a, false);
 	assert_int_not_equal(a.status, 0);
 	assert_int_equal(a.naddrs, 0);
-	resolver_free(r);
-	ev_loop_destroy(loop);
 }
 
 static void

@@ -14,6 +14,8 @@ import threading
 import time
 import traceback
 
+import pytest
+
 from harness.clients import close_quietly
 from harness.data import det_chunks
 from harness.wrapper import SOCK_TIMEOUT
@@ -521,3 +523,31 @@ class StreamSource:
         except (OSError, BioConn.TruncatedError):
             return "stopped"
         return "sent all"
+
+
+def syn_dropping_listener(cleanup, host="127.0.0.1", port=0):
+    """A listener on host:port whose accept queue is full, so further SYNs
+    are dropped and connect() hangs (a blackholed path); its port. Skips the
+    test when the kernel does not behave so."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ls = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        ls.bind((host, port))
+    except OSError as e:
+        ls.close()
+        pytest.skip("cannot listen on %s port %d: %s" % (host, port, e))
+    ls.listen(0)
+    cleanup.append(ls)
+    port = ls.getsockname()[1]
+    for _ in range(4):
+        c = socket.socket(family, socket.SOCK_STREAM)
+        c.settimeout(0.3)
+        try:
+            c.connect((host, port))
+            cleanup.append(c)
+        except socket.timeout:
+            c.close()
+            return port
+    pytest.skip("cannot make a loopback connect() hang on this kernel")
