@@ -115,6 +115,7 @@ config_free(struct config *cfg)
 		next = sc->next;
 		service_free(sc);
 	}
+	free(cfg->global.dns_servers);
 	free(cfg->path);
 	free(cfg);
 }

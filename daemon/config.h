@@ -59,6 +59,8 @@ struct service_config {
 	bool			session_cache;
 	enum ocsp_mode		ocsp;
 	uint64_t		connect_timeout_ms;
+	uint64_t		connect_race_delay_ms;
+	uint64_t		resolve_interval_ms;
 	uint64_t		handshake_timeout_ms;
 	uint64_t		idle_timeout_ms;
 	/* Who may connect (TCP): deny wins, then allow (if any) must match. */
@@ -89,6 +91,7 @@ struct global_config {
 	unsigned int	workers;	/* event loops, one thread each */
 	unsigned long	max_connections;	/* all services; 0 = no limit */
 	uint64_t	io_collect_us;	/* libev io collect interval; 0 = off */
+	char	       *dns_servers;	/* c-ares "ADDR:PORT,..."; NULL: resolv.conf */
 	char		user[64];	/* "" = keep the starting user */
 	char		group[64];	/* "" = the user's primary group */
 	uid_t		uid;		/* resolved at load time */

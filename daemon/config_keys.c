@@ -9,6 +9,7 @@
  * default. Generic setters take durations, counts, booleans, paths and
  * enumerations; a key with its own syntax has its own setter.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
@@ -256,6 +257,60 @@ set_group(struct parse_ctx *p, void *obj, const struct config_key *k,
 	g->gid = gid;
 }
 
+/*
+ * "10.0.0.53, [fd00::53]:5353": addresses (not names: they would need a
+ * resolver) with optional ports, kept as c-ares's list "ADDR:PORT,...".
+ */
+static void
+set_dns_servers(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct global_config *g = obj;
+	char list[1024], item[HOST_MAX + 8], err[PARSE_ERR_MAX];
+	unsigned char addr[16];
+	struct host_port hp;
+	const char *s = value;
+	size_t used = 0;
+
+	list[0] = '\0';
+	do {
+		const char *end = strchr(s, ',');
+		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+		bool ok;
+
+		while (len > 0 && isspace((unsigned char)*s))
+			s++, len--;
+		while (len > 0 && isspace((unsigned char)s[len - 1]))
+			len--;
+		ok = len > 0 && len < HOST_MAX;
+		if (ok) {
+			memcpy(item, s, len);
+			item[len] = '\0';
+			/* A bare address takes port 53. */
+			if (inet_pton(AF_INET6, item, addr) == 1)
+				snprintf(item, sizeof(item), "[%.*s]:53",
+				    (int)len, s);
+			else if (inet_pton(AF_INET, item, addr) == 1)
+				snprintf(item, sizeof(item), "%.*s:53",
+				    (int)len, s);
+			ok = parse_host_port(item, &hp, 0, err,
+			    sizeof(err)) == 0 && hp.is_ip_literal;
+		}
+		if (!ok || used + strlen(item) + 2 > sizeof(list)) {
+			config_error_here(p, "%s: '%.*s' is not an IP address "
+			    "with an optional port (e.g. 10.0.0.53, "
+			    "[fd00::53]:5353)", k->name, (int)len, s);
+			return;
+		}
+		used += (size_t)snprintf(list + used, sizeof(list) - used,
+		    "%s%s", used > 0 ? "," : "", item);
+		s = end != NULL ? end + 1 : NULL;
+	} while (s != NULL);
+	free(g->dns_servers);
+	if ((g->dns_servers = strdup(list)) == NULL)
+		config_error_here(p, "out of memory");
+}
+
 static const struct enum_name log_levels[] = {
 	{ "error", LOG_ERROR }, { "warn", LOG_WARN }, { "info", LOG_INFO },
 	{ "debug", LOG_DEBUG }, { NULL, 0 },
@@ -285,6 +340,8 @@ const struct config_key config_global_keys[] = {
 	    1, CONNECTIONS_MAX, NULL, false },
 	{ "io_collect_interval", set_interval_us, G(io_collect_us), -1, "20us",
 	    NULL, 0, IO_COLLECT_MAX_US, NULL, false },
+	{ "dns_servers", set_dns_servers, 0, -1, NULL,
+	    "those of /etc/resolv.conf", 0, 0, NULL, false },
 	{ NULL, NULL, 0, -1, NULL, NULL, 0, 0, NULL, false },
 };
 
@@ -549,6 +606,10 @@ const struct config_key config_service_keys[] = {
 	    "system trust store", 0, 0, NULL, false },
 	{ "connect_timeout", set_duration, S(connect_timeout_ms), -1, "5s",
 	    NULL, 0, 0, NULL, false },
+	{ "connect_race_delay", set_duration, S(connect_race_delay_ms), -1,
+	    "250ms", NULL, 10, 0, NULL, false },
+	{ "resolve_interval", set_duration, S(resolve_interval_ms), -1, "30s",
+	    NULL, 1000, 0, NULL, false },
 	{ "handshake_timeout", set_duration, S(handshake_timeout_ms), -1,
 	    "10s", NULL, 0, 0, NULL, false },
 	{ "idle_timeout", set_duration, S(idle_timeout_ms), -1, "300s", NULL,

@@ -21,9 +21,6 @@
 #include "conn_priv.h"
 #include "log.h"
 
-/* The delay before racing the next address (RFC 8305 recommends 250 ms). */
-#define CONNECT_RACE_DELAY	0.25
-
 static struct conn *
 race_conn(struct connect_race *race)
 {
@@ -57,8 +54,9 @@ conn_race_outraced(struct connect_race *race, size_t idx)
 	struct conn *c = race_conn(race);
 	char why[96];
 
-	snprintf(why, sizeof(why), "not connected within %.0f ms, when a "
-	    "later address was", CONNECT_RACE_DELAY * 1e3);
+	snprintf(why, sizeof(why), "not connected within %llu ms, when a "
+	    "later address was", (unsigned long long)
+	    c->svc->sc->connect_race_delay_ms);
 	upstream_path_failed(&c->svc->upstream, &c->paths->addr[idx], why);
 }
 
@@ -113,7 +111,8 @@ conn_connect_paths(struct conn *c, struct upstream_addrs *addrs)
 	p->n = addrs->n;
 	upstream_order(&c->svc->upstream, addrs, p->addr);
 	upstream_addrs_put(addrs);
-	connect_race_init(&p->race, c->srv->loop, CONNECT_RACE_DELAY,
+	connect_race_init(&p->race, c->srv->loop,
+	    (ev_tstamp)sc->connect_race_delay_ms / 1e3,
 	    (ev_tstamp)sc->connect_timeout_ms / 1e3);
 	p->race.lost = conn_race_lost;
 	p->race.outraced = conn_race_outraced;

@@ -263,7 +263,8 @@ generation_commit(struct server *srv, struct generation *gen)
 	char err[256];
 
 	/* Its own, so a reload reads /etc/resolv.conf again. */
-	gen->resolver = resolver_new(srv->loop, NULL, err, sizeof(err));
+	gen->resolver = resolver_new(srv->loop, gen->cfg->global.dns_servers,
+	    err, sizeof(err));
 	if (gen->resolver == NULL)
 		log_msg(LOG_ERROR, "resolve", "cannot start the resolver: %s "
 		    "(every connection fails at stage=resolve)", err);
@@ -278,7 +279,7 @@ generation_commit(struct server *srv, struct generation *gen)
 		/* Each loop resolves on its own; the main loop logs. */
 		upstream_init(&svc->upstream, svc->sc->name,
 		    svc->sc->upstream.host, svc->sc->upstream.port,
-		    UPSTREAM_RESOLVE_INTERVAL);
+		    (ev_tstamp)svc->sc->resolve_interval_ms / 1e3);
 		upstream_start(&svc->upstream, srv->loop, gen->resolver,
 		    previous_upstream(srv->gen, svc->sc), srv->is_worker);
 		if (!srv->is_worker) {	/* said once, not once per loop */

@@ -13,9 +13,6 @@
 #include "parse.h"
 #include "resolver.h"
 
-/* resolve_interval's default, in seconds. */
-#define UPSTREAM_RESOLVE_INTERVAL	30.
-
 /* One answer, shared by the connections trying it; counted references. */
 struct upstream_addrs {
 	unsigned int		 refs;

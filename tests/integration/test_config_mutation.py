@@ -45,9 +45,10 @@ TIMEOUT = 10.0          # per `tlsfwd -t`
 LINE_MAX = 198          # README: "Lines are at most 198 characters"
 
 GLOBAL_KEYS = ("log_level", "log_format", "shutdown_timeout", "workers", "user", "group",
-               "max_connections", "io_collect_interval")
+               "max_connections", "io_collect_interval", "dns_servers")
 SERVICE_KEYS = ("listen", "allow", "deny", "max_connections", "mode", "owner", "group",
                 "upstream", "sni", "verify", "verify_hostname", "ca_file", "connect_timeout",
+                "connect_race_delay", "resolve_interval",
                 "handshake_timeout", "idle_timeout", "crl_file", "cert_file", "key_file",
                 "allow_insecure_key_perms", "key_password_file", "pin_sha256", "alpn",
                 "alpn_required", "tls_min_version", "tls_max_version", "tls_priority",
@@ -78,7 +79,8 @@ def bases(pki):
     with open(SHIPPED, "rb") as f:
         shipped = f.read()
     files = {"ca_file": pki["ca"], "crl_file": pki["crl"], "cert_file": pki["client"],
-             "key_file": pki["client_enc_key"], "key_password_file": pki["client_enc_pass"]}
+             "key_file": pki["client_enc_key"], "key_password_file": pki["client_enc_pass"],
+             "user": "root"}     # the example's tlsfwd user may not exist here
     full = full_base(shipped, files)
     assert full.count(b"\n;") < shipped.count(b"\n;"), "no example key was switched on"
     for key in ("crl_file", "key_password_file", "pin_sha256", "alpn", "tls_priority", "deny"):
@@ -139,8 +141,10 @@ SECTION_NAMES = ["global", "GLOBAL", "Global", "", " ", "a" * 64, "a" * 65, "ex 
 
 
 def value_pool(key, odd_files):
-    if key.endswith("_timeout"):
+    if key.endswith("_timeout") or key in ("connect_race_delay", "resolve_interval"):
         return DURATIONS
+    if key == "dns_servers":
+        return ADDRESSES + CIDRS
     if key in ("allow", "deny"):
         return CIDRS
     if key in ("listen", "upstream", "sni", "verify_hostname"):

@@ -353,6 +353,33 @@ test_err_zero_duration(void **state)
 }
 
 static void
+test_upstream_resolution_keys(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok("[global]\ndns_servers = 10.0.0.53, [fd00::53]:5353, "
+	    "::1, 127.0.0.1:5300\n" SVC);
+	assert_string_equal(cfg->global.dns_servers,
+	    "10.0.0.53:53,[fd00::53]:5353,[::1]:53,127.0.0.1:5300");
+	assert_int_equal(cfg->services->resolve_interval_ms, 30000);
+	assert_int_equal(cfg->services->connect_race_delay_ms, 250);
+	cfg = load_ok(SVC "resolve_interval = 2s\nconnect_race_delay = 50ms\n");
+	assert_int_equal(cfg->services->resolve_interval_ms, 2000);
+	assert_int_equal(cfg->services->connect_race_delay_ms, 50);
+	assert_null(load_ok(SVC)->global.dns_servers);
+	expect_one_error("[global]\ndns_servers = dns.example\n" SVC, 2,
+	    "dns_servers: 'dns.example' is not an IP address with an optional "
+	    "port");
+	expect_one_error("[global]\ndns_servers = 10.0.0.53,\n" SVC, 2,
+	    "dns_servers: '' is not an IP address");
+	expect_one_error(SVC "resolve_interval = 500ms\n", 4,
+	    "resolve_interval: must be at least 1s");
+	expect_one_error(SVC "connect_race_delay = 5ms\n", 4,
+	    "connect_race_delay: must be at least 10ms");
+}
+
+static void
 test_err_bad_listen(void **state)
 {
 	(void)state;
@@ -1249,6 +1276,7 @@ main(void)
 		T(test_err_key_twice),
 		T(test_err_bad_duration),
 		T(test_err_zero_duration),
+		T(test_upstream_resolution_keys),
 		T(test_err_bad_listen),
 		T(test_err_bad_upstream),
 		T(test_err_missing_upstream),
