@@ -356,6 +356,35 @@ service_key_seen(const struct service_config *sc, const char *name)
 	return config_key_seen(config_service_keys, sc->keys_seen, name);
 }
 
+/*
+ * Each upstream's TLS identity: an explicit sni or verify_hostname applies
+ * to all; otherwise each sends its own host name (not an IP address) and
+ * verifies its SNI, else its host.
+ */
+static void
+upstream_identities(struct service_config *sc)
+{
+	bool sni_given = service_key_seen(sc, "sni");
+	bool name_given = service_key_seen(sc, "verify_hostname");
+
+	for (size_t i = 0; i < sc->nupstreams; i++) {
+		struct upstream_target *t = &sc->upstreams[i];
+
+		if (sni_given)
+			snprintf(t->sni, sizeof(t->sni), "%s", sc->sni);
+		else if (!t->hp.is_ip_literal)
+			snprintf(t->sni, sizeof(t->sni), "%s", t->hp.host);
+		if (name_given)
+			snprintf(t->verify_hostname,
+			    sizeof(t->verify_hostname), "%s",
+			    sc->verify_hostname);
+		else
+			snprintf(t->verify_hostname,
+			    sizeof(t->verify_hostname), "%s",
+			    t->sni[0] != '\0' ? t->sni : t->hp.host);
+	}
+}
+
 /* Rules between the TLS keys of one service. */
 static void
 validate_tls(struct parse_ctx *p, struct service_config *sc)
@@ -445,15 +474,7 @@ validate(struct parse_ctx *p)
 			    "[%s]: missing 'upstream'", sc->name);
 			continue;
 		}
-		if (!service_key_seen(sc, "sni") &&
-		    !sc->upstream.is_ip_literal)
-			snprintf(sc->sni, sizeof(sc->sni), "%s",
-			    sc->upstream.host);
-		if (!service_key_seen(sc, "verify_hostname"))
-			snprintf(sc->verify_hostname,
-			    sizeof(sc->verify_hostname), "%s",
-			    sc->sni[0] != '\0' ? sc->sni :
-			    sc->upstream.host);
+		upstream_identities(sc);
 		validate_tls(p, sc);
 		if (!service_key_seen(sc, "listen"))
 			continue;

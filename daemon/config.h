@@ -26,14 +26,30 @@ enum ocsp_mode { OCSP_OFF, OCSP_TRY, OCSP_REQUIRE };
 #define ALPN_MAX	8
 #define TLS_VERSION_DEFAULT 0	/* tls_min/max_version not set */
 
+#define UPSTREAMS_MAX	16	/* upstream entries of one service */
+
+/* One upstream entry, with the TLS identity it is reached with. */
+struct upstream_target {
+	struct host_port	hp;
+	char			sni[HOST_MAX + 1];	/* "" = send none */
+	char			verify_hostname[HOST_MAX + 1];
+};
+
+/* Which healthy upstream a new connection tries first. */
+enum balance_mode { BALANCE_PRIORITY, BALANCE_ROUNDROBIN };
+
 struct service_config {
 	char			name[SERVICE_NAME_MAX + 1];
 	int			line;		/* of the [section] header */
 	struct listen_addr	listen;
 	int			listen_line;
-	struct host_port	upstream;
+	/* In the order given; sni and verify_hostname filled in for each. */
+	struct upstream_target	upstreams[UPSTREAMS_MAX];
+	size_t			nupstreams;
 	int			upstream_line;
-	char			sni[HOST_MAX + 1];	/* "" = send none */
+	enum balance_mode	balance;
+	/* As given (sni = - sends none), for every upstream; else "". */
+	char			sni[HOST_MAX + 1];
 	enum verify_mode	verify;
 	char			verify_hostname[HOST_MAX + 1];
 	char		       *ca_file;	/* NULL = system trust */

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "config_priv.h"
@@ -359,16 +360,50 @@ set_listen(struct parse_ctx *p, void *obj, const struct config_key *k,
 		config_error_here(p, "listen: %s", err);
 }
 
+/* "db-a.example:5433, db-b.example:5433": appended (repeatable key). */
 static void
-set_upstream(struct parse_ctx *p, void *obj, const struct config_key *k,
+add_upstreams(struct parse_ctx *p, void *obj, const struct config_key *k,
     const char *value)
 {
 	struct service_config *sc = obj;
-	char err[PARSE_ERR_MAX];
+	char err[PARSE_ERR_MAX], item[HOST_MAX + 16];
+	const char *s = value;
 
 	set_line(p, obj, k);
-	if (parse_host_port(value, &sc->upstream, 0, err, sizeof(err)) != 0)
-		config_error_here(p, "upstream: %s", err);
+	do {
+		const char *end = strchr(s, ',');
+		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+		struct upstream_target *t = &sc->upstreams[sc->nupstreams];
+
+		while (len > 0 && isspace((unsigned char)*s))
+			s++, len--;
+		while (len > 0 && isspace((unsigned char)s[len - 1]))
+			len--;
+		if (len >= sizeof(item))
+			len = sizeof(item) - 1;
+		memcpy(item, s, len);
+		item[len] = '\0';
+		if (sc->nupstreams == UPSTREAMS_MAX) {
+			config_error_here(p, "upstream: at most %d upstreams",
+			    UPSTREAMS_MAX);
+			return;
+		}
+		if (parse_host_port(item, &t->hp, 0, err, sizeof(err)) != 0) {
+			config_error_here(p, "upstream: %s", err);
+			return;
+		}
+		for (size_t i = 0; i < sc->nupstreams; i++) {
+			if (sc->upstreams[i].hp.port == t->hp.port &&
+			    strcasecmp(sc->upstreams[i].hp.host,
+			    t->hp.host) == 0) {
+				config_error_here(p, "upstream: '%s' is listed "
+				    "twice", item);
+				return;
+			}
+		}
+		sc->nupstreams++;
+		s = end != NULL ? end + 1 : NULL;
+	} while (s != NULL);
 }
 
 static void
@@ -575,6 +610,11 @@ static const struct enum_name verify_modes[] = {
 	{ "none", VERIFY_NONE }, { NULL, 0 },
 };
 
+static const struct enum_name balance_modes[] = {
+	{ "priority", BALANCE_PRIORITY }, { "roundrobin", BALANCE_ROUNDROBIN },
+	{ NULL, 0 },
+};
+
 static const struct enum_name ocsp_modes[] = {
 	{ "off", OCSP_OFF }, { "try", OCSP_TRY }, { "require", OCSP_REQUIRE },
 	{ NULL, 0 },
@@ -586,6 +626,7 @@ static const bool socket_group = true;		/* set_socket_owner: a group */
 /* set_enum writes an int. */
 _Static_assert(sizeof(enum verify_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum ocsp_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum balance_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum log_format) == sizeof(int), "enum size");
 
@@ -595,8 +636,10 @@ _Static_assert(sizeof(enum log_format) == sizeof(int), "enum size");
 const struct config_key config_service_keys[] = {
 	{ "listen", set_listen, 0, SL(listen_line), NULL, "required", 0, 0,
 	    NULL, false },
-	{ "upstream", set_upstream, 0, SL(upstream_line), NULL, "required", 0,
-	    0, NULL, false },
+	{ "upstream", add_upstreams, 0, SL(upstream_line), NULL, "required",
+	    0, 0, NULL, true },
+	{ "balance", set_enum, S(balance), -1, "priority", NULL, 0, 0,
+	    balance_modes, false },
 	{ "sni", set_sni, 0, -1, NULL, "upstream host", 0, 0, NULL, false },
 	{ "verify", set_enum, S(verify), -1, "full", NULL, 0, 0, verify_modes,
 	    false },

@@ -142,18 +142,14 @@ static void
 conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct conn *c = w->data;
-	char text[HOST_MAX + 96];
+	char text[96];
 	ev_tstamp idle, left;
 
 	(void)revents;
 	assert(c->magic == CONN_MAGIC);
 	switch (c->state) {
 	case CONN_RESOLVING:
-		snprintf(text, sizeof(text), "cannot resolve %s: no answer "
-		    "within %llu ms", c->svc->sc->upstream.host,
-		    (unsigned long long)c->svc->sc->connect_timeout_ms);
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
-		    text);
+		conn_connect_resolve_timeout(c);
 		break;
 	case CONN_CONNECTING:
 		break;		/* the race times each attempt */

@@ -1,14 +1,16 @@
 /*
  * conn_connect.c - a connection's way to a connected upstream socket:
- * conn_connect_start(), conn_connect_next_path(), conn_connect_done(),
- * conn_connect_end().
+ * conn_connect_start(), conn_connect_next_path(),
+ * conn_connect_resolve_timeout(), conn_connect_done(), conn_connect_end().
  *
- * The upstream's addresses (upstream.c; RESOLVING while none is known) are
- * ordered into paths for this connection and raced (connect_race.c); the
- * winner's socket goes to the handshake. A handshake that fails (alert,
- * verification, timeout, reset) on one path moves on to the next while
- * one is left: nothing has been relayed yet, the client only waits. Each
- * failed path is reported to upstream.c, which tries it last for a while.
+ * The service's upstream entries are tried in the order upstream_plan()
+ * gives; an entry's addresses (RESOLVING while none is known) are ordered
+ * into paths for this connection and raced (connect_race.c); the winner's
+ * socket goes to the handshake. A path that fails (refused, reset, timed
+ * out, alert, verification) moves on to the next path, then the next entry,
+ * while one is left: nothing has been relayed yet, the client only waits.
+ * Each failed path is reported to upstream.c, which tries it last for a
+ * while.
  */
 #include <assert.h>
 #include <errno.h>
@@ -41,7 +43,7 @@ conn_race_lost(struct connect_race *race, size_t idx, int err)
 	if (log_enabled(LOG_DEBUG))
 		log_msg(LOG_DEBUG, "connect", "conn=%llu %s: %s",
 		    (unsigned long long)c->id, c->upstream, strerror(err));
-	upstream_path_failed(&c->svc->upstream, a, strerror(err));
+	upstream_path_failed(&c->svc->upstream, c->entry, a, strerror(err));
 }
 
 /*
@@ -57,7 +59,8 @@ conn_race_outraced(struct connect_race *race, size_t idx)
 	snprintf(why, sizeof(why), "not connected within %llu ms, when a "
 	    "later address was", (unsigned long long)
 	    c->svc->sc->connect_race_delay_ms);
-	upstream_path_failed(&c->svc->upstream, &c->paths->addr[idx], why);
+	upstream_path_failed(&c->svc->upstream, c->entry, &c->paths->addr[idx],
+	    why);
 }
 
 /* An attempt connected: its socket is the connection's; the handshake. */
@@ -69,7 +72,7 @@ conn_race_won(struct connect_race *race, int fd, size_t idx)
 
 	c->ufd = fd;
 	c->path = idx;
-	c->attempts = race->started;
+	c->attempts = c->attempts_before + race->started;
 	sockaddr_format((const struct sockaddr *)&a->ss, a->len, c->upstream,
 	    sizeof(c->upstream));
 	ev_io_set(&c->u_rd, fd, EV_READ);
@@ -81,15 +84,33 @@ conn_race_won(struct connect_race *race, int fd, size_t idx)
 	conn_handshake_step(c);
 }
 
-/* Every path failed to connect: the handshake line, and the close. */
+static void conn_try_entry(struct conn *c);
+
+/* The set-up state of the entry tried so far goes (not the client). */
+static void
+conn_paths_free(struct conn *c)
+{
+	if (c->paths == NULL)
+		return;
+	connect_race_stop(&c->paths->race);
+	free(c->paths);
+	c->paths = NULL;
+}
+
+/* Every path of this entry failed to connect: the next entry, or the end. */
 static void
 conn_race_failed(struct connect_race *race)
 {
 	struct conn *c = race_conn(race);
 
-	c->attempts = race->started;
+	c->attempts = c->attempts_before + race->started;
 	c->err.sys_errno = race->last_errno;
-	conn_fail_handshake(c, RESULT_FAIL, race->last_errno == ETIMEDOUT ?
+	conn_paths_free(c);
+	if (++c->plan_pos < c->nplan) {
+		conn_try_entry(c);
+		return;
+	}
+	conn_fail_handshake(c, RESULT_FAIL, c->err.sys_errno == ETIMEDOUT ?
 	    STAGE_TIMEOUT : STAGE_CONNECT, ALERT_NONE, NULL);
 }
 
@@ -109,7 +130,7 @@ conn_connect_paths(struct conn *c, struct upstream_addrs *addrs)
 	}
 	p->conn = c;
 	p->n = addrs->n;
-	upstream_order(&c->svc->upstream, addrs, p->addr);
+	upstream_order(&c->svc->upstream, c->entry, addrs, p->addr);
 	upstream_addrs_put(addrs);
 	connect_race_init(&p->race, c->srv->loop,
 	    (ev_tstamp)sc->connect_race_delay_ms / 1e3,
@@ -123,6 +144,23 @@ conn_connect_paths(struct conn *c, struct upstream_addrs *addrs)
 	connect_race_run(&p->race, p->addr, p->n);
 }
 
+/* Entry plan_pos has no addresses (error says why): the next, or the end. */
+static void
+conn_entry_unresolved(struct conn *c, const char *error)
+{
+	if (++c->plan_pos < c->nplan) {
+		conn_try_entry(c);
+		return;
+	}
+	if (c->attempts > 0) {	/* an earlier entry's failure says more */
+		conn_fail_handshake(c, RESULT_FAIL, c->err.sys_errno ==
+		    ETIMEDOUT ? STAGE_TIMEOUT : STAGE_CONNECT, ALERT_NONE,
+		    NULL);
+		return;
+	}
+	conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE, error);
+}
+
 /* Called by upstream_name.c with the addresses a RESOLVING conn awaited. */
 static void
 conn_resolved(struct upstream_wait *w, struct upstream_addrs *addrs,
@@ -133,23 +171,24 @@ conn_resolved(struct upstream_wait *w, struct upstream_addrs *addrs,
 
 	assert(c->magic == CONN_MAGIC && c->state == CONN_RESOLVING);
 	if (addrs == NULL) {
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
-		    error);
+		conn_entry_unresolved(c, error);
 		return;
 	}
 	conn_connect_paths(c, addrs);
 }
 
-void
-conn_connect_start(struct conn *c)
+/* Races the addresses of entry plan[plan_pos] (or waits for them). */
+static void
+conn_try_entry(struct conn *c)
 {
 	struct upstream_addrs *addrs;
 	const char *error;
 
-	/* The first state, RESOLVING, is left at once if addrs are known. */
+	c->entry = c->plan[c->plan_pos];
+	c->attempts_before = c->attempts;
 	c->wait.done = conn_resolved;
-	switch (upstream_name_get(&c->svc->upstream.name, &c->wait, &addrs,
-	    &error)) {
+	switch (upstream_name_get(&c->svc->upstream.entries[c->entry].name,
+	    &c->wait, &addrs, &error)) {
 	case UPSTREAM_NAME_READY:
 		conn_connect_paths(c, addrs);
 		break;
@@ -157,10 +196,32 @@ conn_connect_start(struct conn *c)
 		conn_set_state(c, CONN_RESOLVING);
 		break;
 	case UPSTREAM_NAME_FAILED:
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_RESOLVE, ALERT_NONE,
-		    error);
+		conn_entry_unresolved(c, error);
 		break;
 	}
+}
+
+void
+conn_connect_start(struct conn *c)
+{
+	/* The first state, RESOLVING, is left at once if addrs are known. */
+	upstream_plan(&c->svc->upstream, c->plan);
+	c->nplan = (unsigned char)c->svc->upstream.n;
+	c->plan_pos = 0;
+	conn_try_entry(c);
+}
+
+void
+conn_connect_resolve_timeout(struct conn *c)
+{
+	char text[HOST_MAX + 96];
+
+	upstream_name_wait_cancel(&c->svc->upstream.entries[c->entry].name,
+	    &c->wait);
+	snprintf(text, sizeof(text), "cannot resolve %s: no answer within "
+	    "%llu ms", c->svc->upstream.entries[c->entry].cfg->hp.host,
+	    (unsigned long long)c->svc->sc->connect_timeout_ms);
+	conn_entry_unresolved(c, text);
 }
 
 /* The failed path's socket and TLS session go; the client stays. */
@@ -192,14 +253,22 @@ conn_connect_next_path(struct conn *c, enum conn_result result,
 	struct conn_paths *p = c->paths;
 	char why[256];
 
-	if (p == NULL || !connect_race_has_more(&p->race))
+	if (p == NULL || (!connect_race_has_more(&p->race) &&
+	    c->plan_pos + 1 >= c->nplan))
 		return false;
 	conn_log_attempt_failure(c, result, stage, from);
 	conn_attempt_error_text(c, why, sizeof(why));
-	upstream_path_failed(&c->svc->upstream, &p->addr[c->path], why);
+	upstream_path_failed(&c->svc->upstream, c->entry, &p->addr[c->path],
+	    why);
 	conn_drop_path(c);
 	conn_set_state(c, CONN_CONNECTING);
-	connect_race_run(&p->race, p->addr, p->n);
+	if (connect_race_has_more(&p->race)) {
+		connect_race_run(&p->race, p->addr, p->n);
+		return true;
+	}
+	conn_paths_free(c);
+	c->plan_pos++;
+	conn_try_entry(c);
 	return true;
 }
 
@@ -208,20 +277,16 @@ conn_connect_done(struct conn *c)
 {
 	if (c->paths == NULL)
 		return;
-	upstream_path_ok(&c->svc->upstream, &c->paths->addr[c->path]);
-	connect_race_stop(&c->paths->race);
-	free(c->paths);
-	c->paths = NULL;
+	upstream_path_ok(&c->svc->upstream, c->entry,
+	    &c->paths->addr[c->path]);
+	conn_paths_free(c);
 }
 
 void
 conn_connect_end(struct conn *c)
 {
 	if (c->state == CONN_RESOLVING)
-		upstream_name_wait_cancel(&c->svc->upstream.name, &c->wait);
-	if (c->paths == NULL)
-		return;
-	connect_race_stop(&c->paths->race);
-	free(c->paths);
-	c->paths = NULL;
+		upstream_name_wait_cancel(
+		    &c->svc->upstream.entries[c->entry].name, &c->wait);
+	conn_paths_free(c);
 }

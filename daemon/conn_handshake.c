@@ -194,6 +194,8 @@ conn_handshake_step(struct conn *c)
 	if (c->tls == NULL) {
 		c->tlsc.sc = c->svc->sc;
 		c->tlsc.t = &c->svc->tls;
+		c->tlsc.target = c->svc->upstream.entries[c->entry].cfg;
+		c->tlsc.entry = (unsigned int)c->entry;
 		c->tlsc.addr = c->upstream;
 		if (tls_session_new(&c->tls, &c->tlsc, err,
 		    sizeof(err)) != 0) {

@@ -72,6 +72,15 @@ conn_log_ids(struct log_line *l, const struct conn *c)
 	log_str(l, "upstream", c->upstream[0] ? c->upstream : "-");
 }
 
+/* sni= of the upstream entry the connection is on ("-": none sent). */
+static void
+log_sni(struct log_line *l, const struct conn *c)
+{
+	const char *sni = c->svc->upstream.entries[c->entry].cfg->sni;
+
+	log_str(l, "sni", sni[0] != '\0' ? sni : "-");
+}
+
 /* error=, errno= and gnutls_error= for a recorded failure. */
 static void
 conn_log_error(struct log_line *l, const struct conn_error *e)
@@ -119,7 +128,7 @@ handshake_line_begin(struct log_line *l, const struct conn *c,
 	log_line_begin(l, result == RESULT_OK ? LOG_INFO : LOG_WARN,
 	    "handshake");
 	conn_log_ids(l, c);
-	log_str(l, "sni", c->svc->sc->sni[0] ? c->svc->sc->sni : "-");
+	log_sni(l, c);
 	log_str(l, "result", result_names[result]);
 }
 
@@ -176,7 +185,7 @@ conn_log_attempt_failure(const struct conn *c, enum conn_result result,
 
 	log_line_begin(&l, LOG_WARN, "attempt");
 	conn_log_ids(&l, c);
-	log_str(&l, "sni", c->svc->sc->sni[0] ? c->svc->sc->sni : "-");
+	log_sni(&l, c);
 	log_str(&l, "result", result_names[result]);
 	failure_fields(&l, c, stage, from);
 	log_str(&l, "next", "another path");

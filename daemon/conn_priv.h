@@ -71,10 +71,15 @@ struct conn {
 	gnutls_session_t	 tls;
 	struct tls_conn		 tlsc;		/* verification results */
 
+	/* The upstream entries to try, in order (upstream_plan), and where. */
+	unsigned char		 plan[UPSTREAMS_MAX];
+	unsigned char		 nplan, plan_pos;
+	size_t			 entry;		/* the one being tried */
 	struct upstream_wait	 wait;		/* RESOLVING: for addresses */
 	struct conn_paths	*paths;		/* set-up only: paths, race */
 	size_t			 path;		/* in paths: the one in use */
 	unsigned int		 attempts;	/* upstream addresses tried */
+	unsigned int		 attempts_before;	/* before this race */
 	char			 client[SOCKADDR_TEXT_MAX];
 	char			 upstream[SOCKADDR_TEXT_MAX];
 
@@ -108,6 +113,8 @@ void	conn_connect_start(struct conn *c);
  */
 bool	conn_connect_next_path(struct conn *c, enum conn_result result,
 	    enum conn_stage stage, enum conn_alert_from from);
+/* RESOLVING took connect_timeout: the next upstream entry, or the end. */
+void	conn_connect_resolve_timeout(struct conn *c);
 /* The handshake succeeded: the path is healthy; the set-up state goes. */
 void	conn_connect_done(struct conn *c);
 /* The connection closes: whatever the set-up still holds goes. */

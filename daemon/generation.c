@@ -217,6 +217,11 @@ generation_new(struct server *srv, struct config *cfg,
 		}
 		if (!srv->is_worker)
 			service_warn_key_perms(sc, cfg->path, errs);
+		if (upstream_init(&svc->upstream, sc) != 0) {
+			config_error_add(errs, cfg->path, sc->line, "[%s]: out "
+			    "of memory", sc->name);
+			continue;
+		}
 		if (tls_service_init(&svc->tls, sc, err, sizeof(err),
 		    &errline) != 0) {
 			config_error_add(errs, cfg->path, errline, "[%s]: %s",
@@ -240,18 +245,23 @@ generation_discard(struct server *srv, struct generation *gen)
 }
 
 /*
- * The upstream of the configuration being replaced with the same name and
- * port as sc's, if any: its addresses serve until the first refresh.
+ * The upstream of the configuration being replaced for sc's service: the
+ * same service, else one whose first upstream is sc's first. Its entries'
+ * addresses and health carry over (upstream_start matches them).
  */
 static const struct upstream *
 previous_upstream(const struct generation *old,
     const struct service_config *sc)
 {
-	for (size_t i = 0; old != NULL && i < old->nservices; i++) {
-		const struct service_config *osc = old->services[i].sc;
+	const struct host_port *first = &sc->upstreams[0].hp;
 
-		if (osc->upstream.port == sc->upstream.port &&
-		    strcmp(osc->upstream.host, sc->upstream.host) == 0)
+	for (size_t i = 0; old != NULL && i < old->nservices; i++)
+		if (strcmp(old->services[i].sc->name, sc->name) == 0)
+			return &old->services[i].upstream;
+	for (size_t i = 0; old != NULL && i < old->nservices; i++) {
+		const struct host_port *o = &old->services[i].sc->upstreams[0].hp;
+
+		if (o->port == first->port && strcmp(o->host, first->host) == 0)
 			return &old->services[i].upstream;
 	}
 	return NULL;
@@ -277,9 +287,6 @@ generation_commit(struct server *srv, struct generation *gen)
 			    srv->loop);
 		svc->takeover = NULL;
 		/* Each loop resolves on its own; the main loop logs. */
-		upstream_init(&svc->upstream, svc->sc->name,
-		    svc->sc->upstream.host, svc->sc->upstream.port,
-		    (ev_tstamp)svc->sc->resolve_interval_ms / 1e3);
 		upstream_start(&svc->upstream, srv->loop, gen->resolver,
 		    previous_upstream(srv->gen, svc->sc), srv->is_worker);
 		if (!srv->is_worker) {	/* said once, not once per loop */

@@ -31,6 +31,25 @@ server_new(struct ev_loop *loop)
 	return srv;
 }
 
+/* upstream=HOST:PORT[,HOST:PORT...] as configured ([V6] bracketed). */
+static void
+log_upstreams(struct log_line *l, const struct service_config *sc)
+{
+	char buf[UPSTREAMS_MAX * (HOST_MAX + 9)];
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < sc->nupstreams; i++) {
+		const struct host_port *hp = &sc->upstreams[i].hp;
+		bool v6 = strchr(hp->host, ':') != NULL;
+
+		used += (size_t)snprintf(buf + used, sizeof(buf) - used,
+		    "%s%s%s%s:%u", i > 0 ? "," : "", v6 ? "[" : "", hp->host,
+		    v6 ? "]" : "", hp->port);
+	}
+	log_str(l, "upstream", buf);
+}
+
 void
 server_log_listening(struct server *srv, bool only_new)
 {
@@ -46,8 +65,7 @@ server_log_listening(struct server *srv, bool only_new)
 		log_str(&l, "listen", svc->listener.bound);
 		if (svc->listener.inherited)
 			log_str(&l, "inherited", "yes");
-		log_strf(&l, "upstream", "%s:%u", svc->sc->upstream.host,
-		    svc->sc->upstream.port);
+		log_upstreams(&l, svc->sc);
 		log_str(&l, "verify", verify_mode_name(svc->sc->verify));
 		log_line_end(&l);
 	}

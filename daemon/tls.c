@@ -193,11 +193,16 @@ tls_service_cert_expiry(const struct tls_service *t, char *subject,
 
 /* ----- session resumption ----- */
 
+/*
+ * Sessions are kept per address and upstream entry: one is never offered
+ * to another name (its SNI and verified name), even at the same address.
+ */
 static struct tls_cached_session *
-cache_find(struct tls_service *t, const char *addr)
+cache_find(struct tls_service *t, const struct tls_conn *tc)
 {
 	for (unsigned int i = 0; i < t->ncached; i++)
-		if (strcmp(t->cache[i].addr, addr) == 0)
+		if (t->cache[i].entry == tc->entry &&
+		    strcmp(t->cache[i].addr, tc->addr) == 0)
 			return &t->cache[i];
 	return NULL;
 }
@@ -207,7 +212,7 @@ static void
 cache_store(gnutls_session_t s, struct tls_conn *tc)
 {
 	struct tls_service *t = tc->t;
-	struct tls_cached_session *e = cache_find(t, tc->addr);
+	struct tls_cached_session *e = cache_find(t, tc);
 	gnutls_datum_t data = { NULL, 0 };
 
 	if (gnutls_session_get_data2(s, &data) < 0)
@@ -221,6 +226,7 @@ cache_store(gnutls_session_t s, struct tls_conn *tc)
 			    TLS_SESSION_CACHE_MAX;
 		}
 		snprintf(e->addr, sizeof(e->addr), "%s", tc->addr);
+		e->entry = tc->entry;
 	}
 	gnutls_free(e->data.data);
 	e->data = data;
@@ -360,7 +366,7 @@ tls_verify_cb(gnutls_session_t s)
 		if (sc->verify == VERIFY_FULL) {
 			data[n].type = GNUTLS_DT_DNS_HOSTNAME;
 			data[n].data = (unsigned char *)(uintptr_t)
-			    sc->verify_hostname;
+			    tc->target->verify_hostname;
 			data[n++].size = 0;
 		}
 		data[n].type = GNUTLS_DT_KEY_PURPOSE_OID;
@@ -396,8 +402,8 @@ tls_verify_cb(gnutls_session_t s)
 			}
 			goto fail;
 		}
-		if (tls_policy_check_names(s, sc, names_err,
-		    sizeof(names_err)) != 0) {
+		if (tls_policy_check_names(s, sc, tc->target->verify_hostname,
+		    names_err, sizeof(names_err)) != 0) {
 			tc_fail(tc, "%s", names_err);
 			goto fail;
 		}
@@ -450,10 +456,10 @@ tls_session_new(gnutls_session_t *out, struct tls_conn *tc, char *err,
 	rc = gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, t->creds);
 	if (rc < 0)
 		goto fail;
-	if (sc->sni[0] != '\0') {
+	if (tc->target->sni[0] != '\0') {
 		what = "gnutls_server_name_set";
-		rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, sc->sni,
-		    strlen(sc->sni));
+		rc = gnutls_server_name_set(s, GNUTLS_NAME_DNS, tc->target->sni,
+		    strlen(tc->target->sni));
 		if (rc < 0)
 			goto fail;
 	}
@@ -470,7 +476,7 @@ tls_session_new(gnutls_session_t *out, struct tls_conn *tc, char *err,
 	if (sc->verify != VERIFY_NONE)
 		gnutls_session_set_verify_function(s, tls_verify_cb);
 	if (sc->session_cache) {
-		cached = cache_find(t, tc->addr);
+		cached = cache_find(t, tc);
 		if (cached != NULL)
 			(void)gnutls_session_set_data(s, cached->data.data,
 			    cached->data.size);

@@ -16,6 +16,7 @@
 
 struct tls_cached_session {
 	char		addr[SOCKADDR_TEXT_MAX];
+	unsigned int	entry;		/* the upstream entry, its names */
 	gnutls_datum_t	data;
 };
 
@@ -56,7 +57,10 @@ enum tls_ocsp_result { TLS_OCSP_OFF, TLS_OCSP_UNCHECKED, TLS_OCSP_NONE,
 struct tls_conn {
 	const struct service_config	*sc;
 	struct tls_service		*t;
-	const char			*addr;	/* upstream, the cache key */
+	/* The upstream entry (its SNI and name to verify) and address: */
+	const struct upstream_target	*target;
+	unsigned int			 entry;	/* and addr: the cache key */
+	const char			*addr;
 	bool				 verify_failed;
 	bool				 upstream_spoke;	/* sent a record */
 	enum tls_pin_result		 pin;

@@ -231,7 +231,7 @@ leaf_has_name_san(gnutls_x509_crt_t crt)
 
 int
 tls_policy_check_names(gnutls_session_t s, const struct service_config *sc,
-    char *err, size_t errlen)
+    const char *verify_name, char *err, size_t errlen)
 {
 	const gnutls_datum_t *certs;
 	gnutls_x509_crt_t crt;
@@ -263,7 +263,7 @@ tls_policy_check_names(gnutls_session_t s, const struct service_config *sc,
 	snprintf(err, errlen, "the certificate names '%s' only in its "
 	    "subject CN, without a DNS or IP subjectAltName (RFC 6125; "
 	    "browsers and Go refuse it): reissue it with one, or set "
-	    "allow_cn_only = yes for a legacy CA", sc->verify_hostname);
+	    "allow_cn_only = yes for a legacy CA", verify_name);
 	return -1;
 }
 

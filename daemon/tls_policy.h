@@ -23,10 +23,12 @@ size_t	tls_policy_weakenings(const struct service_config *sc, char *buf,
 /*
  * RFC 6125: when a host name is verified, the certificate must carry it in
  * a subjectAltName; GnuTLS still falls back to the subject CN. 0 if the leaf
- * has a DNS or IP subjectAltName (or sc->allow_cn_only), else -1 with why.
+ * has a DNS or IP subjectAltName (or sc->allow_cn_only), else -1 with why
+ * (naming verify_name, the name verified).
  */
 int	tls_policy_check_names(gnutls_session_t s,
-	    const struct service_config *sc, char *err, size_t errlen);
+	    const struct service_config *sc, const char *verify_name,
+	    char *err, size_t errlen);
 
 /*
  * After the protocol said yes: what the service still requires of the

@@ -1,6 +1,6 @@
 /*
- * upstream.c - a service's upstream and the health of its paths:
- * upstream_init(), upstream_start(), upstream_order(),
+ * upstream.c - a service's upstreams and the health of their paths:
+ * upstream_init(), upstream_start(), upstream_plan(), upstream_order(),
  * upstream_path_failed(), upstream_path_ok(), upstream_stop(),
  * upstream_free().
  *
@@ -22,12 +22,37 @@
 #define BACKOFF_FIRST	1.
 #define BACKOFF_MAX	30.
 
-void
-upstream_init(struct upstream *up, const char *service, const char *host,
-    unsigned int port, ev_tstamp resolve_interval)
+int
+upstream_init(struct upstream *up, const struct service_config *sc)
 {
 	memset(up, 0, sizeof(*up));
-	upstream_name_init(&up->name, service, host, port, resolve_interval);
+	up->service = sc->name;
+	up->balance = sc->balance;
+	up->entries = calloc(sc->nupstreams, sizeof(*up->entries));
+	if (up->entries == NULL)
+		return -1;
+	up->n = sc->nupstreams;
+	for (size_t i = 0; i < up->n; i++) {
+		up->entries[i].cfg = &sc->upstreams[i];
+		upstream_name_init(&up->entries[i].name, sc->name,
+		    sc->upstreams[i].hp.host, sc->upstreams[i].hp.port,
+		    (ev_tstamp)sc->resolve_interval_ms / 1e3);
+	}
+	return 0;
+}
+
+/* The previous configuration's entry for the same host and port. */
+static const struct upstream_entry *
+previous_entry(const struct upstream *previous, const struct upstream_entry *e)
+{
+	for (size_t i = 0; previous != NULL && i < previous->n; i++) {
+		const struct upstream_entry *o = &previous->entries[i];
+
+		if (o->cfg->hp.port == e->cfg->hp.port &&
+		    strcmp(o->cfg->hp.host, e->cfg->hp.host) == 0)
+			return o;
+	}
+	return NULL;
 }
 
 void
@@ -36,16 +61,20 @@ upstream_start(struct upstream *up, struct ev_loop *loop,
 {
 	up->loop = loop;
 	up->quiet = quiet;
-	if (previous != NULL && previous->ndown > 0) {
-		up->down = malloc(previous->ndown * sizeof(*up->down));
-		if (up->down != NULL) {
-			memcpy(up->down, previous->down,
-			    previous->ndown * sizeof(*up->down));
-			up->ndown = previous->ndown;
+	if (previous != NULL)
+		up->rr_next = previous->rr_next;
+	for (size_t i = 0; i < up->n; i++) {
+		struct upstream_entry *e = &up->entries[i];
+		const struct upstream_entry *o = previous_entry(previous, e);
+
+		if (o != NULL && o->ndown > 0 &&
+		    (e->down = malloc(o->ndown * sizeof(*e->down))) != NULL) {
+			memcpy(e->down, o->down, o->ndown * sizeof(*e->down));
+			e->ndown = o->ndown;
 		}
+		upstream_name_start(&e->name, loop, resolver,
+		    o != NULL ? &o->name : NULL, quiet);
 	}
-	upstream_name_start(&up->name, loop, resolver,
-	    previous != NULL ? &previous->name : NULL, quiet);
 }
 
 static bool
@@ -55,20 +84,20 @@ addr_equal(const struct resolver_addr *a, const struct resolver_addr *b)
 }
 
 static struct path_health *
-path_find(struct upstream *up, const struct resolver_addr *addr)
+path_find(struct upstream_entry *e, const struct resolver_addr *addr)
 {
-	for (size_t i = 0; i < up->ndown; i++)
-		if (addr_equal(&up->down[i].addr, addr))
-			return &up->down[i];
+	for (size_t i = 0; i < e->ndown; i++)
+		if (addr_equal(&e->down[i].addr, addr))
+			return &e->down[i];
 	return NULL;
 }
 
 /* Down, and not (yet) this connection's trial. */
 static bool
-path_skipped(struct upstream *up, const struct resolver_addr *addr,
+path_skipped(struct upstream_entry *e, const struct resolver_addr *addr,
     ev_tstamp now)
 {
-	struct path_health *h = path_find(up, addr);
+	struct path_health *h = path_find(e, addr);
 
 	if (h == NULL)
 		return false;
@@ -79,10 +108,43 @@ path_skipped(struct upstream *up, const struct resolver_addr *addr,
 	return true;
 }
 
-void
-upstream_order(struct upstream *up, const struct upstream_addrs *addrs,
-    struct resolver_addr *out)
+/* Whether every address entry e is known by is marked down. */
+static bool
+entry_down(const struct upstream_entry *e, ev_tstamp now)
 {
+	const struct upstream_addrs *a = e->name.addrs;
+
+	if (a == NULL || a->n == 0 || e->ndown < a->n)
+		return false;
+	for (size_t i = 0; i < e->ndown; i++)
+		if (now >= e->down[i].retry_at && !e->down[i].trial)
+			return false;	/* one is due for its trial */
+	return true;
+}
+
+void
+upstream_plan(struct upstream *up, unsigned char *out)
+{
+	size_t first = 0, k = 0;
+	ev_tstamp now = ev_now(up->loop);
+
+	if (up->balance == BALANCE_ROUNDROBIN && up->n > 0)
+		first = up->rr_next++ % up->n;
+	/* Healthy ones in turn from first, then those marked down. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < up->n; i++) {
+			size_t idx = (first + i) % up->n;
+
+			if (entry_down(&up->entries[idx], now) == (pass == 1))
+				out[k++] = (unsigned char)idx;
+		}
+}
+
+void
+upstream_order(struct upstream *up, size_t entry,
+    const struct upstream_addrs *addrs, struct resolver_addr *out)
+{
+	struct upstream_entry *e = &up->entries[entry];
 	size_t n = addrs->n, k = 0, nskip = 0, next[2] = { 0, 0 };
 	int fam[2];
 	ev_tstamp now = ev_now(up->loop);
@@ -106,7 +168,7 @@ upstream_order(struct upstream *up, const struct upstream_addrs *addrs,
 	n = k;
 	/* Stable: paths marked down move to the end, in their order. */
 	for (size_t i = 0; i < n - nskip; ) {
-		if (!path_skipped(up, &out[i], now)) {
+		if (!path_skipped(e, &out[i], now)) {
 			i++;
 			continue;
 		}
@@ -120,23 +182,25 @@ upstream_order(struct upstream *up, const struct upstream_addrs *addrs,
 /* event=upstream_down / upstream_up: service, upstream, address. */
 static void
 path_line_begin(struct log_line *l, const struct upstream *up,
-    enum log_level level, const char *event, const struct resolver_addr *addr)
+    const struct upstream_entry *e, enum log_level level, const char *event,
+    const struct resolver_addr *addr)
 {
 	char text[SOCKADDR_TEXT_MAX];
 
 	sockaddr_format((const struct sockaddr *)&addr->ss, addr->len, text,
 	    sizeof(text));
 	log_line_begin(l, level, event);
-	log_str(l, "service", up->name.service);
-	log_strf(l, "upstream", "%s:%u", up->name.host, up->name.port);
+	log_str(l, "service", up->service);
+	log_strf(l, "upstream", "%s:%u", e->cfg->hp.host, e->cfg->hp.port);
 	log_str(l, "address", text);
 }
 
 void
-upstream_path_failed(struct upstream *up, const struct resolver_addr *addr,
-    const char *why)
+upstream_path_failed(struct upstream *up, size_t entry,
+    const struct resolver_addr *addr, const char *why)
 {
-	struct path_health *h = path_find(up, addr), *grown;
+	struct upstream_entry *e = &up->entries[entry];
+	struct path_health *h = path_find(e, addr), *grown;
 	ev_tstamp now = ev_now(up->loop);
 	struct log_line l;
 
@@ -150,11 +214,11 @@ upstream_path_failed(struct upstream *up, const struct resolver_addr *addr,
 		}
 		return;
 	}
-	grown = realloc(up->down, (up->ndown + 1) * sizeof(*grown));
+	grown = realloc(e->down, (e->ndown + 1) * sizeof(*grown));
 	if (grown == NULL)
 		return;		/* not remembered: tried as if healthy */
-	up->down = grown;
-	h = &up->down[up->ndown++];
+	e->down = grown;
+	h = &e->down[e->ndown++];
 	h->addr = *addr;
 	h->down_since = now;
 	h->backoff = BACKOFF_FIRST;
@@ -162,39 +226,45 @@ upstream_path_failed(struct upstream *up, const struct resolver_addr *addr,
 	h->trial = false;
 	if (up->quiet)
 		return;
-	path_line_begin(&l, up, LOG_WARN, "upstream_down", addr);
+	path_line_begin(&l, up, e, LOG_WARN, "upstream_down", addr);
 	log_str(&l, "error", why);
 	log_uint(&l, "retry_ms", (uint64_t)(h->backoff * 1e3));
 	log_line_end(&l);
 }
 
 void
-upstream_path_ok(struct upstream *up, const struct resolver_addr *addr)
+upstream_path_ok(struct upstream *up, size_t entry,
+    const struct resolver_addr *addr)
 {
-	struct path_health *h = path_find(up, addr);
+	struct upstream_entry *e = &up->entries[entry];
+	struct path_health *h = path_find(e, addr);
 	struct log_line l;
 
 	if (h == NULL)
 		return;
 	if (!up->quiet) {
-		path_line_begin(&l, up, LOG_INFO, "upstream_up", addr);
+		path_line_begin(&l, up, e, LOG_INFO, "upstream_up", addr);
 		log_ms(&l, "down_ms", (ev_now(up->loop) - h->down_since) * 1e3);
 		log_line_end(&l);
 	}
-	*h = up->down[--up->ndown];
+	*h = e->down[--e->ndown];
 }
 
 void
 upstream_stop(struct upstream *up)
 {
-	upstream_name_stop(&up->name);
+	for (size_t i = 0; i < up->n; i++)
+		upstream_name_stop(&up->entries[i].name);
 }
 
 void
 upstream_free(struct upstream *up)
 {
-	upstream_name_free(&up->name);
-	free(up->down);
-	up->down = NULL;
-	up->ndown = 0;
+	for (size_t i = 0; i < up->n; i++) {
+		upstream_name_free(&up->entries[i].name);
+		free(up->entries[i].down);
+	}
+	free(up->entries);
+	up->entries = NULL;
+	up->n = 0;
 }

@@ -380,6 +380,42 @@ test_upstream_resolution_keys(void **state)
 }
 
 static void
+test_several_upstreams(void **state)
+{
+	struct config *cfg;
+	const struct service_config *s;
+
+	(void)state;
+	cfg = load_ok("[s]\nlisten = 127.0.0.1:0\n"
+	    "upstream = db-a.example:5433, [2001:db8::5]:5433\n"
+	    "upstream = 192.0.2.9:5433\nbalance = roundrobin\n");
+	s = cfg->services;
+	assert_int_equal(s->nupstreams, 3);
+	assert_int_equal(s->balance, BALANCE_ROUNDROBIN);
+	/* Each entry's own name, none for an address; verified as sent. */
+	assert_string_equal(s->upstreams[0].sni, "db-a.example");
+	assert_string_equal(s->upstreams[0].verify_hostname, "db-a.example");
+	assert_string_equal(s->upstreams[1].hp.host, "2001:db8::5");
+	assert_string_equal(s->upstreams[1].sni, "");
+	assert_string_equal(s->upstreams[1].verify_hostname, "2001:db8::5");
+	assert_string_equal(s->upstreams[2].verify_hostname, "192.0.2.9");
+	assert_int_equal(load_ok(SVC)->services->balance, BALANCE_PRIORITY);
+	/* An explicit sni / verify_hostname applies to every entry. */
+	cfg = load_ok("[s]\nlisten = 127.0.0.1:0\n"
+	    "upstream = a.example:1, b.example:1\nsni = db.example\n");
+	s = cfg->services;
+	assert_string_equal(s->upstreams[1].sni, "db.example");
+	assert_string_equal(s->upstreams[1].verify_hostname, "db.example");
+	expect_one_error("[s]\nlisten = 127.0.0.1:0\n"
+	    "upstream = a.example:1, A.example:1\n", 3,
+	    "upstream: 'A.example:1' is listed twice");
+	expect_one_error("[s]\nlisten = 127.0.0.1:0\nupstream = a.example:1,\n",
+	    3, "upstream: expected HOST:PORT");
+	expect_one_error(SVC "balance = random\n", 4,
+	    "balance: expected priority or roundrobin, got 'random'");
+}
+
+static void
 test_err_bad_listen(void **state)
 {
 	(void)state;
@@ -682,7 +718,7 @@ test_err_several(void **state)
 	    "[c]\n"					/* 14 */
 	    "listen = 127.0.0.1:2\n"			/* 15 */
 	    "upstream = x.com:1\n"			/* 16 */
-	    "upstream = x.com:2\n"			/* 17 */
+	    "upstream = x.com:1\n"			/* 17 */
 	    "ca_file = /nonexistent/ca.pem\n";		/* 18 */
 
 	(void)state;
@@ -697,7 +733,7 @@ test_err_several(void **state)
 	assert_has_error(&E, 10, "[b]: missing 'upstream'");
 	assert_has_error(&E, 12, "unknown section [Global]");
 	assert_has_error(&E, 13, "duplicate service [a] (first at line 4)");
-	assert_has_error(&E, 17, "[c]: 'upstream' given twice");
+	assert_has_error(&E, 17, "upstream: 'x.com:1' is listed twice");
 	assert_has_error(&E, 18, "ca_file: cannot read");
 	if (E.n != 12)
 		print_errors(&E);
@@ -763,11 +799,11 @@ test_defaults(void **state)
 	assert_int_equal(s->upstream_line, 3);
 	assert_string_equal(s->listen.text, "127.0.0.1:0");
 	assert_int_equal(s->listen.is_unix, 0);
-	assert_string_equal(s->upstream.host, "example.com");
-	assert_int_equal(s->upstream.port, 443);
-	assert_int_equal(s->upstream.is_ip_literal, 0);
-	assert_string_equal(s->sni, "example.com");
-	assert_string_equal(s->verify_hostname, "example.com");
+	assert_string_equal(s->upstreams[0].hp.host, "example.com");
+	assert_int_equal(s->upstreams[0].hp.port, 443);
+	assert_int_equal(s->upstreams[0].hp.is_ip_literal, 0);
+	assert_string_equal(s->upstreams[0].sni, "example.com");
+	assert_string_equal(s->upstreams[0].verify_hostname, "example.com");
 	assert_int_equal(s->verify, VERIFY_FULL);
 	assert_string_equal(verify_mode_name(s->verify), "full");
 	assert_null(s->ca_file);
@@ -786,14 +822,14 @@ test_sni_ip_literal_upstream(void **state)
 	cfg = load_ok("[v4]\nlisten = 127.0.0.1:0\nupstream = 192.0.2.7:443\n"
 	    "[v6]\nlisten = 127.0.0.1:1\nupstream = [2001:db8::7]:8443\n");
 	s = service(cfg, "v4");
-	assert_int_equal(s->upstream.is_ip_literal, 1);
-	assert_string_equal(s->sni, "");
-	assert_string_equal(s->verify_hostname, "192.0.2.7");
+	assert_int_equal(s->upstreams[0].hp.is_ip_literal, 1);
+	assert_string_equal(s->upstreams[0].sni, "");
+	assert_string_equal(s->upstreams[0].verify_hostname, "192.0.2.7");
 	s = service(cfg, "v6");
-	assert_string_equal(s->upstream.host, "2001:db8::7");
-	assert_int_equal(s->upstream.port, 8443);
-	assert_string_equal(s->sni, "");
-	assert_string_equal(s->verify_hostname, "2001:db8::7");
+	assert_string_equal(s->upstreams[0].hp.host, "2001:db8::7");
+	assert_int_equal(s->upstreams[0].hp.port, 8443);
+	assert_string_equal(s->upstreams[0].sni, "");
+	assert_string_equal(s->upstreams[0].verify_hostname, "2001:db8::7");
 }
 
 static void
@@ -805,8 +841,8 @@ test_sni_dash_sends_none(void **state)
 	(void)state;
 	cfg = load_ok(SVC "sni = -\n");
 	s = cfg->services;
-	assert_string_equal(s->sni, "");
-	assert_string_equal(s->verify_hostname, "example.com");
+	assert_string_equal(s->upstreams[0].sni, "");
+	assert_string_equal(s->upstreams[0].verify_hostname, "example.com");
 }
 
 static void
@@ -826,17 +862,17 @@ test_sni_and_verify_hostname(void **state)
 	    "[d]\nlisten = 127.0.0.1:3\nupstream = 192.0.2.1:443\nsni = -\n"
 	    "verify_hostname = cert.example\n");
 	s = service(cfg, "a");
-	assert_string_equal(s->sni, "api.example.com");
-	assert_string_equal(s->verify_hostname, "api.example.com");
+	assert_string_equal(s->upstreams[0].sni, "api.example.com");
+	assert_string_equal(s->upstreams[0].verify_hostname, "api.example.com");
 	s = service(cfg, "b");
-	assert_string_equal(s->sni, "example.com");
-	assert_string_equal(s->verify_hostname, "192.0.2.9");
+	assert_string_equal(s->upstreams[0].sni, "example.com");
+	assert_string_equal(s->upstreams[0].verify_hostname, "192.0.2.9");
 	s = service(cfg, "c");
-	assert_string_equal(s->sni, "front.example");
-	assert_string_equal(s->verify_hostname, "back.example");
+	assert_string_equal(s->upstreams[0].sni, "front.example");
+	assert_string_equal(s->upstreams[0].verify_hostname, "back.example");
 	s = service(cfg, "d");
-	assert_string_equal(s->sni, "");
-	assert_string_equal(s->verify_hostname, "cert.example");
+	assert_string_equal(s->upstreams[0].sni, "");
+	assert_string_equal(s->upstreams[0].verify_hostname, "cert.example");
 }
 
 static void
@@ -899,11 +935,11 @@ test_all_keys(void **state)
 	assert_int_equal(s->upstream_line, 9);
 	assert_int_equal(s->ca_file_line, 13);
 	assert_string_equal(s->listen.text, "[::1]:8443");
-	assert_string_equal(s->upstream.host, "example.org");
-	assert_int_equal(s->upstream.port, 8443);
-	assert_string_equal(s->sni, "www.example.org");
+	assert_string_equal(s->upstreams[0].hp.host, "example.org");
+	assert_int_equal(s->upstreams[0].hp.port, 8443);
+	assert_string_equal(s->upstreams[0].sni, "www.example.org");
 	assert_int_equal(s->verify, VERIFY_CHAIN);
-	assert_string_equal(s->verify_hostname, "198.51.100.1");
+	assert_string_equal(s->upstreams[0].verify_hostname, "198.51.100.1");
 	assert_non_null(s->ca_file);
 	assert_string_equal(s->ca_file, ca);
 	assert_int_equal(s->connect_timeout_ms, 250);
@@ -912,7 +948,7 @@ test_all_keys(void **state)
 	s = s->next;
 	assert_int_equal(s->listen.is_unix, 1);
 	assert_string_equal(s->listen.text, "unix:/run/tlsfwd/sock");
-	assert_string_equal(s->sni, "localhost");
+	assert_string_equal(s->upstreams[0].sni, "localhost");
 }
 
 static void
@@ -934,9 +970,9 @@ test_inline_comments(void **state)
 	assert_int_equal(cfg->global.log_level, LOG_WARN);
 	s = cfg->services;
 	assert_string_equal(s->listen.text, "127.0.0.1:0");
-	assert_string_equal(s->upstream.host, "example.com");
-	assert_int_equal(s->upstream.port, 443);
-	assert_string_equal(s->sni, "www.example.com");
+	assert_string_equal(s->upstreams[0].hp.host, "example.com");
+	assert_int_equal(s->upstreams[0].hp.port, 443);
+	assert_string_equal(s->upstreams[0].sni, "www.example.com");
 	assert_int_equal(s->idle_timeout_ms, 90000);
 
 	/* Without a space before it, ';' is part of the value. */
@@ -1202,11 +1238,11 @@ test_bug_indented_section_continues_value(void **state)
 	assert_null(load("[a]\nlisten = 127.0.0.1:1\nupstream = example.com:443\n"
 	    "alpn = h2\n  [b]\nlisten = 127.0.0.1:2\n"
 	    "upstream = example.net:443\n"));
-	assert_int_equal(E.n, 3);
+	/* (upstream may be repeated: a second one is another upstream) */
+	assert_int_equal(E.n, 2);
 	assert_has_error(&E, 5, "[a]: 'alpn' given twice (an indented line "
 	    "continues");
 	assert_has_error(&E, 6, "[a]: 'listen' given twice");
-	assert_has_error(&E, 7, "[a]: 'upstream' given twice");
 	/* Not indented, or after the section header itself: a section. */
 	cfg = load_ok("[a]\nlisten = 127.0.0.1:1\nupstream = example.com:443\n"
 	    "[b]\nlisten = 127.0.0.1:2\nupstream = example.net:443\n");
@@ -1277,6 +1313,7 @@ main(void)
 		T(test_err_bad_duration),
 		T(test_err_zero_duration),
 		T(test_upstream_resolution_keys),
+		T(test_several_upstreams),
 		T(test_err_bad_listen),
 		T(test_err_bad_upstream),
 		T(test_err_missing_upstream),

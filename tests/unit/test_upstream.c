@@ -1,8 +1,9 @@
 /*
  * test_upstream.c - unit tests for upstream.c's path order and passive
  * health: address families interleaved (RFC 8305), paths marked down tried
- * last, one trial when the backoff ends, the backoff doubling to 30 s, and
- * a success making a path healthy again.
+ * last, one trial when the backoff ends, the backoff doubling to 30 s, a
+ * success making a path healthy again; and the order of the entries
+ * (priority, roundrobin, an entry with every path down last).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +65,7 @@ order_text(struct upstream *up, const struct upstream_addrs *s, char *buf,
 	char one[64];
 
 	buf[0] = '\0';
-	upstream_order(up, s, out);
+	upstream_order(up, 0, s, out);
 	for (size_t i = 0; i < s->n; i++) {
 		const void *p = out[i].ss.ss_family == AF_INET6 ?
 		    (const void *)&((struct sockaddr_in6 *)&out[i].ss)->sin6_addr :
@@ -77,10 +79,12 @@ order_text(struct upstream *up, const struct upstream_addrs *s, char *buf,
 }
 
 struct fixture {
-	struct ev_loop	*loop;
-	struct upstream	 up;
+	struct ev_loop		*loop;
+	struct service_config	 sc;
+	struct upstream		 up;
 };
 
+/* A service with upstreams db-a.test:443, db-b.test:443. */
 static int
 setup(void **state)
 {
@@ -88,7 +92,13 @@ setup(void **state)
 
 	log_setup(LOG_ERROR, LOG_FORMAT_LOGFMT, 2);
 	f->loop = ev_loop_new(EVFLAG_AUTO);
-	upstream_init(&f->up, "svc", "db.test", 443, 30.);
+	snprintf(f->sc.name, sizeof(f->sc.name), "svc");
+	snprintf(f->sc.upstreams[0].hp.host, HOST_MAX, "db-a.test");
+	snprintf(f->sc.upstreams[1].hp.host, HOST_MAX, "db-b.test");
+	f->sc.upstreams[0].hp.port = f->sc.upstreams[1].hp.port = 443;
+	f->sc.nupstreams = 2;
+	f->sc.resolve_interval_ms = 30000;
+	assert_int_equal(upstream_init(&f->up, &f->sc), 0);
 	f->up.loop = f->loop;	/* no resolver: the order is what is tested */
 	*state = f;
 	return 0;
@@ -135,31 +145,31 @@ test_down_path_goes_last_then_gets_one_trial(void **state)
 	struct resolver_addr bad = addr("2001:db8::1");
 	char text[256];
 
-	upstream_path_failed(&f->up, &bad, "refused");
-	assert_int_equal(f->up.ndown, 1);
+	upstream_path_failed(&f->up, 0, &bad, "refused");
+	assert_int_equal(f->up.entries[0].ndown, 1);
 	order_text(&f->up, s, text, sizeof(text));
 	assert_string_equal(text, "192.0.2.1 2001:db8::2 2001:db8::1");
 	/* Another failure while down does not lengthen the backoff. */
-	upstream_path_failed(&f->up, &bad, "refused");
-	assert_true(f->up.down[0].backoff == 1.);
+	upstream_path_failed(&f->up, 0, &bad, "refused");
+	assert_true(f->up.entries[0].down[0].backoff == 1.);
 	/* The backoff ended: one connection tries it in its place. */
-	f->up.down[0].retry_at = 0;
+	f->up.entries[0].down[0].retry_at = 0;
 	order_text(&f->up, s, text, sizeof(text));
 	assert_string_equal(text, "2001:db8::1 192.0.2.1 2001:db8::2");
 	order_text(&f->up, s, text, sizeof(text));
 	assert_string_equal(text, "192.0.2.1 2001:db8::2 2001:db8::1");
 	/* The trial failed: twice the backoff, up to 30 s. */
-	upstream_path_failed(&f->up, &bad, "refused");
-	assert_true(f->up.down[0].backoff == 2.);
+	upstream_path_failed(&f->up, 0, &bad, "refused");
+	assert_true(f->up.entries[0].down[0].backoff == 2.);
 	for (int i = 0; i < 10; i++) {
-		f->up.down[0].retry_at = 0;
+		f->up.entries[0].down[0].retry_at = 0;
 		order_text(&f->up, s, text, sizeof(text));
-		upstream_path_failed(&f->up, &bad, "refused");
+		upstream_path_failed(&f->up, 0, &bad, "refused");
 	}
-	assert_true(f->up.down[0].backoff == 30.);
+	assert_true(f->up.entries[0].down[0].backoff == 30.);
 	/* A success: healthy again, in its place. */
-	upstream_path_ok(&f->up, &bad);
-	assert_int_equal(f->up.ndown, 0);
+	upstream_path_ok(&f->up, 0, &bad);
+	assert_int_equal(f->up.entries[0].ndown, 0);
 	order_text(&f->up, s, text, sizeof(text));
 	assert_string_equal(text, "2001:db8::1 192.0.2.1 2001:db8::2");
 	free(s);
@@ -174,11 +184,48 @@ test_all_down_still_all_tried(void **state)
 	struct resolver_addr a = addr("192.0.2.1"), b = addr("192.0.2.2");
 	char text[256];
 
-	upstream_path_failed(&f->up, &a, "refused");
-	upstream_path_failed(&f->up, &b, "refused");
+	upstream_path_failed(&f->up, 0, &a, "refused");
+	upstream_path_failed(&f->up, 0, &b, "refused");
 	order_text(&f->up, s, text, sizeof(text));
 	assert_string_equal(text, "192.0.2.1 192.0.2.2");
 	free(s);
+}
+
+/* The order of the entries: priority, roundrobin, all paths down last. */
+static void
+test_entries_plan(void **state)
+{
+	struct fixture *f = *state;
+	const char *ips[] = { "192.0.2.1" };
+	struct upstream_addrs *a = addrs_of(ips, 1);
+	struct resolver_addr only = addr("192.0.2.1");
+	unsigned char plan[2];
+
+	upstream_plan(&f->up, plan);
+	assert_int_equal(plan[0], 0);
+	assert_int_equal(plan[1], 1);
+	/* db-a's only address is down: db-b first, db-a still tried. */
+	f->up.entries[0].name.addrs = a;
+	upstream_path_failed(&f->up, 0, &only, "refused");
+	upstream_plan(&f->up, plan);
+	assert_int_equal(plan[0], 1);
+	assert_int_equal(plan[1], 0);
+	/* Its backoff ended: first again, for its trial. */
+	f->up.entries[0].down[0].retry_at = 0;
+	upstream_plan(&f->up, plan);
+	assert_int_equal(plan[0], 0);
+	upstream_path_ok(&f->up, 0, &only);
+	/* roundrobin: each new connection starts at the next entry. */
+	f->up.balance = BALANCE_ROUNDROBIN;
+	upstream_plan(&f->up, plan);
+	assert_int_equal(plan[0], 0);
+	upstream_plan(&f->up, plan);
+	assert_int_equal(plan[0], 1);
+	assert_int_equal(plan[1], 0);
+	upstream_plan(&f->up, plan);
+	assert_int_equal(plan[0], 0);
+	f->up.entries[0].name.addrs = NULL;
+	free(a);
 }
 
 int
@@ -192,6 +239,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_all_down_still_all_tried,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_entries_plan, setup,
+		    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
