@@ -81,15 +81,40 @@ def test_blackholed_first_upstream_costs_only_the_first_client(pki, cleanup, ser
     assert times[len(times) // 2] < 0.2, times
 
 
-def test_bad_certificate_on_first_upstream_moves_on(pki, cleanup, service, start_tlsfwd):
-    a = _tls_upstream(pki, cleanup, cert="wrong")
+def _resetting_upstream(cleanup):
+    def reset(conn):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01" + b"\x00" * 7)
+        conn.close()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    s.settimeout(0.2)
+    up = Upstream(reset, mode="raw", sock=s)
+    cleanup.append(up)
+    return up
+
+
+@pytest.mark.parametrize("fault", ["bad_certificate", "reset"])
+def test_failing_first_upstream_moves_every_client_on(fault, pki, cleanup, service,
+                                                     start_tlsfwd):
+    """The first upstream shows a certificate for another name, or accepts
+    and resets: each client is served by the second (one handshake line, ok);
+    the first's path is marked down, so later clients go to the second at once."""
+    a = _tls_upstream(pki, cleanup, cert="wrong") if fault == "bad_certificate" \
+        else _resetting_upstream(cleanup)
     b = _tls_upstream(pki, cleanup)
     fwd = _start(start_tlsfwd, service, ["127.0.0.1:%d" % a.port, "127.0.0.1:%d" % b.port])
     hs, _ = exchange_ok(fwd)
     assert (hs["result"], hs["upstream"], num(hs["attempts"])) == \
         ("ok", "127.0.0.1:%d" % b.port, 2), hs
-    att = fwd.wait_event("attempt", conn=hs["conn"])
-    assert (att["stage"], att["upstream"]) == ("verify", "127.0.0.1:%d" % a.port), att
+    assert len(fwd.find("handshake", conn=hs["conn"])) == 1
+    if fault == "bad_certificate":
+        att = fwd.wait_event("attempt", conn=hs["conn"])
+        assert (att["stage"], att["upstream"]) == ("verify", "127.0.0.1:%d" % a.port), att
+    fwd.wait_event("upstream_down", address="127.0.0.1:%d" % a.port)
+    for _ in range(5):
+        hs, _ = exchange_ok(fwd)
+        assert (hs["upstream"], num(hs["attempts"])) == ("127.0.0.1:%d" % b.port, 1), hs
 
 
 def test_roundrobin_spreads_and_each_upstream_has_its_own_name(pki, cleanup, service,
