@@ -455,7 +455,7 @@ validate(struct parse_ctx *p)
 		config_error_add(p->errs, p->path, cfg->global.group_line,
 		    "[global]: 'group' needs 'user' too");
 	if (cfg->global.user[0] != '\0' && cfg->global.group[0] == '\0') {
-		/* No group: the user's primary one, named for logs and reload. */
+		/* No group: the user's primary one, named for the logs. */
 		struct group *gr = getgrgid(cfg->global.gid);
 
 		snprintf(cfg->global.group, sizeof(cfg->global.group), "%s",

@@ -34,8 +34,8 @@ struct enum_name {
 	int		 value;
 };
 
-static void
-set_line(struct parse_ctx *p, void *obj, const struct config_key *k)
+void
+config_key_line(struct parse_ctx *p, void *obj, const struct config_key *k)
 {
 	if (k->line_offset >= 0)
 		*(int *)(void *)((char *)obj + k->line_offset) = p->line;
@@ -100,7 +100,7 @@ set_path(struct parse_ctx *p, void *obj, const struct config_key *k,
 {
 	char **out = FIELD(obj, k, char *);
 
-	set_line(p, obj, k);
+	config_key_line(p, obj, k);
 	free(*out);
 	*out = strdup(value);
 	if (*out == NULL)
@@ -119,7 +119,7 @@ set_text(struct parse_ctx *p, void *obj, const struct config_key *k,
 {
 	char **out = FIELD(obj, k, char *);
 
-	set_line(p, obj, k);
+	config_key_line(p, obj, k);
 	free(*out);
 	if ((*out = strdup(value)) == NULL)
 		config_error_here(p, "out of memory");
@@ -142,8 +142,9 @@ set_enum(struct parse_ctx *p, void *obj, const struct config_key *k,
 		n++;
 	}
 	for (size_t i = 0; i < n; i++)
-		used += (size_t)snprintf(expected + used, sizeof(expected) - used,
-		    "%s%s", i == 0 ? "" : i + 1 == n ? " or " : ", ", e[i].name);
+		used += (size_t)snprintf(expected + used,
+		    sizeof(expected) - used, "%s%s", i == 0 ? "" :
+		    i + 1 == n ? " or " : ", ", e[i].name);
 	config_error_here(p, "%s: expected %s, got '%s'", k->name, expected,
 	    value);
 }
@@ -234,7 +235,7 @@ set_user(struct parse_ctx *p, void *obj, const struct config_key *k,
 	gid_t primary = 0;
 	unsigned int uid;
 
-	set_line(p, obj, k);
+	config_key_line(p, obj, k);
 	if (!lookup_id(p, k->name, value, false, sizeof(g->user), &uid,
 	    &primary))
 		return;
@@ -251,65 +252,11 @@ set_group(struct parse_ctx *p, void *obj, const struct config_key *k,
 	struct global_config *g = obj;
 	unsigned int gid;
 
-	set_line(p, obj, k);
+	config_key_line(p, obj, k);
 	if (!lookup_id(p, k->name, value, true, sizeof(g->group), &gid, NULL))
 		return;
 	snprintf(g->group, sizeof(g->group), "%s", value);
 	g->gid = gid;
-}
-
-/*
- * "10.0.0.53, [fd00::53]:5353": addresses (not names: they would need a
- * resolver) with optional ports, kept as c-ares's list "ADDR:PORT,...".
- */
-static void
-set_dns_servers(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct global_config *g = obj;
-	char list[1024], item[HOST_MAX + 8], err[PARSE_ERR_MAX];
-	unsigned char addr[16];
-	struct host_port hp;
-	const char *s = value;
-	size_t used = 0;
-
-	list[0] = '\0';
-	do {
-		const char *end = strchr(s, ',');
-		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
-		bool ok;
-
-		while (len > 0 && isspace((unsigned char)*s))
-			s++, len--;
-		while (len > 0 && isspace((unsigned char)s[len - 1]))
-			len--;
-		ok = len > 0 && len < HOST_MAX;
-		if (ok) {
-			memcpy(item, s, len);
-			item[len] = '\0';
-			/* A bare address takes port 53. */
-			if (inet_pton(AF_INET6, item, addr) == 1)
-				snprintf(item, sizeof(item), "[%.*s]:53",
-				    (int)len, s);
-			else if (inet_pton(AF_INET, item, addr) == 1)
-				snprintf(item, sizeof(item), "%.*s:53",
-				    (int)len, s);
-			ok = parse_host_port(item, &hp, 0, err,
-			    sizeof(err)) == 0 && hp.is_ip_literal;
-		}
-		if (!ok || used + strlen(item) + 2 > sizeof(list)) {
-			config_error_here(p, "%s: '%.*s' is not an IP address "
-			    "with an optional port (e.g. 10.0.0.53, "
-			    "[fd00::53]:5353)", k->name, (int)len, s);
-			return;
-		}
-		used += (size_t)snprintf(list + used, sizeof(list) - used,
-		    "%s%s", used > 0 ? "," : "", item);
-		s = end != NULL ? end + 1 : NULL;
-	} while (s != NULL);
-	free(g->dns_servers);
-	if ((g->dns_servers = strdup(list)) == NULL)
-		config_error_here(p, "out of memory");
 }
 
 static const struct enum_name log_levels[] = {
@@ -341,240 +288,12 @@ const struct config_key config_global_keys[] = {
 	    1, CONNECTIONS_MAX, NULL, false },
 	{ "io_collect_interval", set_interval_us, G(io_collect_us), -1, "20us",
 	    NULL, 0, IO_COLLECT_MAX_US, NULL, false },
-	{ "dns_servers", set_dns_servers, 0, -1, NULL,
+	{ "dns_servers", config_set_dns_servers, 0, -1, NULL,
 	    "those of /etc/resolv.conf", 0, 0, NULL, false },
 	{ NULL, NULL, 0, -1, NULL, NULL, 0, 0, NULL, false },
 };
 
 /* ----- [SERVICE] ----- */
-
-static void
-set_listen(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct service_config *sc = obj;
-	char err[PARSE_ERR_MAX];
-
-	set_line(p, obj, k);
-	if (parse_listen_addr(value, &sc->listen, err, sizeof(err)) != 0)
-		config_error_here(p, "listen: %s", err);
-}
-
-/* "db-a.example:5433, db-b.example:5433": appended (repeatable key). */
-static void
-add_upstreams(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct service_config *sc = obj;
-	char err[PARSE_ERR_MAX], item[HOST_MAX + 16];
-	const char *s = value;
-
-	set_line(p, obj, k);
-	do {
-		const char *end = strchr(s, ',');
-		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
-		struct upstream_target *t = &sc->upstreams[sc->nupstreams];
-
-		while (len > 0 && isspace((unsigned char)*s))
-			s++, len--;
-		while (len > 0 && isspace((unsigned char)s[len - 1]))
-			len--;
-		if (len >= sizeof(item))
-			len = sizeof(item) - 1;
-		memcpy(item, s, len);
-		item[len] = '\0';
-		if (sc->nupstreams == UPSTREAMS_MAX) {
-			config_error_here(p, "upstream: at most %d upstreams",
-			    UPSTREAMS_MAX);
-			return;
-		}
-		if (parse_host_port(item, &t->hp, 0, err, sizeof(err)) != 0) {
-			config_error_here(p, "upstream: %s", err);
-			return;
-		}
-		for (size_t i = 0; i < sc->nupstreams; i++) {
-			if (sc->upstreams[i].hp.port == t->hp.port &&
-			    strcasecmp(sc->upstreams[i].hp.host,
-			    t->hp.host) == 0) {
-				config_error_here(p, "upstream: '%s' is listed "
-				    "twice", item);
-				return;
-			}
-		}
-		sc->nupstreams++;
-		s = end != NULL ? end + 1 : NULL;
-	} while (s != NULL);
-}
-
-static void
-set_sni(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct service_config *sc = obj;
-	char probe[HOST_MAX + 8], err[PARSE_ERR_MAX];
-	struct host_port hp;
-
-	(void)k;
-	if (strcmp(value, "-") == 0) {
-		sc->sni[0] = '\0';
-		return;
-	}
-	/* Reuse the host checks: "NAME:1" must parse. */
-	snprintf(probe, sizeof(probe), "%s:1", value);
-	if (strlen(value) > HOST_MAX || parse_host_port(probe, &hp, 0, err,
-	    sizeof(err)) != 0 || hp.is_ip_literal) {
-		config_error_here(p, "sni: '%s' is not a DNS host name (IP "
-		    "addresses cannot be sent as SNI; '-' sends none)", value);
-		return;
-	}
-	snprintf(sc->sni, sizeof(sc->sni), "%s", value);
-}
-
-static void
-set_verify_hostname(struct parse_ctx *p, void *obj,
-    const struct config_key *k, const char *value)
-{
-	struct service_config *sc = obj;
-
-	(void)k;
-	if (value[0] == '\0' || strlen(value) > HOST_MAX)
-		config_error_here(p, "verify_hostname: expected a host name or "
-		    "IP address, got '%s'", value);
-	else
-		snprintf(sc->verify_hostname, sizeof(sc->verify_hostname), "%s",
-		    value);
-}
-
-static void
-add_pin(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct service_config *sc = obj;
-	gnutls_datum_t in = { (unsigned char *)(uintptr_t)value,
-	    (unsigned int)strlen(value) }, out = { NULL, 0 };
-
-	set_line(p, obj, k);
-	if (strncmp(value, "sha256/", 7) == 0)
-		in.data += 7, in.size -= 7;
-	if (sc->npins == PINS_MAX) {
-		config_error_here(p, "pin_sha256: at most %d pins", PINS_MAX);
-		return;
-	}
-	if (gnutls_base64_decode2(&in, &out) < 0 || out.size != 32) {
-		config_error_here(p, "pin_sha256: '%s' is not the base64 of a "
-		    "SHA-256 digest (44 characters)", value);
-		gnutls_free(out.data);
-		return;
-	}
-	memcpy(sc->pins[sc->npins++], out.data, 32);
-	gnutls_free(out.data);
-}
-
-/* "h2,http/1.1": protocols offered in order. */
-static void
-set_alpn(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct service_config *sc = obj;
-	const char *s = value;
-
-	(void)k;
-	sc->nalpn = 0;
-	while (*s != '\0') {
-		const char *end = strchr(s, ',');
-		size_t n = end != NULL ? (size_t)(end - s) : strlen(s);
-
-		while (n > 0 && isspace((unsigned char)*s))
-			s++, n--;
-		while (n > 0 && isspace((unsigned char)s[n - 1]))
-			n--;
-		if (n == 0 || n > 255 || sc->nalpn == ALPN_MAX) {
-			config_error_here(p, "alpn: expected up to %d "
-			    "comma-separated protocol names of 1-255 bytes, "
-			    "got '%s'", ALPN_MAX, value);
-			sc->nalpn = 0;
-			return;
-		}
-		memcpy(sc->alpn[sc->nalpn], s, n);
-		sc->alpn[sc->nalpn++][n] = '\0';
-		if (end == NULL)
-			break;
-		s = end + 1;
-		if (*s == '\0') {
-			config_error_here(p, "alpn: trailing comma in '%s'",
-			    value);
-			return;
-		}
-	}
-}
-
-/* "10.0.0.0/8, ::1": appended to the list (the key may be given again). */
-static void
-add_cidrs(struct parse_ctx *p, const char *name, const char *value,
-    struct cidr **list, size_t *n, size_t other)
-{
-	char err[PARSE_ERR_MAX], item[64];
-	const char *s = value;
-
-	do {
-		const char *end = strchr(s, ',');
-		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
-		struct cidr *grown;
-
-		while (len > 0 && isspace((unsigned char)*s))
-			s++, len--;
-		while (len > 0 && isspace((unsigned char)s[len - 1]))
-			len--;
-		if (len == 0 || len >= sizeof(item)) {
-			config_error_here(p, "%s: expected comma-separated "
-			    "addresses or blocks (e.g. 10.0.0.0/8, ::1), got "
-			    "'%s'", name, value);
-			return;
-		}
-		memcpy(item, s, len);
-		item[len] = '\0';
-		if (*n + other >= CIDRS_MAX) {
-			config_error_here(p, "%s: more than %d entries in allow "
-			    "and deny", name, CIDRS_MAX);
-			return;
-		}
-		grown = realloc(*list, (*n + 1) * sizeof(**list));
-		if (grown == NULL) {
-			config_error_here(p, "out of memory");
-			return;
-		}
-		*list = grown;
-		if (parse_cidr(item, &grown[*n], err, sizeof(err)) != 0) {
-			config_error_here(p, "%s: %s", name, err);
-			return;
-		}
-		(*n)++;
-		s = end != NULL ? end + 1 : NULL;
-	} while (s != NULL);
-}
-
-static void
-add_allow(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct service_config *sc = obj;
-
-	set_line(p, obj, k);
-	add_cidrs(p, k->name, value, &sc->allow, &sc->nallow, sc->ndeny);
-	for (size_t i = 0; i < sc->nallow; i++)
-		if (sc->allow[i].prefix == 0)
-			sc->allow_everyone = true;
-}
-
-static void
-add_deny(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	struct service_config *sc = obj;
-
-	set_line(p, obj, k);
-	add_cidrs(p, k->name, value, &sc->deny, &sc->ndeny, sc->nallow);
-}
 
 static void
 set_mode(struct parse_ctx *p, void *obj, const struct config_key *k,
@@ -583,7 +302,7 @@ set_mode(struct parse_ctx *p, void *obj, const struct config_key *k,
 	struct service_config *sc = obj;
 	char err[PARSE_ERR_MAX];
 
-	set_line(p, obj, k);
+	config_key_line(p, obj, k);
 	if (parse_file_mode(value, &sc->unix_mode, err, sizeof(err)) != 0)
 		config_error_here(p, "mode: %s", err);
 }
@@ -596,7 +315,7 @@ set_socket_owner(struct parse_ctx *p, void *obj, const struct config_key *k,
 	struct service_config *sc = obj;
 	unsigned int id;
 
-	set_line(p, obj, k);
+	config_key_line(p, obj, k);
 	if (!lookup_id(p, k->name, value, k->arg != NULL, HOST_MAX, &id, NULL))
 		return;
 	if (k->arg != NULL)
@@ -606,7 +325,8 @@ set_socket_owner(struct parse_ctx *p, void *obj, const struct config_key *k,
 }
 
 static const struct enum_name verify_modes[] = {
-	{ "full", VERIFY_FULL }, { "chain", VERIFY_CHAIN }, { "pin", VERIFY_PIN },
+	{ "full", VERIFY_FULL }, { "chain", VERIFY_CHAIN },
+	{ "pin", VERIFY_PIN },
 	{ "none", VERIFY_NONE }, { NULL, 0 },
 };
 
@@ -634,16 +354,17 @@ _Static_assert(sizeof(enum log_format) == sizeof(int), "enum size");
 #define SL(field)	(int)offsetof(struct service_config, field)
 
 const struct config_key config_service_keys[] = {
-	{ "listen", set_listen, 0, SL(listen_line), NULL, "required", 0, 0,
-	    NULL, false },
-	{ "upstream", add_upstreams, 0, SL(upstream_line), NULL, "required",
-	    0, 0, NULL, true },
+	{ "listen", config_set_listen, 0, SL(listen_line), NULL,
+	    "required", 0, 0, NULL, false },
+	{ "upstream", config_add_upstreams, 0, SL(upstream_line), NULL,
+	    "required", 0, 0, NULL, true },
 	{ "balance", set_enum, S(balance), -1, "priority", NULL, 0, 0,
 	    balance_modes, false },
-	{ "sni", set_sni, 0, -1, NULL, "upstream host", 0, 0, NULL, false },
+	{ "sni", config_set_sni, 0, -1, NULL, "upstream host", 0, 0, NULL,
+	    false },
 	{ "verify", set_enum, S(verify), -1, "full", NULL, 0, 0, verify_modes,
 	    false },
-	{ "verify_hostname", set_verify_hostname, 0, -1, NULL,
+	{ "verify_hostname", config_set_verify_hostname, 0, -1, NULL,
 	    "sni, else the upstream host", 0, 0, NULL, false },
 	{ "ca_file", set_path, S(ca_file), SL(ca_file_line), NULL,
 	    "system trust store", 0, 0, NULL, false },
@@ -665,9 +386,9 @@ const struct config_key config_service_keys[] = {
 	    0, 0, pkcs11_ok, false },
 	{ "key_password_file", set_path, S(key_password_file),
 	    SL(key_password_file_line), NULL, "none", 0, 0, NULL, false },
-	{ "pin_sha256", add_pin, 0, SL(pin_line), NULL, "none", 0, 0, NULL,
-	    true },
-	{ "alpn", set_alpn, 0, -1, NULL, "none", 0, 0, NULL, false },
+	{ "pin_sha256", config_add_pin, 0, SL(pin_line), NULL, "none", 0, 0,
+	    NULL, true },
+	{ "alpn", config_set_alpn, 0, -1, NULL, "none", 0, 0, NULL, false },
 	{ "alpn_required", set_bool, S(alpn_required), -1, "no", NULL, 0, 0,
 	    NULL, false },
 	{ "tls_min_version", set_tls_version, S(tls_min_version), -1, NULL,
@@ -680,9 +401,10 @@ const struct config_key config_service_keys[] = {
 	    NULL, false },
 	{ "ocsp", set_enum, S(ocsp), -1, "try", NULL, 0, 0, ocsp_modes,
 	    false },
-	{ "allow", add_allow, 0, SL(allow_line), NULL, "none", 0, 0, NULL,
-	    true },
-	{ "deny", add_deny, 0, SL(deny_line), NULL, "none", 0, 0, NULL, true },
+	{ "allow", config_add_allow, 0, SL(allow_line), NULL, "none", 0, 0,
+	    NULL, true },
+	{ "deny", config_add_deny, 0, SL(deny_line), NULL, "none", 0, 0,
+	    NULL, true },
 	{ "max_connections", set_count, S(max_connections), -1, NULL, "none",
 	    1, CONNECTIONS_MAX, NULL, false },
 	{ "mode", set_mode, 0, SL(unix_perms_line), "0660", NULL, 0, 0, NULL,

@@ -46,4 +46,14 @@ void	config_keys_defaults(struct parse_ctx *p,
 bool	config_key_seen(const struct config_key *table, uint64_t seen,
 	    const char *name);
 
+/* Records the line key k was given on (its row's line_offset). */
+void	config_key_line(struct parse_ctx *p, void *obj,
+	    const struct config_key *k);
+
+/* config_values.c: keys whose values have a syntax of their own. */
+config_key_set	config_set_dns_servers, config_set_listen,
+		config_add_upstreams, config_set_sni,
+		config_set_verify_hostname, config_add_pin, config_set_alpn,
+		config_add_allow, config_add_deny;
+
 #endif

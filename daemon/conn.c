@@ -33,8 +33,8 @@
  *
  * Failures before RELAYING end in conn_fail_handshake (one handshake line,
  * then close), unless a handshake failed and another path is left
- * (conn_connect.c: back to CONNECTING); the relay's events are turned into states by conn_on_relay,
- * with conn_state_after_relay's rules.
+ * (conn_connect.c: back to CONNECTING). The relay's events are turned into
+ * states by conn_on_relay, with conn_state_after_relay's rules.
  */
 
 static bool

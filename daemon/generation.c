@@ -259,7 +259,8 @@ previous_upstream(const struct generation *old,
 		if (strcmp(old->services[i].sc->name, sc->name) == 0)
 			return &old->services[i].upstream;
 	for (size_t i = 0; old != NULL && i < old->nservices; i++) {
-		const struct host_port *o = &old->services[i].sc->upstreams[0].hp;
+		const struct host_port *o =
+		    &old->services[i].sc->upstreams[0].hp;
 
 		if (o->port == first->port && strcmp(o->host, first->host) == 0)
 			return &old->services[i].upstream;

@@ -150,7 +150,8 @@ resolver_new(struct ev_loop *loop, const char *servers, char *err,
 
 	pthread_once(&library_once, library_init);
 	if (library_status != ARES_SUCCESS) {
-		snprintf(err, errlen, "c-ares: %s", ares_strerror(library_status));
+		snprintf(err, errlen, "c-ares: %s",
+		    ares_strerror(library_status));
 		return NULL;
 	}
 	r = calloc(1, sizeof(*r));
