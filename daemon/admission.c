@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "service.h"
 
 struct admission_count {
@@ -108,6 +109,7 @@ admission_admit(struct service *svc, const struct sockaddr *peer,
 	uint64_t mine, all;
 
 	if (!admission_address_allowed(sc, peer)) {
+		METRIC_ADD(svc->counts->refused[REFUSED_DENIED], 1);
 		admission_log_refusal(svc, now, client, "denied", 0);
 		return false;
 	}
@@ -120,12 +122,15 @@ admission_admit(struct service *svc, const struct sockaddr *peer,
 		return true;
 	__atomic_sub_fetch(&svc->count->open, 1, __ATOMIC_RELAXED);
 	__atomic_sub_fetch(&open_total, 1, __ATOMIC_RELAXED);
-	if (sc->max_connections != 0 && mine > sc->max_connections)
+	if (sc->max_connections != 0 && mine > sc->max_connections) {
+		METRIC_ADD(svc->counts->refused[REFUSED_MAX_CONNECTIONS], 1);
 		admission_log_refusal(svc, now, client, "max_connections",
 		    sc->max_connections);
-	else
+	} else {
+		METRIC_ADD(svc->counts->refused[REFUSED_GLOBAL_MAX], 1);
 		admission_log_refusal(svc, now, client,
 		    "global_max_connections", global_max);
+	}
 	return false;
 }
 

@@ -116,6 +116,7 @@ config_free(struct config *cfg)
 		service_free(sc);
 	}
 	free(cfg->global.dns_servers);
+	free(cfg->global.metrics_allow);
 	free(cfg->path);
 	free(cfg);
 }
@@ -444,6 +445,25 @@ validate_access(struct parse_ctx *p, struct service_config *sc)
 		    sc->listen.text);
 }
 
+/* A /metrics beyond this host must say who may scrape it, as services do. */
+static void
+validate_metrics(struct parse_ctx *p, const struct global_config *g)
+{
+	if (!g->metrics_on) {
+		if (g->nmetrics_allow > 0)
+			config_error_add(p->errs, p->path, g->metrics_allow_line,
+			    "[global]: metrics_allow without metrics_listen");
+		return;
+	}
+	if (!g->metrics_listen.is_unix && g->metrics_listen.salen > 0 &&
+	    g->nmetrics_allow == 0 && !sockaddr_is_loopback(
+	    (const struct sockaddr *)&g->metrics_listen.sa))
+		config_error_add(p->errs, p->path, g->metrics_listen_line,
+		    "[global]: metrics_listen %s is reachable beyond this "
+		    "host: say who may scrape it with metrics_allow = "
+		    "ADDRESS/PREFIX[, ...]", g->metrics_listen.text);
+}
+
 /* Fills defaults that depend on other keys, and checks cross-key rules. */
 static void
 validate(struct parse_ctx *p)
@@ -461,6 +481,7 @@ validate(struct parse_ctx *p)
 		snprintf(cfg->global.group, sizeof(cfg->global.group), "%s",
 		    gr != NULL ? gr->gr_name : "-");
 	}
+	validate_metrics(p, &cfg->global);
 	if (cfg->services == NULL)
 		config_error_add(p->errs, p->path, 0,
 		    "no service defined: add a [NAME] section with listen "

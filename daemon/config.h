@@ -108,6 +108,12 @@ struct global_config {
 	unsigned long	max_connections;	/* all services; 0 = no limit */
 	uint64_t	io_collect_us;	/* libev io collect interval; 0 = off */
 	char	       *dns_servers;	/* c-ares "ADDR:PORT,..."; NULL: resolv.conf */
+	bool		metrics_on;	/* metrics_listen given (not off) */
+	struct listen_addr metrics_listen;
+	int		metrics_listen_line;
+	struct cidr    *metrics_allow;	/* who may scrape (TCP) */
+	size_t		nmetrics_allow;
+	int		metrics_allow_line;
 	char		user[64];	/* "" = keep the starting user */
 	char		group[64];	/* "" = the user's primary group */
 	uid_t		uid;		/* resolved at load time */

@@ -290,6 +290,10 @@ const struct config_key config_global_keys[] = {
 	    NULL, 0, IO_COLLECT_MAX_US, NULL, false },
 	{ "dns_servers", config_set_dns_servers, 0, -1, NULL,
 	    "those of /etc/resolv.conf", 0, 0, NULL, false },
+	{ "metrics_listen", config_set_metrics_listen, 0,
+	    GL(metrics_listen_line), "off", NULL, 0, 0, NULL, false },
+	{ "metrics_allow", config_add_metrics_allow, 0, GL(metrics_allow_line),
+	    NULL, "none", 0, 0, NULL, true },
 	{ NULL, NULL, 0, -1, NULL, NULL, 0, 0, NULL, false },
 };
 

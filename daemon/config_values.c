@@ -3,7 +3,8 @@
  * own (addresses, lists, names, pins): config_set_dns_servers(),
  * config_set_listen(), config_add_upstreams(), config_set_sni(),
  * config_set_verify_hostname(), config_add_pin(), config_set_alpn(),
- * config_add_allow(), config_add_deny(). Their rows are in config_keys.c.
+ * config_add_allow(), config_add_deny(), config_set_metrics_listen(),
+ * config_add_metrics_allow(). Their rows are in config_keys.c.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -295,4 +296,29 @@ config_add_deny(struct parse_ctx *p, void *obj, const struct config_key *k,
 
 	config_key_line(p, obj, k);
 	add_cidrs(p, k->name, value, &sc->deny, &sc->ndeny, sc->nallow);
+}
+
+/* HOST:PORT or unix:/path for /metrics; "off" (the default) serves none. */
+void
+config_set_metrics_listen(struct parse_ctx *p, void *obj,
+    const struct config_key *k, const char *value)
+{
+	struct global_config *g = obj;
+	char err[PARSE_ERR_MAX];
+
+	config_key_line(p, obj, k);
+	g->metrics_on = strcmp(value, "off") != 0;
+	if (g->metrics_on && parse_listen_addr(value, &g->metrics_listen, err,
+	    sizeof(err)) != 0)
+		config_error_here(p, "metrics_listen: %s", err);
+}
+
+void
+config_add_metrics_allow(struct parse_ctx *p, void *obj,
+    const struct config_key *k, const char *value)
+{
+	struct global_config *g = obj;
+
+	config_key_line(p, obj, k);
+	add_cidrs(p, k->name, value, &g->metrics_allow, &g->nmetrics_allow, 0);
 }

@@ -11,6 +11,7 @@
 
 #include "conn_priv.h"
 #include "log.h"
+#include "metrics.h"
 
 /*
  * The state machine. conn_set_state is the only way in; conn_close the only
@@ -346,6 +347,7 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 		return;
 	}
 	c->magic = CONN_MAGIC;
+	METRIC_ADD(svc->counts->opened, 1);
 	c->id = srv->next_conn_id += srv->id_step;
 	c->svc = svc;
 	c->srv = srv;
@@ -392,6 +394,11 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	close(c->cfd);
 	server_conn_detach(srv, gen, &c->link);
 	admission_release(c->svc);
+	/* Counted before the line: a scrape after it includes this close. */
+	METRIC_ADD(c->svc->counts->closed, 1);
+	METRIC_ADD(c->svc->counts->closes[reason], 1);
+	METRIC_ADD(c->svc->counts->bytes_up, c->relay.bytes_up);
+	METRIC_ADD(c->svc->counts->bytes_down, c->relay.bytes_down);
 	conn_log_close(c, reason);
 
 	if (c->tls != NULL)

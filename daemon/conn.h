@@ -27,6 +27,20 @@ enum conn_state {
 	CONN_CLOSED,
 };
 
+/* Where the set-up failed: the handshake line's stage=. */
+enum conn_stage {
+	STAGE_RESOLVE,
+	STAGE_CONNECT,
+	STAGE_TIMEOUT,
+	STAGE_HANDSHAKE,
+	STAGE_VERIFY,
+};
+#define CONN_STAGES	(STAGE_VERIFY + 1)
+
+/* The handshake line's result=: the three outcomes, kept apart. */
+enum conn_result { RESULT_OK, RESULT_ALERT, RESULT_FAIL };
+#define CONN_RESULTS	(RESULT_FAIL + 1)
+
 /* Why a connection ended: the close line's reason=. */
 enum conn_close_reason {
 	CLOSE_DONE,		/* both directions ended cleanly */
@@ -38,6 +52,7 @@ enum conn_close_reason {
 	CLOSE_UPSTREAM_ALERT,
 	CLOSE_SHUTDOWN,		/* tlsfwd stopping, drain time over */
 };
+#define CONN_CLOSE_REASONS	(CLOSE_SHUTDOWN + 1)
 
 /* Takes over cfd, an accepted client socket of svc, and starts the engine. */
 void	conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
@@ -56,8 +71,10 @@ void	conn_close(struct conn *c, enum conn_close_reason reason);
  */
 enum conn_state conn_state_after_relay(enum conn_state s, enum relay_event ev,
 	    bool verdict_in);
-/* The log's name of a state / a close reason. */
+/* The log's name of a state / a close reason / a stage / a result. */
 const char *conn_state_name(enum conn_state s);
 const char *conn_close_reason_name(enum conn_close_reason r);
+const char *conn_stage_name(enum conn_stage s);
+const char *conn_result_name(enum conn_result r);
 
 #endif

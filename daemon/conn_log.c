@@ -8,6 +8,7 @@
 
 #include "conn_priv.h"
 #include "log.h"
+#include "metrics.h"
 
 static const char *const state_names[] = {
 	[CONN_RESOLVING] = "resolving",
@@ -60,6 +61,18 @@ const char *
 conn_close_reason_name(enum conn_close_reason r)
 {
 	return close_reason_names[r];
+}
+
+const char *
+conn_stage_name(enum conn_stage s)
+{
+	return stage_names[s];
+}
+
+const char *
+conn_result_name(enum conn_result r)
+{
+	return result_names[r];
 }
 
 /* The fields every connection line starts with, after ts/level/event. */
@@ -120,6 +133,7 @@ static void
 handshake_line_begin(struct log_line *l, const struct conn *c,
     enum conn_result result)
 {
+	METRIC_ADD(c->svc->counts->handshakes[result], 1);
 	if (result == RESULT_OK)
 		__atomic_add_fetch(&c->srv->handshakes_ok, 1, __ATOMIC_RELAXED);
 	else
@@ -168,6 +182,7 @@ conn_log_handshake_failure(struct conn *c, enum conn_result result,
 {
 	struct log_line l;
 
+	METRIC_ADD(c->svc->counts->failures[stage], 1);
 	handshake_line_begin(&l, c, result);
 	failure_fields(&l, c, stage, from);
 	log_line_end(&l);
@@ -209,6 +224,8 @@ conn_log_handshake_ok(struct conn *c)
 {
 	struct log_line l;
 
+	if (gnutls_session_is_resumed(c->tls))
+		METRIC_ADD(c->svc->counts->resumed, 1);
 	handshake_line_begin(&l, c, RESULT_OK);
 	tls_log_established(&l, c->tls, &c->tlsc);
 	log_uint(&l, "attempts", c->attempts);

@@ -21,18 +21,6 @@
 
 #define CONN_MAGIC 0x74666364u	/* checked at the top of every callback */
 
-/* Where the set-up failed: the handshake line's stage=. */
-enum conn_stage {
-	STAGE_RESOLVE,
-	STAGE_CONNECT,
-	STAGE_TIMEOUT,
-	STAGE_HANDSHAKE,
-	STAGE_VERIFY,
-};
-
-/* The handshake line's result=: the three outcomes, kept apart. */
-enum conn_result { RESULT_OK, RESULT_ALERT, RESULT_FAIL };
-
 /* Who sent the alert behind a failure (alert_from=). */
 enum conn_alert_from { ALERT_NONE, ALERT_FROM_UPSTREAM, ALERT_FROM_TLSFWD };
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "service_warn.h"
 
@@ -210,11 +211,13 @@ generation_new(struct server *srv, struct config *cfg,
 		svc->srv = srv;
 		svc->listener.fd = -1;
 		svc->count = admission_count_get(sc->name);
-		if (svc->count == NULL) {
+		svc->metrics = metrics_service_get(sc->name);
+		if (svc->count == NULL || svc->metrics == NULL) {
 			config_error_add(errs, cfg->path, sc->line, "[%s]: out "
 			    "of memory", sc->name);
 			continue;
 		}
+		svc->counts = &svc->metrics->loops[srv->loop_index];
 		if (!srv->is_worker)
 			service_warn_key_perms(sc, cfg->path, errs);
 		if (upstream_init(&svc->upstream, sc) != 0) {

@@ -23,8 +23,9 @@
  * A unix socket path may hold a file from a run that crashed. Replace it only
  * if it is a socket nobody listens on; anything else is the user's.
  */
-static int
-unix_path_clear(const struct listen_addr *la, char *err, size_t errlen)
+int
+listener_unix_path_clear(const struct listen_addr *la, char *err,
+    size_t errlen)
 {
 	const struct sockaddr_un *sun = (const struct sockaddr_un *)&la->sa;
 	struct stat st;
@@ -155,7 +156,7 @@ listener_open(struct listener *l, const struct listen_addr *la,
 	memset(l, 0, sizeof(*l));
 	l->fd = -1;
 	l->svc = svc;
-	if (la->is_unix && unix_path_clear(la, err, errlen) != 0)
+	if (la->is_unix && listener_unix_path_clear(la, err, errlen) != 0)
 		return -1;
 	l->fd = socket(la->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);

@@ -36,6 +36,12 @@ struct listener {
 int	listener_open(struct listener *l, const struct listen_addr *la,
 	    struct service *svc, unsigned int nsiblings, char *err,
 	    size_t errlen);
+/*
+ * Makes way for a unix socket at la: a stale socket file nobody listens on
+ * is removed; a live socket or another kind of file is an error.
+ */
+int	listener_unix_path_clear(const struct listen_addr *la, char *err,
+	    size_t errlen);
 /* The socket worker loop k (1, 2, ...) accepts on: its sibling, or l's. */
 int	listener_fd_for_loop(const struct listener *l, unsigned int k);
 /* Uses fd, a listening socket passed by the service manager. */

@@ -13,6 +13,8 @@
 #include "config.h"
 #include "generation.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "notify.h"
 #include "privdrop.h"
 #include "server.h"
@@ -33,7 +35,22 @@ struct daemon {
 	unsigned int	 nworkers;	/* loops in all, main one included */
 	struct server	**group;	/* every loop's server, for STATUS= */
 	struct notifier	 notifier;
+	struct metrics_http *metrics;	/* metrics_listen, or NULL */
 };
+
+/* Whether a and b ask for the same /metrics endpoint. */
+static bool
+metrics_config_same(const struct global_config *a,
+    const struct global_config *b)
+{
+	if (a->metrics_on != b->metrics_on)
+		return false;
+	return !a->metrics_on || (strcmp(a->metrics_listen.text,
+	    b->metrics_listen.text) == 0 && a->nmetrics_allow ==
+	    b->nmetrics_allow && (a->nmetrics_allow == 0 ||
+	    memcmp(a->metrics_allow, b->metrics_allow, a->nmetrics_allow *
+	    sizeof(*a->metrics_allow)) == 0));
+}
 
 /* The file read once, parsed: every loop runs the very same text. */
 static struct config *
@@ -178,6 +195,11 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		    cfg->global.group_line ? cfg->global.group_line :
 		    cfg->global.user_line,
 		    "[global] group: a change needs a restart");
+	if (cfg != NULL && !metrics_config_same(&cfg->global, cur))
+		config_error_add(&errs, d->config_path,
+		    cfg->global.metrics_listen_line,
+		    "[global] metrics_listen, metrics_allow: a change needs a "
+		    "restart");
 	if (cfg != NULL && (errs.n > 0 ||
 	    generation_apply(srv, cfg, true, &errs) != 0)) {
 		config_free(cfg);
@@ -420,6 +442,12 @@ run(const char *path)
 		config_errors_free(&errs);
 		goto fail;
 	}
+	if (cfg->global.metrics_on && (d.metrics = metrics_http_start(d.srv,
+	    &cfg->global, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "tlsfwd: %s:%d: metrics_listen: %s\n",
+		    d.config_path, cfg->global.metrics_listen_line, err);
+		goto fail;
+	}
 	/* Listeners are bound and trust is loaded: root is no longer needed. */
 	if (privdrop(&cfg->global, err, sizeof(err)) != 0) {
 		fprintf(stderr, "tlsfwd: %s\n", err);
@@ -444,6 +472,11 @@ run(const char *path)
 	ev_signal_start(loop, &sigint);
 	ev_signal_start(loop, &sighup);
 
+	if (d.metrics != NULL) {
+		log_line_begin(&l, LOG_INFO, "metrics");
+		log_str(&l, "listen", metrics_http_bound(d.metrics));
+		log_line_end(&l);
+	}
 	server_log_listening(d.srv, false);
 	notify_init(&d.notifier, d.srv);
 	notify_ready(&d.notifier);
@@ -451,16 +484,20 @@ run(const char *path)
 
 	notify_stop(&d.notifier);
 	free_workers(&d, false);	/* waits for them to finish draining */
+	metrics_http_free(d.metrics);
 	server_free(d.srv);
 	admission_free_all();
+	metrics_free_all();
 	log_msg(LOG_INFO, "exit", "stopped");
 	tls_global_deinit();
 	ev_loop_destroy(loop);
 	return 0;
 fail:
 	free_workers(&d, true);
+	metrics_http_free(d.metrics);
 	server_free(d.srv);
 	admission_free_all();
+	metrics_free_all();
 	free(text);
 	tls_global_deinit();
 	return 1;

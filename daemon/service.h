@@ -17,6 +17,8 @@
 
 struct server;
 struct generation;
+struct metrics_service;
+struct metrics_counts;
 
 /* A configured service, live: trust loaded, upstream resolved, listening. */
 struct service {
@@ -30,6 +32,8 @@ struct service {
 	struct listener			*takeover;	/* reload: old one to keep */
 	bool				 kept;		/* listener carried over */
 	struct admission_count		*count;		/* open, all loops */
+	struct metrics_service		*metrics;	/* by name, all loops */
+	struct metrics_counts		*counts;	/* this loop's slot */
 	struct admission_log		 refusals;
 };
 

@@ -1,0 +1,294 @@
+/*
+ * metrics.c - the counters behind /metrics and their rendering:
+ * metrics_service_get(), metrics_free_all(), metrics_render(),
+ * metrics_text_free().
+ */
+#include "metrics.h"
+
+#include <dirent.h>
+#include <gnutls/gnutls.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server.h"
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct metrics_service *registry;
+
+struct metrics_service *
+metrics_service_get(const char *name)
+{
+	struct metrics_service *m;
+
+	pthread_mutex_lock(&registry_lock);
+	for (m = registry; m != NULL; m = m->next)
+		if (strcmp(m->name, name) == 0)
+			break;
+	if (m == NULL && (m = aligned_alloc(64, sizeof(*m))) != NULL) {
+		memset(m, 0, sizeof(*m));
+		snprintf(m->name, sizeof(m->name), "%s", name);
+		m->next = registry;
+		registry = m;
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return m;
+}
+
+void
+metrics_free_all(void)
+{
+	pthread_mutex_lock(&registry_lock);
+	while (registry != NULL) {
+		struct metrics_service *next = registry->next;
+
+		free(registry);
+		registry = next;
+	}
+	pthread_mutex_unlock(&registry_lock);
+}
+
+static void
+text_add(struct metrics_text *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+text_add(struct metrics_text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->oom)
+		return;
+	if (t->p == NULL) {
+		if ((t->p = malloc(16384)) == NULL) {
+			t->oom = 1;
+			return;
+		}
+		t->cap = 16384;
+	}
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			t->oom = 1;
+			return;
+		}
+		if ((size_t)n < t->cap - t->len) {
+			t->len += (size_t)n;
+			return;
+		}
+		size_t cap = t->cap * 2 + (size_t)n + 4096;
+		char *p = realloc(t->p, cap);
+
+		if (p == NULL) {
+			t->oom = 1;
+			return;
+		}
+		t->p = p;
+		t->cap = cap;
+	}
+}
+
+void
+metrics_text_free(struct metrics_text *t)
+{
+	free(t->p);
+	memset(t, 0, sizeof(*t));
+}
+
+static uint64_t
+load(const uint64_t *v)
+{
+	return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+/* A field summed over the loops srv's group has. */
+#define SUM(m, field) sum_over_loops(srv, (m), \
+	offsetof(struct metrics_counts, field))
+
+static uint64_t
+sum_over_loops(const struct server *srv, const struct metrics_service *m,
+    size_t offset)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < srv->ngroup; i++) {
+		const struct metrics_counts *c =
+		    &m->loops[srv->group[i]->loop_index];
+
+		sum += load((const uint64_t *)(const void *)
+		    ((const char *)c + offset));
+	}
+	return sum;
+}
+
+static void
+family(struct metrics_text *t, const char *name, const char *type,
+    const char *help)
+{
+	text_add(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* The services of the current configuration, with their counters. */
+static size_t
+current(const struct server *srv, const struct metrics_service **out,
+    size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices &&
+	    n < max; i++)
+		if (srv->gen->services[i].metrics != NULL)
+			out[n++] = srv->gen->services[i].metrics;
+	return n;
+}
+
+static void
+render_services(const struct server *srv, struct metrics_text *t)
+{
+	static const char *const refusal_names[METRICS_REFUSALS] = {
+		"denied", "max_connections", "global_max_connections",
+	};
+	const struct metrics_service *ms[256];
+	size_t n = current(srv, ms, sizeof(ms) / sizeof(ms[0]));
+
+	family(t, "tlsfwd_connections_total", "counter",
+	    "Client connections accepted.");
+	for (size_t i = 0; i < n; i++)
+		text_add(t, "tlsfwd_connections_total{service=\"%s\"} %llu\n",
+		    ms[i]->name, (unsigned long long)SUM(ms[i], opened));
+	family(t, "tlsfwd_connections_active", "gauge",
+	    "Client connections open now.");
+	for (size_t i = 0; i < n; i++)
+		text_add(t, "tlsfwd_connections_active{service=\"%s\"} %llu\n",
+		    ms[i]->name, (unsigned long long)(SUM(ms[i], opened) -
+		    SUM(ms[i], closed)));
+	family(t, "tlsfwd_handshakes_total", "counter",
+	    "Upstream handshakes by outcome: ok, alert (named in the log) or "
+	    "fail.");
+	for (size_t i = 0; i < n; i++)
+		for (int r = 0; r < CONN_RESULTS; r++)
+			text_add(t, "tlsfwd_handshakes_total{service=\"%s\","
+			    "result=\"%s\"} %llu\n", ms[i]->name,
+			    conn_result_name((enum conn_result)r),
+			    (unsigned long long)SUM(ms[i], handshakes[r]));
+	family(t, "tlsfwd_handshake_failures_total", "counter",
+	    "Failed connection set-ups by the stage that failed.");
+	for (size_t i = 0; i < n; i++)
+		for (int s = 0; s < CONN_STAGES; s++)
+			text_add(t, "tlsfwd_handshake_failures_total{service="
+			    "\"%s\",stage=\"%s\"} %llu\n", ms[i]->name,
+			    conn_stage_name((enum conn_stage)s),
+			    (unsigned long long)SUM(ms[i], failures[s]));
+	family(t, "tlsfwd_sessions_resumed_total", "counter",
+	    "Handshakes that resumed a cached session.");
+	for (size_t i = 0; i < n; i++)
+		text_add(t, "tlsfwd_sessions_resumed_total{service=\"%s\"} "
+		    "%llu\n", ms[i]->name,
+		    (unsigned long long)SUM(ms[i], resumed));
+	family(t, "tlsfwd_bytes_total", "counter",
+	    "Bytes relayed: up (client to upstream) and down.");
+	for (size_t i = 0; i < n; i++) {
+		text_add(t, "tlsfwd_bytes_total{service=\"%s\",direction="
+		    "\"up\"} %llu\n", ms[i]->name,
+		    (unsigned long long)SUM(ms[i], bytes_up));
+		text_add(t, "tlsfwd_bytes_total{service=\"%s\",direction="
+		    "\"down\"} %llu\n", ms[i]->name,
+		    (unsigned long long)SUM(ms[i], bytes_down));
+	}
+	family(t, "tlsfwd_refused_total", "counter",
+	    "Clients closed at accept, by reason.");
+	for (size_t i = 0; i < n; i++)
+		for (int r = 0; r < METRICS_REFUSALS; r++)
+			text_add(t, "tlsfwd_refused_total{service=\"%s\","
+			    "reason=\"%s\"} %llu\n", ms[i]->name,
+			    refusal_names[r],
+			    (unsigned long long)SUM(ms[i], refused[r]));
+	family(t, "tlsfwd_closes_total", "counter",
+	    "Closed connections by the close line's reason.");
+	for (size_t i = 0; i < n; i++)
+		for (int r = 0; r < CONN_CLOSE_REASONS; r++)
+			text_add(t, "tlsfwd_closes_total{service=\"%s\","
+			    "reason=\"%s\"} %llu\n", ms[i]->name,
+			    conn_close_reason_name((enum conn_close_reason)r),
+			    (unsigned long long)SUM(ms[i], closes[r]));
+}
+
+/* /proc/self/stat fields 14, 15 (CPU ticks), 22 (start), 24 (RSS pages). */
+static void
+render_process(struct metrics_text *t)
+{
+	unsigned long long utime = 0, stime = 0, start = 0, rss = 0;
+	long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	double boot = 0;
+	char buf[1024], *p;
+	struct rlimit rl;
+	struct dirent *e;
+	size_t nfds = 0;
+	FILE *f;
+	DIR *d;
+
+	if ((f = fopen("/proc/self/stat", "re")) != NULL) {
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+
+		buf[n] = '\0';
+		fclose(f);
+		/* After "(comm)", which may hold spaces: field 3 on. */
+		if ((p = strrchr(buf, ')')) != NULL)
+			(void)sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u "
+			    "%*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
+			    "%llu %*u %llu", &utime, &stime, &start, &rss);
+	}
+	if ((f = fopen("/proc/stat", "re")) != NULL) {
+		while (fgets(buf, sizeof(buf), f) != NULL)
+			if (sscanf(buf, "btime %lf", &boot) == 1)
+				break;
+		fclose(f);
+	}
+	if ((d = opendir("/proc/self/fd")) != NULL) {
+		while ((e = readdir(d)) != NULL)
+			if (e->d_name[0] != '.')
+				nfds++;
+		closedir(d);
+		nfds--;		/* the one opendir holds */
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		rl.rlim_cur = 0;
+	family(t, "process_cpu_seconds_total", "counter",
+	    "User and system CPU time spent, in seconds.");
+	text_add(t, "process_cpu_seconds_total %.2f\n",
+	    (double)(utime + stime) / (double)tick);
+	family(t, "process_resident_memory_bytes", "gauge",
+	    "Resident memory size in bytes.");
+	text_add(t, "process_resident_memory_bytes %llu\n", rss *
+	    (unsigned long long)page);
+	family(t, "process_open_fds", "gauge", "Open file descriptors.");
+	text_add(t, "process_open_fds %zu\n", nfds);
+	family(t, "process_max_fds", "gauge",
+	    "Maximum number of open file descriptors.");
+	text_add(t, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+	family(t, "process_start_time_seconds", "gauge",
+	    "Start time of the process since the epoch, in seconds.");
+	text_add(t, "process_start_time_seconds %.2f\n", boot +
+	    (double)start / (double)tick);
+}
+
+void
+metrics_render(const struct server *srv, struct metrics_text *out)
+{
+	render_services(srv, out);
+	family(out, "tlsfwd_build_info", "gauge",
+	    "tlsfwd's version and the GnuTLS it runs with (always 1).");
+	text_add(out, "tlsfwd_build_info{version=\"%s\",gnutls=\"%s\"} 1\n",
+	    TLSFWD_VERSION, gnutls_check_version(NULL));
+	family(out, "tlsfwd_workers", "gauge", "Event loops serving clients.");
+	text_add(out, "tlsfwd_workers %zu\n", srv->ngroup);
+	render_process(out);
+}

@@ -1,0 +1,64 @@
+/*
+ * metrics.h - counters for the Prometheus endpoint: per service name, one
+ * slot per event loop, each written by its loop alone (no locks on the
+ * connection path) and summed when a scrape renders them. Kept by name
+ * across reloads, so a service that survives one keeps its counts.
+ */
+#ifndef TLSFWD_METRICS_H
+#define TLSFWD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "conn.h"
+
+enum metrics_refusal {
+	REFUSED_DENIED, REFUSED_MAX_CONNECTIONS, REFUSED_GLOBAL_MAX,
+};
+#define METRICS_REFUSALS	(REFUSED_GLOBAL_MAX + 1)
+
+/* One loop's counts for one service; a cache line of its own. */
+struct metrics_counts {
+	uint64_t	opened, closed;
+	uint64_t	handshakes[CONN_RESULTS];
+	uint64_t	failures[CONN_STAGES];
+	uint64_t	resumed;
+	uint64_t	closes[CONN_CLOSE_REASONS];
+	uint64_t	bytes_up, bytes_down;
+	uint64_t	refused[METRICS_REFUSALS];
+} __attribute__((aligned(64)));
+
+struct metrics_service {
+	struct metrics_service	*next;
+	char			 name[SERVICE_NAME_MAX + 1];
+	struct metrics_counts	 loops[WORKERS_MAX + 1];
+};
+
+/*
+ * Adds n to a loop's own counter: one writer (the loop), readers in the
+ * main thread; a plain add, with no lock prefix.
+ */
+#define METRIC_ADD(field, n) __atomic_store_n(&(field), \
+	__atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+
+/* The counters of service name (shared by all loops); NULL: no memory. */
+struct metrics_service *metrics_service_get(const char *name);
+void	metrics_free_all(void);
+
+/* A growing text buffer for a rendering. */
+struct metrics_text {
+	char	*p;
+	size_t	 len, cap;
+	int	 oom;
+};
+
+struct server;
+/*
+ * The Prometheus text format (0.0.4) of everything: the services of srv's
+ * current configuration summed over srv's group of loops, and the process.
+ */
+void	metrics_render(const struct server *srv, struct metrics_text *out);
+void	metrics_text_free(struct metrics_text *t);
+
+#endif

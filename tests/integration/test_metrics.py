@@ -1,0 +1,176 @@
+"""The Prometheus endpoint ([global] metrics_listen): exact counters after a
+known mix of connections (ok, verification failures, refused) with one and
+two event loops and across a reload, the text format (every sample's family
+has HELP and TYPE; counters end in _total), short answers to anything but
+GET /metrics, a slow scraper that cannot stall scrapes or connections, and
+the configuration's rules (who may scrape; a change needs a restart)."""
+
+import http.client
+import re
+import socket
+import time
+
+import pytest
+
+from harness.clients import exchange_ok, recv_closed, send_quiet, connect
+from harness.daemon import check_config
+from harness.upstreams import echo_handler
+
+
+def _port(fwd):
+    return int(fwd.find("metrics")[0]["listen"].rsplit(":", 1)[1])
+
+
+def scrape(fwd, path="/metrics", method="GET"):
+    c = http.client.HTTPConnection("127.0.0.1", _port(fwd), timeout=10)
+    c.request(method, path)
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    return r.status, r.getheader("Content-Type"), body
+
+
+SAMPLE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\S+)$')
+
+
+def parse(text):
+    """{(name, labels): value}, checking the exposition format on the way."""
+    helped, typed, out = set(), {}, {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helped.add(line.split()[2])
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            typed[name] = kind
+        else:
+            m = SAMPLE.match(line)
+            assert m, "not a sample line: %r" % line
+            name, labels, value = m.groups()
+            assert name in helped and name in typed, "no HELP/TYPE for %s" % name
+            if typed[name] == "counter":
+                assert name.endswith("_total"), name
+            key = (name, tuple(sorted(re.findall(r'(\w+)="([^"]*)"', labels or ""))))
+            assert key not in out, "sample twice: %s" % (key,)
+            out[key] = float(value)
+    return out
+
+
+def value(samples, name, **labels):
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def _mix(fwd, good, bad, denied):
+    for _ in range(good):
+        exchange_ok(fwd, "good")
+    for _ in range(bad):
+        s = connect(fwd.ports["bad"])
+        send_quiet(s, b"x")
+        recv_closed(s)
+        fwd.conn_of(s)
+        s.close()
+    for _ in range(denied):
+        s = connect(fwd.ports["deny"])
+        recv_closed(s)
+        s.close()
+
+
+def _wait_closed(fwd, n):
+    fwd.wait_for(lambda r: len(fwd.find("close")) >= n, 10, what="%d close lines" % n)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_counters_are_exact_with_one_and_two_loops_and_across_a_reload(
+        workers, ssl_upstream, service, start_tlsfwd):
+    good = ssl_upstream(echo_handler)
+    bad = ssl_upstream(echo_handler, cert="wrong")
+    fwd = start_tlsfwd({"good": service(good.port), "bad": service(bad.port),
+                        "deny": service(good.port, deny="127.0.0.1")},
+                       {"workers": workers, "metrics_listen": "127.0.0.1:0"})
+    _mix(fwd, 5, 3, 2)
+    _wait_closed(fwd, 8)
+    status, ctype, body = scrape(fwd)
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4"), (status, ctype)
+    m = parse(body)
+    assert value(m, "tlsfwd_connections_total", service="good") == 5
+    assert value(m, "tlsfwd_connections_active", service="good") == 0
+    assert value(m, "tlsfwd_handshakes_total", service="good", result="ok") == 5
+    assert value(m, "tlsfwd_closes_total", service="good", reason="done") == 5
+    assert value(m, "tlsfwd_bytes_total", service="good", direction="up") == 5 * 4
+    assert value(m, "tlsfwd_bytes_total", service="good", direction="down") == 5 * 4
+    assert value(m, "tlsfwd_handshakes_total", service="bad", result="fail") == 3
+    assert value(m, "tlsfwd_handshake_failures_total", service="bad", stage="verify") == 3
+    assert value(m, "tlsfwd_closes_total", service="bad", reason="handshake_failed") == 3
+    assert value(m, "tlsfwd_refused_total", service="deny", reason="denied") == 2
+    assert value(m, "tlsfwd_connections_total", service="deny") == 0
+    assert value(m, "tlsfwd_workers") == int(workers)
+    assert value(m, "tlsfwd_build_info", version="0.1.0",
+                 gnutls=fwd.find("start")[0]["gnutls"]) == 1
+    assert value(m, "process_open_fds") > 3 and value(m, "process_max_fds") > 100
+    assert value(m, "process_resident_memory_bytes") > 1 << 20
+    # a service that survives a reload keeps its counts
+    _, rec = fwd.reload()
+    assert rec["result"] == "ok", rec
+    _mix(fwd, 2, 0, 0)
+    _wait_closed(fwd, 10)
+    m = parse(scrape(fwd)[2])
+    assert value(m, "tlsfwd_connections_total", service="good") == 7
+    assert value(m, "tlsfwd_handshakes_total", service="good", result="ok") == 7
+
+
+def test_only_get_metrics_is_served(ssl_upstream, service, start_tlsfwd):
+    up = ssl_upstream(echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"metrics_listen": "127.0.0.1:0"})
+    assert scrape(fwd, "/")[0] == 404
+    assert scrape(fwd, "/metrics", "POST")[0] == 405
+    s = socket.create_connection(("127.0.0.1", _port(fwd)))
+    s.sendall(b"nonsense\r\n\r\n")
+    assert recv_closed(s)[0].startswith(b"HTTP/1.1 400 "), "no 400 for a bad request"
+    s.close()
+    s = socket.create_connection(("127.0.0.1", _port(fwd)))
+    s.sendall(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 9000)
+    assert recv_closed(s)[0].startswith(b"HTTP/1.1 431 "), "an endless request was taken"
+    s.close()
+
+
+def test_slow_scrapers_stall_nothing(ssl_upstream, service, start_tlsfwd):
+    """Twenty scrapers that send half a request and wait: scrapes beyond the
+    sixteen they may hold are closed at once; connections and a scrape after
+    they go work; they are closed within the 10 s limit."""
+    up = ssl_upstream(echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"metrics_listen": "127.0.0.1:0"})
+    slow = []
+    for _ in range(20):
+        s = socket.create_connection(("127.0.0.1", _port(fwd)))
+        s.sendall(b"GET /metr")
+        slow.append(s)
+    for _ in range(3):
+        exchange_ok(fwd)            # the proxy is not stalled
+    t0 = time.monotonic()
+    for s in slow:
+        s.settimeout(15)
+        try:                        # closed: at once (over 16) or by the limit
+            assert s.recv(1) == b""
+        except ConnectionResetError:
+            pass                    # closed with the request unread: a reset
+    assert time.monotonic() - t0 < 12
+    assert scrape(fwd)[0] == 200
+
+
+def test_metrics_listen_beyond_loopback_needs_metrics_allow(tlsfwd_bin, tmp_path):
+    ini = tmp_path / "t.ini"
+    ini.write_text("[global]\nmetrics_listen = 0.0.0.0:9100\n"
+                   "[s]\nlisten = 127.0.0.1:0\nupstream = example.com:443\n")
+    rc, errs, _ = check_config(tlsfwd_bin, ini)
+    assert rc != 0 and any(l == 2 and "metrics_allow" in m for _, l, m in errs), errs
+    ini.write_text("[global]\nmetrics_listen = 0.0.0.0:9100\nmetrics_allow = 10.0.0.0/8\n"
+                   "[s]\nlisten = 127.0.0.1:0\nupstream = example.com:443\n")
+    assert check_config(tlsfwd_bin, ini)[0] == 0
+
+
+def test_metrics_listen_change_needs_a_restart(ssl_upstream, service, start_tlsfwd):
+    up = ssl_upstream(echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"metrics_listen": "127.0.0.1:0"})
+    fwd.write_config({"svc": service(up.port)}, {"metrics_listen": "127.0.0.2:0"})
+    _, rec = fwd.reload()
+    assert rec["result"] == "fail", rec
+    assert scrape(fwd)[0] == 200
