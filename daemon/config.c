@@ -451,8 +451,9 @@ validate_metrics(struct parse_ctx *p, const struct global_config *g)
 {
 	if (!g->metrics_on) {
 		if (g->nmetrics_allow > 0)
-			config_error_add(p->errs, p->path, g->metrics_allow_line,
-			    "[global]: metrics_allow without metrics_listen");
+			config_error_add(p->errs, p->path,
+			    g->metrics_allow_line, "[global]: metrics_allow "
+			    "without metrics_listen");
 		return;
 	}
 	if (!g->metrics_listen.is_unix && g->metrics_listen.salen > 0 &&

@@ -27,6 +27,7 @@
 #include "server.h"
 
 #define REQUEST_MAX	8192
+#define UNIX_PATH_MAX	sizeof(((struct sockaddr_un *)0)->sun_path)
 #define SCRAPE_TIMEOUT	10.
 #define SCRAPERS_MAX	16
 
@@ -49,7 +50,7 @@ struct metrics_http {
 	struct cidr		*allow;
 	size_t			 nallow;
 	char			 bound[HOST_MAX + 16];
-	char			 unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char			 unix_path[UNIX_PATH_MAX];
 	struct scraper		*scrapers;
 	unsigned int		 nscrapers;
 };
@@ -237,7 +238,8 @@ metrics_http_start(struct server *srv, const struct global_config *g,
 	h->srv = srv;
 	h->nallow = g->nmetrics_allow;
 	if (h->nallow > 0)
-		memcpy(h->allow, g->metrics_allow, h->nallow * sizeof(*h->allow));
+		memcpy(h->allow, g->metrics_allow,
+		    h->nallow * sizeof(*h->allow));
 	h->fd = -1;
 	if (la->is_unix && listener_unix_path_clear(la, err, errlen) != 0)
 		goto fail;
