@@ -222,10 +222,16 @@ conn_attempt_error_text(const struct conn *c, char *buf, size_t len)
 void
 conn_log_handshake_ok(struct conn *c)
 {
+	int64_t not_after = tls_peer_not_after(c->tls, &c->tlsc);
 	struct log_line l;
 
 	if (gnutls_session_is_resumed(c->tls))
 		METRIC_ADD(c->svc->counts->resumed, 1);
+	if (not_after != 0)
+		__atomic_store_n(&c->svc->counts->upstream_not_after, not_after,
+		    __ATOMIC_RELAXED);
+	metrics_observe_setup(c->svc->counts, c->t_connected - c->t_start,
+	    c->t_established - c->t_connected);
 	handshake_line_begin(&l, c, RESULT_OK);
 	tls_log_established(&l, c->tls, &c->tlsc);
 	log_uint(&l, "attempts", c->attempts);

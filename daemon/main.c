@@ -211,6 +211,7 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 			log_str(&l, "error", errs.msgs[i]);
 			log_line_end(&l);
 		}
+		metrics_config_loaded(0, 1);
 		log_line_begin(&l, LOG_ERROR, "reload");
 		log_str(&l, "result", "fail");
 		log_uint(&l, "errors", errs.n);
@@ -233,6 +234,7 @@ signal_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		srv->status_note[0] = '\0';
 		log_config_warnings(cfg);
 		server_log_listening(srv, true);
+		metrics_config_loaded(1, 1);
 		log_line_begin(&l, LOG_INFO, "reload");
 		log_str(&l, "result", "ok");
 		log_uint(&l, "services", cfg->nservices);
@@ -442,6 +444,7 @@ run(const char *path)
 		config_errors_free(&errs);
 		goto fail;
 	}
+	metrics_config_loaded(1, 0);
 	if (cfg->global.metrics_on && (d.metrics = metrics_http_start(d.srv,
 	    &cfg->global, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "tlsfwd: %s:%d: metrics_listen: %s\n",

@@ -21,6 +21,52 @@
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct metrics_service *registry;
 
+/* Written and read by the main thread only (reloads, scrapes). */
+static uint64_t reloads_ok, reloads_failed;
+static double last_load_ok;
+
+static const double bucket_le[METRICS_BUCKETS - 1] = {
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+	2.5, 5, 10,
+};
+
+static void
+observe(struct metrics_histogram *h, double ms)
+{
+	size_t b = 0;
+
+	if (ms < 0)
+		ms = 0;
+	while (b < METRICS_BUCKETS - 1 && ms / 1e3 > bucket_le[b])
+		b++;
+	METRIC_ADD(h->buckets[b], 1);
+	METRIC_ADD(h->sum_us, (uint64_t)(ms * 1e3));
+	METRIC_ADD(h->count, 1);
+}
+
+void
+metrics_observe_setup(struct metrics_counts *c, double connect_ms,
+    double handshake_ms)
+{
+	observe(&c->connect, connect_ms);
+	observe(&c->handshake, handshake_ms);
+}
+
+void
+metrics_config_loaded(int ok, int is_reload)
+{
+	struct timespec ts;
+
+	if (is_reload) {
+		if (ok)
+			reloads_ok++;
+		else
+			reloads_failed++;
+	}
+	if (ok && clock_gettime(CLOCK_REALTIME, &ts) == 0)
+		last_load_ok = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 struct metrics_service *
 metrics_service_get(const char *name)
 {
@@ -221,6 +267,99 @@ render_services(const struct server *srv, struct metrics_text *t)
 			    (unsigned long long)SUM(ms[i], closes[r]));
 }
 
+static void
+render_histogram(const struct server *srv, struct metrics_text *t,
+    const char *name, const struct metrics_service *const *ms, size_t n,
+    size_t offset)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t cum = 0, sum_us, count;
+
+		for (size_t b = 0; b < METRICS_BUCKETS; b++) {
+			cum += sum_over_loops(srv, ms[i], offset +
+			    offsetof(struct metrics_histogram, buckets) +
+			    b * sizeof(uint64_t));
+			if (b < METRICS_BUCKETS - 1)
+				text_add(t, "%s_bucket{service=\"%s\","
+				    "le=\"%g\"} %llu\n", name, ms[i]->name,
+				    bucket_le[b], (unsigned long long)cum);
+			else
+				text_add(t, "%s_bucket{service=\"%s\","
+				    "le=\"+Inf\"} %llu\n", name, ms[i]->name,
+				    (unsigned long long)cum);
+		}
+		sum_us = sum_over_loops(srv, ms[i], offset +
+		    offsetof(struct metrics_histogram, sum_us));
+		count = sum_over_loops(srv, ms[i], offset +
+		    offsetof(struct metrics_histogram, count));
+		text_add(t, "%s_sum{service=\"%s\"} %.6f\n", name, ms[i]->name,
+		    (double)sum_us / 1e6);
+		text_add(t, "%s_count{service=\"%s\"} %llu\n", name,
+		    ms[i]->name, (unsigned long long)count);
+	}
+}
+
+/* The earliest notAfter among the certificates each loop last verified. */
+static int64_t
+upstream_not_after(const struct server *srv, const struct metrics_service *m)
+{
+	int64_t best = 0;
+
+	for (size_t i = 0; i < srv->ngroup; i++) {
+		int64_t v = __atomic_load_n(&m->loops[srv->group[i]->loop_index]
+		    .upstream_not_after, __ATOMIC_RELAXED);
+
+		if (v != 0 && (best == 0 || v < best))
+			best = v;
+	}
+	return best;
+}
+
+static void
+render_timing_and_certs(const struct server *srv, struct metrics_text *t)
+{
+	const struct metrics_service *ms[256] = { NULL };
+	size_t n = current(srv, ms, sizeof(ms) / sizeof(ms[0]));
+	char subject[512];
+
+	family(t, "tlsfwd_connect_duration_seconds", "histogram",
+	    "Time from accept to the upstream TCP connection, of set-ups "
+	    "that succeeded.");
+	render_histogram(srv, t, "tlsfwd_connect_duration_seconds", ms, n,
+	    offsetof(struct metrics_counts, connect));
+	family(t, "tlsfwd_handshake_duration_seconds", "histogram",
+	    "Time from the TCP connection to a verified TLS session, of "
+	    "set-ups that succeeded.");
+	render_histogram(srv, t, "tlsfwd_handshake_duration_seconds", ms, n,
+	    offsetof(struct metrics_counts, handshake));
+	family(t, "tlsfwd_upstream_cert_not_after_timestamp_seconds", "gauge",
+	    "notAfter of the upstream certificate last verified (the "
+	    "earliest over the event loops).");
+	for (size_t i = 0; i < n; i++) {
+		int64_t v = upstream_not_after(srv, ms[i]);
+
+		if (v != 0)
+			text_add(t, "tlsfwd_upstream_cert_not_after_timestamp_"
+			    "seconds{service=\"%s\"} %lld\n", ms[i]->name,
+			    (long long)v);
+	}
+	family(t, "tlsfwd_client_cert_not_after_timestamp_seconds", "gauge",
+	    "notAfter of the client certificate (cert_file) tlsfwd sends.");
+	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices; i++) {
+		const struct service *svc = &srv->gen->services[i];
+		time_t end;
+
+		if (!svc->tls_ready || svc->sc->cert_file == NULL)
+			continue;
+		end = tls_service_cert_expiry(&svc->tls, subject,
+		    sizeof(subject));
+		if (end != 0 && end != (time_t)-1)
+			text_add(t, "tlsfwd_client_cert_not_after_timestamp_"
+			    "seconds{service=\"%s\"} %lld\n", svc->sc->name,
+			    (long long)end);
+	}
+}
+
 /* /proc/self/stat fields 14, 15 (CPU ticks), 22 (start), 24 (RSS pages). */
 static void
 render_process(struct metrics_text *t)
@@ -284,6 +423,17 @@ void
 metrics_render(const struct server *srv, struct metrics_text *out)
 {
 	render_services(srv, out);
+	render_timing_and_certs(srv, out);
+	family(out, "tlsfwd_config_reloads_total", "counter",
+	    "Configuration reloads (SIGHUP) by result.");
+	text_add(out, "tlsfwd_config_reloads_total{result=\"ok\"} %llu\n"
+	    "tlsfwd_config_reloads_total{result=\"fail\"} %llu\n",
+	    (unsigned long long)reloads_ok, (unsigned long long)reloads_failed);
+	family(out, "tlsfwd_config_last_reload_success_timestamp_seconds",
+	    "gauge", "When the running configuration was loaded (start or "
+	    "reload).");
+	text_add(out, "tlsfwd_config_last_reload_success_timestamp_seconds "
+	    "%.3f\n", last_load_ok);
 	family(out, "tlsfwd_build_info", "gauge",
 	    "tlsfwd's version and the GnuTLS it runs with (always 1).");
 	text_add(out, "tlsfwd_build_info{version=\"%s\",gnutls=\"%s\"} 1\n",

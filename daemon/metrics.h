@@ -18,7 +18,16 @@ enum metrics_refusal {
 };
 #define METRICS_REFUSALS	(REFUSED_GLOBAL_MAX + 1)
 
-/* One loop's counts for one service; a cache line of its own. */
+/* Histogram buckets, seconds: 0.5 ms to 10 s, then +Inf. */
+#define METRICS_BUCKETS	15
+
+struct metrics_histogram {
+	uint64_t	buckets[METRICS_BUCKETS];	/* not cumulative */
+	uint64_t	sum_us;
+	uint64_t	count;
+};
+
+/* One loop's counts for one service; cache lines of its own. */
 struct metrics_counts {
 	uint64_t	opened, closed;
 	uint64_t	handshakes[CONN_RESULTS];
@@ -27,6 +36,8 @@ struct metrics_counts {
 	uint64_t	closes[CONN_CLOSE_REASONS];
 	uint64_t	bytes_up, bytes_down;
 	uint64_t	refused[METRICS_REFUSALS];
+	struct metrics_histogram connect, handshake;	/* successful ones */
+	int64_t		upstream_not_after;	/* last verified; 0: none yet */
 } __attribute__((aligned(64)));
 
 struct metrics_service {
@@ -41,6 +52,12 @@ struct metrics_service {
  */
 #define METRIC_ADD(field, n) __atomic_store_n(&(field), \
 	__atomic_load_n(&(field), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+
+/* A successful set-up's times into c's histograms. */
+void	metrics_observe_setup(struct metrics_counts *c, double connect_ms,
+	    double handshake_ms);
+/* Main thread: a reload's outcome (start counts as a success, not a reload). */
+void	metrics_config_loaded(int ok, int is_reload);
 
 /* The counters of service name (shared by all loops); NULL: no memory. */
 struct metrics_service *metrics_service_get(const char *name);

@@ -544,6 +544,9 @@ dn_memo_get(struct tls_dn_memo *m, const gnutls_datum_t *der)
 			m->subject = (gnutls_datum_t){ NULL, 0 };
 		if (gnutls_x509_crt_get_issuer_dn3(crt, &m->issuer, 0) != 0)
 			m->issuer = (gnutls_datum_t){ NULL, 0 };
+		m->not_after = gnutls_x509_crt_get_expiration_time(crt);
+		if (m->not_after == (time_t)-1)
+			m->not_after = 0;
 	}
 	gnutls_x509_crt_deinit(crt);
 	if ((m->der.data = gnutls_malloc(der->size)) != NULL) {
@@ -551,6 +554,18 @@ dn_memo_get(struct tls_dn_memo *m, const gnutls_datum_t *der)
 		m->der.size = der->size;
 	}
 	return m;
+}
+
+time_t
+tls_peer_not_after(gnutls_session_t s, const struct tls_conn *tc)
+{
+	const gnutls_datum_t *certs;
+	unsigned int n = 0;
+
+	certs = gnutls_certificate_get_peers(s, &n);
+	if (n == 0 || tc->t == NULL)
+		return 0;
+	return dn_memo_get(&tc->t->peer_dn, &certs[0])->not_after;
 }
 
 /* Adds key= with a DN, or "-" for none (no certificate, or unreadable). */

@@ -30,6 +30,7 @@ struct tls_dn_memo {
 	gnutls_datum_t	der;
 	gnutls_datum_t	subject;	/* size 0 when it could not be read */
 	gnutls_datum_t	issuer;
+	time_t		not_after;	/* 0 when it could not be read */
 };
 
 /* What a service needs to start sessions; loaded once, shared by all. */
@@ -82,6 +83,11 @@ int	tls_service_init(struct tls_service *t, const struct service_config *sc,
 	    char *err, size_t errlen, int *errline);
 void	tls_service_deinit(struct tls_service *t);
 /* The client certificate's expiry, or 0 if none. */
+/*
+ * The notAfter of the certificate the upstream showed in s (0 if none: a
+ * resumed session shows none).
+ */
+time_t	tls_peer_not_after(gnutls_session_t s, const struct tls_conn *tc);
 time_t	tls_service_cert_expiry(const struct tls_service *t, char *subject,
 	    size_t subjectlen);
 

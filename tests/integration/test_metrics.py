@@ -14,6 +14,7 @@ import pytest
 
 from harness.clients import exchange_ok, recv_closed, send_quiet, connect
 from harness.daemon import check_config
+from harness.tlsinfo import cert_not_after
 from harness.upstreams import echo_handler
 
 
@@ -46,8 +47,12 @@ def parse(text):
             m = SAMPLE.match(line)
             assert m, "not a sample line: %r" % line
             name, labels, value = m.groups()
-            assert name in helped and name in typed, "no HELP/TYPE for %s" % name
-            if typed[name] == "counter":
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if typed.get(base) == "histogram":
+                assert base in helped, "no HELP for %s" % base
+            else:
+                assert name in helped and name in typed, "no HELP/TYPE for %s" % name
+            if typed.get(name) == "counter":
                 assert name.endswith("_total"), name
             key = (name, tuple(sorted(re.findall(r'(\w+)="([^"]*)"', labels or ""))))
             assert key not in out, "sample twice: %s" % (key,)
@@ -57,6 +62,17 @@ def parse(text):
 
 def value(samples, name, **labels):
     return samples[(name, tuple(sorted(labels.items())))]
+
+
+def check_histogram(m, name, service, count):
+    """Buckets cumulative, ending in +Inf == _count == count; a sum > 0."""
+    buckets = sorted(((float(dict(k[1])["le"]), v) for k, v in m.items()
+                      if k[0] == name + "_bucket" and dict(k[1])["service"] == service))
+    assert len(buckets) == 15 and buckets[0][0] == 0.0005 and buckets[-1][0] == float("inf")
+    values = [v for _, v in buckets]
+    assert values == sorted(values), values
+    assert values[-1] == count == value(m, name + "_count", service=service), (values, count)
+    assert (value(m, name + "_sum", service=service) > 0) == (count > 0)
 
 
 def _mix(fwd, good, bad, denied):
@@ -80,7 +96,7 @@ def _wait_closed(fwd, n):
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_counters_are_exact_with_one_and_two_loops_and_across_a_reload(
-        workers, ssl_upstream, service, start_tlsfwd):
+        workers, pki, ssl_upstream, service, start_tlsfwd):
     good = ssl_upstream(echo_handler)
     bad = ssl_upstream(echo_handler, cert="wrong")
     fwd = start_tlsfwd({"good": service(good.port), "bad": service(bad.port),
@@ -107,6 +123,13 @@ def test_counters_are_exact_with_one_and_two_loops_and_across_a_reload(
                  gnutls=fwd.find("start")[0]["gnutls"]) == 1
     assert value(m, "process_open_fds") > 3 and value(m, "process_max_fds") > 100
     assert value(m, "process_resident_memory_bytes") > 1 << 20
+    check_histogram(m, "tlsfwd_handshake_duration_seconds", "good", 5)
+    check_histogram(m, "tlsfwd_connect_duration_seconds", "good", 5)
+    check_histogram(m, "tlsfwd_handshake_duration_seconds", "bad", 0)
+    assert value(m, "tlsfwd_upstream_cert_not_after_timestamp_seconds", service="good") == \
+        cert_not_after(pki["server"]).timestamp()
+    assert value(m, "tlsfwd_config_reloads_total", result="ok") == 0
+    assert abs(value(m, "tlsfwd_config_last_reload_success_timestamp_seconds") - time.time()) < 60
     # a service that survives a reload keeps its counts
     _, rec = fwd.reload()
     assert rec["result"] == "ok", rec
@@ -115,6 +138,8 @@ def test_counters_are_exact_with_one_and_two_loops_and_across_a_reload(
     m = parse(scrape(fwd)[2])
     assert value(m, "tlsfwd_connections_total", service="good") == 7
     assert value(m, "tlsfwd_handshakes_total", service="good", result="ok") == 7
+    check_histogram(m, "tlsfwd_handshake_duration_seconds", "good", 7)
+    assert value(m, "tlsfwd_config_reloads_total", result="ok") == 1
 
 
 def test_only_get_metrics_is_served(ssl_upstream, service, start_tlsfwd):
@@ -173,4 +198,16 @@ def test_metrics_listen_change_needs_a_restart(ssl_upstream, service, start_tlsf
     fwd.write_config({"svc": service(up.port)}, {"metrics_listen": "127.0.0.2:0"})
     _, rec = fwd.reload()
     assert rec["result"] == "fail", rec
-    assert scrape(fwd)[0] == 200
+    status, _, body = scrape(fwd)
+    assert status == 200
+    assert value(parse(body), "tlsfwd_config_reloads_total", result="fail") == 1
+
+
+def test_client_certificate_expiry_is_a_metric(pki, ssl_upstream, service, start_tlsfwd):
+    up = ssl_upstream(echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port, cert_file=pki["client"],
+                                       key_file=pki["client_key"])},
+                       {"metrics_listen": "127.0.0.1:0"})
+    m = parse(scrape(fwd)[2])
+    assert value(m, "tlsfwd_client_cert_not_after_timestamp_seconds", service="svc") == \
+        cert_not_after(pki["client"]).timestamp()
