@@ -80,6 +80,7 @@ def _mix(fwd, good, bad, denied):
         exchange_ok(fwd, "good")
     for _ in range(bad):
         s = connect(fwd.ports["bad"])
+        fwd.client_service[(s.getsockname()[:2], s.getpeername()[:2])] = "bad"
         send_quiet(s, b"x")
         recv_closed(s)
         fwd.conn_of(s)
