@@ -397,8 +397,8 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	/* Counted before the line: a scrape after it includes this close. */
 	METRIC_ADD(c->svc->counts->closed, 1);
 	METRIC_ADD(c->svc->counts->closes[reason], 1);
-	METRIC_ADD(c->svc->counts->bytes_up, c->relay.bytes_up);
-	METRIC_ADD(c->svc->counts->bytes_down, c->relay.bytes_down);
+	METRIC_ADD(c->svc->counts->bytes[0], c->relay.bytes_up);
+	METRIC_ADD(c->svc->counts->bytes[1], c->relay.bytes_down);
 	conn_log_close(c, reason);
 
 	if (c->tls != NULL)

@@ -196,20 +196,55 @@ current(const struct server *srv, const struct metrics_service **out,
 	return n;
 }
 
+/* A family of one sample per service: field (at offset) summed. */
+static void
+render_plain(const struct server *srv, struct metrics_text *t,
+    const struct metrics_service *const *ms, size_t n, const char *name,
+    size_t offset)
+{
+	for (size_t i = 0; i < n; i++)
+		text_add(t, "%s{service=\"%s\"} %llu\n", name, ms[i]->name,
+		    (unsigned long long)sum_over_loops(srv, ms[i], offset));
+}
+
+/* One sample per service and value of label: element k of the array. */
+static void
+render_labelled(const struct server *srv, struct metrics_text *t,
+    const struct metrics_service *const *ms, size_t n, const char *name,
+    const char *label, const char *const *values, size_t nvalues,
+    size_t offset)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t k = 0; k < nvalues; k++)
+			text_add(t, "%s{service=\"%s\",%s=\"%s\"} %llu\n",
+			    name, ms[i]->name, label, values[k],
+			    (unsigned long long)sum_over_loops(srv, ms[i],
+			    offset + k * sizeof(uint64_t)));
+}
+
+#define OFF(field)	offsetof(struct metrics_counts, field)
+
 static void
 render_services(const struct server *srv, struct metrics_text *t)
 {
-	static const char *const refusal_names[METRICS_REFUSALS] = {
+	static const char *const refusals[METRICS_REFUSALS] = {
 		"denied", "max_connections", "global_max_connections",
 	};
-	const struct metrics_service *ms[256];
+	static const char *const directions[2] = { "up", "down" };
+	const char *results[CONN_RESULTS], *stages[CONN_STAGES];
+	const char *reasons[CONN_CLOSE_REASONS];
+	const struct metrics_service *ms[256] = { NULL };
 	size_t n = current(srv, ms, sizeof(ms) / sizeof(ms[0]));
 
+	for (int r = 0; r < CONN_RESULTS; r++)
+		results[r] = conn_result_name((enum conn_result)r);
+	for (int s = 0; s < CONN_STAGES; s++)
+		stages[s] = conn_stage_name((enum conn_stage)s);
+	for (int r = 0; r < CONN_CLOSE_REASONS; r++)
+		reasons[r] = conn_close_reason_name((enum conn_close_reason)r);
 	family(t, "tlsfwd_connections_total", "counter",
 	    "Client connections accepted.");
-	for (size_t i = 0; i < n; i++)
-		text_add(t, "tlsfwd_connections_total{service=\"%s\"} %llu\n",
-		    ms[i]->name, (unsigned long long)SUM(ms[i], opened));
+	render_plain(srv, t, ms, n, "tlsfwd_connections_total", OFF(opened));
 	family(t, "tlsfwd_connections_active", "gauge",
 	    "Client connections open now.");
 	for (size_t i = 0; i < n; i++)
@@ -219,52 +254,28 @@ render_services(const struct server *srv, struct metrics_text *t)
 	family(t, "tlsfwd_handshakes_total", "counter",
 	    "Upstream handshakes by outcome: ok, alert (named in the log) or "
 	    "fail.");
-	for (size_t i = 0; i < n; i++)
-		for (int r = 0; r < CONN_RESULTS; r++)
-			text_add(t, "tlsfwd_handshakes_total{service=\"%s\","
-			    "result=\"%s\"} %llu\n", ms[i]->name,
-			    conn_result_name((enum conn_result)r),
-			    (unsigned long long)SUM(ms[i], handshakes[r]));
+	render_labelled(srv, t, ms, n, "tlsfwd_handshakes_total", "result",
+	    results, CONN_RESULTS, OFF(handshakes));
 	family(t, "tlsfwd_handshake_failures_total", "counter",
 	    "Failed connection set-ups by the stage that failed.");
-	for (size_t i = 0; i < n; i++)
-		for (int s = 0; s < CONN_STAGES; s++)
-			text_add(t, "tlsfwd_handshake_failures_total{service="
-			    "\"%s\",stage=\"%s\"} %llu\n", ms[i]->name,
-			    conn_stage_name((enum conn_stage)s),
-			    (unsigned long long)SUM(ms[i], failures[s]));
+	render_labelled(srv, t, ms, n, "tlsfwd_handshake_failures_total",
+	    "stage", stages, CONN_STAGES, OFF(failures));
 	family(t, "tlsfwd_sessions_resumed_total", "counter",
 	    "Handshakes that resumed a cached session.");
-	for (size_t i = 0; i < n; i++)
-		text_add(t, "tlsfwd_sessions_resumed_total{service=\"%s\"} "
-		    "%llu\n", ms[i]->name,
-		    (unsigned long long)SUM(ms[i], resumed));
+	render_plain(srv, t, ms, n, "tlsfwd_sessions_resumed_total",
+	    OFF(resumed));
 	family(t, "tlsfwd_bytes_total", "counter",
 	    "Bytes relayed: up (client to upstream) and down.");
-	for (size_t i = 0; i < n; i++) {
-		text_add(t, "tlsfwd_bytes_total{service=\"%s\",direction="
-		    "\"up\"} %llu\n", ms[i]->name,
-		    (unsigned long long)SUM(ms[i], bytes_up));
-		text_add(t, "tlsfwd_bytes_total{service=\"%s\",direction="
-		    "\"down\"} %llu\n", ms[i]->name,
-		    (unsigned long long)SUM(ms[i], bytes_down));
-	}
+	render_labelled(srv, t, ms, n, "tlsfwd_bytes_total", "direction",
+	    directions, 2, OFF(bytes));
 	family(t, "tlsfwd_refused_total", "counter",
 	    "Clients closed at accept, by reason.");
-	for (size_t i = 0; i < n; i++)
-		for (int r = 0; r < METRICS_REFUSALS; r++)
-			text_add(t, "tlsfwd_refused_total{service=\"%s\","
-			    "reason=\"%s\"} %llu\n", ms[i]->name,
-			    refusal_names[r],
-			    (unsigned long long)SUM(ms[i], refused[r]));
+	render_labelled(srv, t, ms, n, "tlsfwd_refused_total", "reason",
+	    refusals, METRICS_REFUSALS, OFF(refused));
 	family(t, "tlsfwd_closes_total", "counter",
 	    "Closed connections by the close line's reason.");
-	for (size_t i = 0; i < n; i++)
-		for (int r = 0; r < CONN_CLOSE_REASONS; r++)
-			text_add(t, "tlsfwd_closes_total{service=\"%s\","
-			    "reason=\"%s\"} %llu\n", ms[i]->name,
-			    conn_close_reason_name((enum conn_close_reason)r),
-			    (unsigned long long)SUM(ms[i], closes[r]));
+	render_labelled(srv, t, ms, n, "tlsfwd_closes_total", "reason",
+	    reasons, CONN_CLOSE_REASONS, OFF(closes));
 }
 
 static void

@@ -34,7 +34,7 @@ struct metrics_counts {
 	uint64_t	failures[CONN_STAGES];
 	uint64_t	resumed;
 	uint64_t	closes[CONN_CLOSE_REASONS];
-	uint64_t	bytes_up, bytes_down;
+	uint64_t	bytes[2];	/* up (client to upstream), down */
 	uint64_t	refused[METRICS_REFUSALS];
 	struct metrics_histogram connect, handshake;	/* successful ones */
 	int64_t		upstream_not_after;	/* last verified; 0: none yet */
