@@ -27,15 +27,14 @@
 /* keys_seen is a uint64_t: a bit per row. */
 #define KEYS_MAX 64
 
-#define FIELD(obj, k, type) ((type *)(void *)((char *)(obj) + (k)->offset))
-
 struct enum_name {
 	const char	*name;
 	int		 value;
 };
 
-void
-config_key_line(struct parse_ctx *p, void *obj, const struct config_key *k)
+/* Records the line the key was given on, in its row's line field. */
+static void
+key_line(struct parse_ctx *p, void *obj, const struct config_key *k)
 {
 	if (k->line_offset >= 0)
 		*(int *)(void *)((char *)obj + k->line_offset) = p->line;
@@ -93,36 +92,30 @@ set_bool(struct parse_ctx *p, void *obj, const struct config_key *k,
 		*FIELD(obj, k, bool) = v != 0;
 }
 
-/* A file kept with its line; it must be readable (or, with arg, pkcs11:). */
-static void
-set_path(struct parse_ctx *p, void *obj, const struct config_key *k,
-    const char *value)
-{
-	char **out = FIELD(obj, k, char *);
-
-	config_key_line(p, obj, k);
-	free(*out);
-	*out = strdup(value);
-	if (*out == NULL)
-		config_error_here(p, "out of memory");
-	else if (k->arg != NULL && strncmp(value, "pkcs11:", 7) == 0)
-		return;
-	else if (access(value, R_OK) != 0)
-		config_error_here(p, "%s: cannot read '%s': %s", k->name, value,
-		    strerror(errno));
-}
-
-/* Text kept as given, with its line. */
+/* Text kept as given. */
 static void
 set_text(struct parse_ctx *p, void *obj, const struct config_key *k,
     const char *value)
 {
 	char **out = FIELD(obj, k, char *);
 
-	config_key_line(p, obj, k);
 	free(*out);
 	if ((*out = strdup(value)) == NULL)
 		config_error_here(p, "out of memory");
+}
+
+/* A file; it must be readable (or, with arg, a pkcs11: URI). */
+static void
+set_path(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	set_text(p, obj, k, value);
+	if (*FIELD(obj, k, char *) == NULL ||
+	    (k->arg != NULL && strncmp(value, "pkcs11:", 7) == 0))
+		return;
+	if (access(value, R_OK) != 0)
+		config_error_here(p, "%s: cannot read '%s': %s", k->name, value,
+		    strerror(errno));
 }
 
 /* One of the names in arg (an enum_name list), into an enum field. */
@@ -235,7 +228,6 @@ set_user(struct parse_ctx *p, void *obj, const struct config_key *k,
 	gid_t primary = 0;
 	unsigned int uid;
 
-	config_key_line(p, obj, k);
 	if (!lookup_id(p, k->name, value, false, sizeof(g->user), &uid,
 	    &primary))
 		return;
@@ -252,7 +244,6 @@ set_group(struct parse_ctx *p, void *obj, const struct config_key *k,
 	struct global_config *g = obj;
 	unsigned int gid;
 
-	config_key_line(p, obj, k);
 	if (!lookup_id(p, k->name, value, true, sizeof(g->group), &gid, NULL))
 		return;
 	snprintf(g->group, sizeof(g->group), "%s", value);
@@ -290,7 +281,7 @@ const struct config_key config_global_keys[] = {
 	    NULL, 0, IO_COLLECT_MAX_US, NULL, false },
 	{ "dns_servers", config_set_dns_servers, 0, -1, NULL,
 	    "those of /etc/resolv.conf", 0, 0, NULL, false },
-	{ "metrics_listen", config_set_metrics_listen, 0,
+	{ "metrics_listen", config_set_metrics_listen, G(metrics_listen),
 	    GL(metrics_listen_line), "off", NULL, 0, 0, NULL, false },
 	{ "metrics_allow", config_add_metrics_allow, 0, GL(metrics_allow_line),
 	    NULL, "none", 0, 0, NULL, true },
@@ -303,12 +294,11 @@ static void
 set_mode(struct parse_ctx *p, void *obj, const struct config_key *k,
     const char *value)
 {
-	struct service_config *sc = obj;
 	char err[PARSE_ERR_MAX];
 
-	config_key_line(p, obj, k);
-	if (parse_file_mode(value, &sc->unix_mode, err, sizeof(err)) != 0)
-		config_error_here(p, "mode: %s", err);
+	if (parse_file_mode(value, FIELD(obj, k, unsigned int), err,
+	    sizeof(err)) != 0)
+		config_error_here(p, "%s: %s", k->name, err);
 }
 
 /* owner / group of a unix socket: arg non-NULL for the group. */
@@ -319,7 +309,6 @@ set_socket_owner(struct parse_ctx *p, void *obj, const struct config_key *k,
 	struct service_config *sc = obj;
 	unsigned int id;
 
-	config_key_line(p, obj, k);
 	if (!lookup_id(p, k->name, value, k->arg != NULL, HOST_MAX, &id, NULL))
 		return;
 	if (k->arg != NULL)
@@ -358,7 +347,7 @@ _Static_assert(sizeof(enum log_format) == sizeof(int), "enum size");
 #define SL(field)	(int)offsetof(struct service_config, field)
 
 const struct config_key config_service_keys[] = {
-	{ "listen", config_set_listen, 0, SL(listen_line), NULL,
+	{ "listen", config_set_listen, S(listen), SL(listen_line), NULL,
 	    "required", 0, 0, NULL, false },
 	{ "upstream", config_add_upstreams, 0, SL(upstream_line), NULL,
 	    "required", 0, 0, NULL, true },
@@ -411,8 +400,8 @@ const struct config_key config_service_keys[] = {
 	    NULL, true },
 	{ "max_connections", set_count, S(max_connections), -1, NULL, "none",
 	    1, CONNECTIONS_MAX, NULL, false },
-	{ "mode", set_mode, 0, SL(unix_perms_line), "0660", NULL, 0, 0, NULL,
-	    false },
+	{ "mode", set_mode, S(unix_mode), SL(unix_perms_line), "0660", NULL,
+	    0, 0, NULL, false },
 	{ "owner", set_socket_owner, 0, SL(unix_perms_line), NULL,
 	    "tlsfwd's user", 0, 0, NULL, false },
 	{ "group", set_socket_owner, 0, SL(unix_perms_line), NULL,
@@ -476,6 +465,7 @@ config_key_apply(struct parse_ctx *p, const struct config_key *table,
 		return;
 	}
 	*seen |= bit;
+	key_line(p, obj, k);
 	k->set(p, obj, k, value);
 }
 

@@ -1,7 +1,8 @@
 /*
  * config_priv.h - what config.c (the file, its sections and cross-key
- * rules) and config_keys.c (each key's row and setter) share. No other file
- * includes it.
+ * rules), config_keys.c (each key's row and the generic setters) and
+ * config_values.c (the setters of keys with a syntax of their own) share.
+ * No other file includes it.
  */
 #ifndef TLSFWD_CONFIG_PRIV_H
 #define TLSFWD_CONFIG_PRIV_H
@@ -9,6 +10,9 @@
 #include <stdbool.h>
 
 #include "config.h"
+
+/* The field of obj that row k's offset names. */
+#define FIELD(obj, k, type) ((type *)(void *)((char *)(obj) + (k)->offset))
 
 /* State of one parse: where we are, and what we have built so far. */
 struct parse_ctx {
@@ -45,10 +49,6 @@ void	config_keys_defaults(struct parse_ctx *p,
 /* Whether key name of table was given (seen: the section's bits). */
 bool	config_key_seen(const struct config_key *table, uint64_t seen,
 	    const char *name);
-
-/* Records the line key k was given on (its row's line_offset). */
-void	config_key_line(struct parse_ctx *p, void *obj,
-	    const struct config_key *k);
 
 /* config_values.c: keys whose values have a syntax of their own. */
 config_key_set	config_set_dns_servers, config_set_listen,

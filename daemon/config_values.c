@@ -17,6 +17,25 @@
 #include "config_priv.h"
 
 /*
+ * The next item of the comma-separated list at *s, without the spaces
+ * around it: its start, and its length in *len. *s moves past the item's
+ * comma, or to NULL after the last item.
+ */
+static const char *
+list_next(const char **s, size_t *len)
+{
+	const char *item = *s, *end = strchr(item, ',');
+
+	*len = end != NULL ? (size_t)(end - item) : strlen(item);
+	*s = end != NULL ? end + 1 : NULL;
+	while (*len > 0 && isspace((unsigned char)*item))
+		item++, (*len)--;
+	while (*len > 0 && isspace((unsigned char)item[*len - 1]))
+		(*len)--;
+	return item;
+}
+
+/*
  * "10.0.0.53, [fd00::53]:5353": addresses (not names: they would need a
  * resolver) with optional ports, kept as c-ares's list "ADDR:PORT,...".
  */
@@ -33,37 +52,31 @@ config_set_dns_servers(struct parse_ctx *p, void *obj,
 
 	list[0] = '\0';
 	do {
-		const char *end = strchr(s, ',');
-		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
-		bool ok;
+		size_t len;
+		const char *at = list_next(&s, &len);
+		bool ok = len > 0 && len < HOST_MAX;
 
-		while (len > 0 && isspace((unsigned char)*s))
-			s++, len--;
-		while (len > 0 && isspace((unsigned char)s[len - 1]))
-			len--;
-		ok = len > 0 && len < HOST_MAX;
 		if (ok) {
-			memcpy(item, s, len);
+			memcpy(item, at, len);
 			item[len] = '\0';
 			/* A bare address takes port 53. */
 			if (inet_pton(AF_INET6, item, addr) == 1)
 				snprintf(item, sizeof(item), "[%.*s]:53",
-				    (int)len, s);
+				    (int)len, at);
 			else if (inet_pton(AF_INET, item, addr) == 1)
 				snprintf(item, sizeof(item), "%.*s:53",
-				    (int)len, s);
+				    (int)len, at);
 			ok = parse_host_port(item, &hp, 0, err,
 			    sizeof(err)) == 0 && hp.is_ip_literal;
 		}
 		if (!ok || used + strlen(item) + 2 > sizeof(list)) {
 			config_error_here(p, "%s: '%.*s' is not an IP address "
 			    "with an optional port (e.g. 10.0.0.53, "
-			    "[fd00::53]:5353)", k->name, (int)len, s);
+			    "[fd00::53]:5353)", k->name, (int)len, at);
 			return;
 		}
 		used += (size_t)snprintf(list + used, sizeof(list) - used,
 		    "%s%s", used > 0 ? "," : "", item);
-		s = end != NULL ? end + 1 : NULL;
 	} while (s != NULL);
 	free(g->dns_servers);
 	if ((g->dns_servers = strdup(list)) == NULL)
@@ -74,12 +87,11 @@ void
 config_set_listen(struct parse_ctx *p, void *obj, const struct config_key *k,
     const char *value)
 {
-	struct service_config *sc = obj;
 	char err[PARSE_ERR_MAX];
 
-	config_key_line(p, obj, k);
-	if (parse_listen_addr(value, &sc->listen, err, sizeof(err)) != 0)
-		config_error_here(p, "listen: %s", err);
+	if (parse_listen_addr(value, FIELD(obj, k, struct listen_addr), err,
+	    sizeof(err)) != 0)
+		config_error_here(p, "%s: %s", k->name, err);
 }
 
 /* "db-a.example:5433, db-b.example:5433": appended (repeatable key). */
@@ -91,40 +103,34 @@ config_add_upstreams(struct parse_ctx *p, void *obj, const struct config_key *k,
 	char err[PARSE_ERR_MAX], item[HOST_MAX + 16];
 	const char *s = value;
 
-	config_key_line(p, obj, k);
 	do {
-		const char *end = strchr(s, ',');
-		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+		size_t len;
+		const char *at = list_next(&s, &len);
 		struct upstream_target *t = &sc->upstreams[sc->nupstreams];
 
-		while (len > 0 && isspace((unsigned char)*s))
-			s++, len--;
-		while (len > 0 && isspace((unsigned char)s[len - 1]))
-			len--;
 		if (len >= sizeof(item))
 			len = sizeof(item) - 1;
-		memcpy(item, s, len);
+		memcpy(item, at, len);
 		item[len] = '\0';
 		if (sc->nupstreams == UPSTREAMS_MAX) {
-			config_error_here(p, "upstream: at most %d upstreams",
-			    UPSTREAMS_MAX);
+			config_error_here(p, "%s: at most %d upstreams",
+			    k->name, UPSTREAMS_MAX);
 			return;
 		}
 		if (parse_host_port(item, &t->hp, 0, err, sizeof(err)) != 0) {
-			config_error_here(p, "upstream: %s", err);
+			config_error_here(p, "%s: %s", k->name, err);
 			return;
 		}
 		for (size_t i = 0; i < sc->nupstreams; i++) {
 			if (sc->upstreams[i].hp.port == t->hp.port &&
 			    strcasecmp(sc->upstreams[i].hp.host,
 			    t->hp.host) == 0) {
-				config_error_here(p, "upstream: '%s' is listed "
-				    "twice", item);
+				config_error_here(p, "%s: '%s' is listed "
+				    "twice", k->name, item);
 				return;
 			}
 		}
 		sc->nupstreams++;
-		s = end != NULL ? end + 1 : NULL;
 	} while (s != NULL);
 }
 
@@ -175,16 +181,15 @@ config_add_pin(struct parse_ctx *p, void *obj, const struct config_key *k,
 	gnutls_datum_t in = { (unsigned char *)(uintptr_t)value,
 	    (unsigned int)strlen(value) }, out = { NULL, 0 };
 
-	config_key_line(p, obj, k);
 	if (strncmp(value, "sha256/", 7) == 0)
 		in.data += 7, in.size -= 7;
 	if (sc->npins == PINS_MAX) {
-		config_error_here(p, "pin_sha256: at most %d pins", PINS_MAX);
+		config_error_here(p, "%s: at most %d pins", k->name, PINS_MAX);
 		return;
 	}
 	if (gnutls_base64_decode2(&in, &out) < 0 || out.size != 32) {
-		config_error_here(p, "pin_sha256: '%s' is not the base64 of a "
-		    "SHA-256 digest (44 characters)", value);
+		config_error_here(p, "%s: '%s' is not the base64 of a SHA-256 "
+		    "digest (44 characters)", k->name, value);
 		gnutls_free(out.data);
 		return;
 	}
@@ -203,13 +208,9 @@ config_set_alpn(struct parse_ctx *p, void *obj, const struct config_key *k,
 	(void)k;
 	sc->nalpn = 0;
 	while (*s != '\0') {
-		const char *end = strchr(s, ',');
-		size_t n = end != NULL ? (size_t)(end - s) : strlen(s);
+		size_t n;
+		const char *at = list_next(&s, &n);
 
-		while (n > 0 && isspace((unsigned char)*s))
-			s++, n--;
-		while (n > 0 && isspace((unsigned char)s[n - 1]))
-			n--;
 		if (n == 0 || n > 255 || sc->nalpn == ALPN_MAX) {
 			config_error_here(p, "alpn: expected up to %d "
 			    "comma-separated protocol names of 1-255 bytes, "
@@ -217,11 +218,10 @@ config_set_alpn(struct parse_ctx *p, void *obj, const struct config_key *k,
 			sc->nalpn = 0;
 			return;
 		}
-		memcpy(sc->alpn[sc->nalpn], s, n);
+		memcpy(sc->alpn[sc->nalpn], at, n);
 		sc->alpn[sc->nalpn++][n] = '\0';
-		if (end == NULL)
+		if (s == NULL)
 			break;
-		s = end + 1;
 		if (*s == '\0') {
 			config_error_here(p, "alpn: trailing comma in '%s'",
 			    value);
@@ -239,21 +239,17 @@ add_cidrs(struct parse_ctx *p, const char *name, const char *value,
 	const char *s = value;
 
 	do {
-		const char *end = strchr(s, ',');
-		size_t len = end != NULL ? (size_t)(end - s) : strlen(s);
+		size_t len;
+		const char *at = list_next(&s, &len);
 		struct cidr *grown;
 
-		while (len > 0 && isspace((unsigned char)*s))
-			s++, len--;
-		while (len > 0 && isspace((unsigned char)s[len - 1]))
-			len--;
 		if (len == 0 || len >= sizeof(item)) {
 			config_error_here(p, "%s: expected comma-separated "
 			    "addresses or blocks (e.g. 10.0.0.0/8, ::1), got "
 			    "'%s'", name, value);
 			return;
 		}
-		memcpy(item, s, len);
+		memcpy(item, at, len);
 		item[len] = '\0';
 		if (*n + other >= CIDRS_MAX) {
 			config_error_here(p, "%s: more than %d entries in "
@@ -271,7 +267,6 @@ add_cidrs(struct parse_ctx *p, const char *name, const char *value,
 			return;
 		}
 		(*n)++;
-		s = end != NULL ? end + 1 : NULL;
 	} while (s != NULL);
 }
 
@@ -281,7 +276,6 @@ config_add_allow(struct parse_ctx *p, void *obj, const struct config_key *k,
 {
 	struct service_config *sc = obj;
 
-	config_key_line(p, obj, k);
 	add_cidrs(p, k->name, value, &sc->allow, &sc->nallow, sc->ndeny);
 	for (size_t i = 0; i < sc->nallow; i++)
 		if (sc->allow[i].prefix == 0)
@@ -294,7 +288,6 @@ config_add_deny(struct parse_ctx *p, void *obj, const struct config_key *k,
 {
 	struct service_config *sc = obj;
 
-	config_key_line(p, obj, k);
 	add_cidrs(p, k->name, value, &sc->deny, &sc->ndeny, sc->nallow);
 }
 
@@ -304,13 +297,10 @@ config_set_metrics_listen(struct parse_ctx *p, void *obj,
     const struct config_key *k, const char *value)
 {
 	struct global_config *g = obj;
-	char err[PARSE_ERR_MAX];
 
-	config_key_line(p, obj, k);
 	g->metrics_on = strcmp(value, "off") != 0;
-	if (g->metrics_on && parse_listen_addr(value, &g->metrics_listen, err,
-	    sizeof(err)) != 0)
-		config_error_here(p, "metrics_listen: %s", err);
+	if (g->metrics_on)
+		config_set_listen(p, obj, k, value);
 }
 
 void
@@ -319,6 +309,5 @@ config_add_metrics_allow(struct parse_ctx *p, void *obj,
 {
 	struct global_config *g = obj;
 
-	config_key_line(p, obj, k);
 	add_cidrs(p, k->name, value, &g->metrics_allow, &g->nmetrics_allow, 0);
 }
