@@ -139,10 +139,21 @@ roff_text(const char *roff, size_t n)
 	return out;
 }
 
+/*
+ * Whether hay holds needle as a whole (case aside): "15s" or "5sec" does
+ * not hold the default "5s".
+ */
 static bool
 contains(const char *hay, const char *needle)
 {
-	return strcasestr(hay, needle) != NULL;
+	size_t n = strlen(needle);
+
+	for (const char *at = hay; (at = strcasestr(at, needle)) != NULL;
+	    at++)
+		if ((at == hay || !isalnum((unsigned char)at[-1])) &&
+		    !isalnum((unsigned char)at[n]))
+			return true;
+	return false;
 }
 
 /* README: the row of key in one of the key tables; its default column. */
