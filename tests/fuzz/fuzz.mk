@@ -120,7 +120,8 @@ FUZZ_COV_FLAGS	:= -fprofile-instr-generate -fcoverage-mapping
 FUZZ_COV_OBJS	:= $(filter-out $(FUZZ_COV)/obj/main.o,\
 		   $(SRCS:daemon/%.c=$(FUZZ_COV)/obj/%.o))
 # What each target is for (the others link in, unused).
-FUZZ_COV_SRCS_config := daemon/config.c daemon/parse.c
+FUZZ_COV_SRCS_config := daemon/config.c daemon/config_keys.c \
+			daemon/config_values.c daemon/parse.c
 FUZZ_COV_SRCS_parse  := daemon/parse.c
 FUZZ_COV_SRCS_log    := daemon/log.c
 

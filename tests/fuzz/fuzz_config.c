@@ -1,6 +1,6 @@
 /*
  * fuzz_config.c - libFuzzer target for the configuration loader: inih and
- * every validation rule of daemon/config.c.
+ * every validation rule of daemon/config*.c.
  *
  * The input is the file's text. It is loaded the two ways tlsfwd does:
  * config_read() + config_load_string() (start-up, reload, each worker) and
@@ -91,7 +91,7 @@ static void
 check_sections(const struct config *cfg, const char *text)
 {
 	static struct ini_seen s;
-	const struct service_config *svc;
+	const struct service_config *sc;
 	int i;
 
 	s.n = 0;
@@ -100,15 +100,15 @@ check_sections(const struct config *cfg, const char *text)
 	for (i = 0; i < s.n; i++) {
 		if (strcmp(s.names[i], "global") == 0)
 			continue;
-		for (svc = cfg->services; svc != NULL; svc = svc->next)
-			if (strncmp(svc->name, s.names[i],
+		for (sc = cfg->services; sc != NULL; sc = sc->next)
+			if (strncmp(sc->name, s.names[i],
 			    INIH_SECTION_MAX) == 0)
 				break;
-		FUZZ_CHECK(svc != NULL);
+		FUZZ_CHECK(sc != NULL);
 	}
-	for (svc = cfg->services; svc != NULL; svc = svc->next) {
+	for (sc = cfg->services; sc != NULL; sc = sc->next) {
 		for (i = 0; i < s.n; i++)
-			if (strncmp(svc->name, s.names[i],
+			if (strncmp(sc->name, s.names[i],
 			    INIH_SECTION_MAX) == 0)
 				break;
 		FUZZ_CHECK(i < s.n);
@@ -118,11 +118,11 @@ check_sections(const struct config *cfg, const char *text)
 		if (strlen(s.listen_section[i]) >= INIH_SECTION_MAX ||
 		    strcmp(s.listen_section[i], "global") == 0)
 			continue;
-		for (svc = cfg->services; svc != NULL; svc = svc->next)
-			if (strcmp(svc->name, s.listen_section[i]) == 0)
+		for (sc = cfg->services; sc != NULL; sc = sc->next)
+			if (strcmp(sc->name, s.listen_section[i]) == 0)
 				break;
-		FUZZ_CHECK(svc != NULL);
-		FUZZ_CHECK(strcmp(svc->listen.text, s.listen[i]) == 0);
+		FUZZ_CHECK(sc != NULL);
+		FUZZ_CHECK(strcmp(sc->listen.text, s.listen[i]) == 0);
 	}
 }
 
@@ -167,7 +167,7 @@ check_errors(const struct config_errors *errs, int nlines)
 static void
 check_config(const struct config *cfg)
 {
-	const struct service_config *svc;
+	const struct service_config *sc;
 	size_t n = 0;
 
 	FUZZ_CHECK(cfg->services != NULL);
@@ -176,49 +176,54 @@ check_config(const struct config *cfg)
 	FUZZ_CHECK(cfg->global.shutdown_timeout_ms > 0);
 	FUZZ_CHECK(cfg->global.max_connections <= CONNECTIONS_MAX);
 	FUZZ_CHECK(cfg->global.group[0] == '\0' || cfg->global.user[0] != '\0');
-	for (svc = cfg->services; svc != NULL; svc = svc->next) {
-		size_t len = strnlen(svc->name, sizeof(svc->name));
+	for (sc = cfg->services; sc != NULL; sc = sc->next) {
+		size_t len = strnlen(sc->name, sizeof(sc->name));
 
 		n++;
 		FUZZ_CHECK(len >= 1 && len <= SERVICE_NAME_MAX);
-		FUZZ_CHECK(svc->listen.salen > 0);
-		FUZZ_CHECK(svc->listen.is_unix ==
-		    (svc->listen.sa.ss_family == AF_UNIX));
-		FUZZ_CHECK(svc->upstream.port != 0 &&
-		    svc->upstream.host[0] != '\0');
-		FUZZ_CHECK(strnlen(svc->sni, sizeof(svc->sni)) <= HOST_MAX);
-		FUZZ_CHECK(svc->verify_hostname[0] != '\0');
-		FUZZ_CHECK(svc->connect_timeout_ms > 0 &&
-		    svc->handshake_timeout_ms > 0 && svc->idle_timeout_ms > 0);
-		FUZZ_CHECK(svc->npins >= 0 && svc->npins <= PINS_MAX);
-		FUZZ_CHECK(svc->verify != VERIFY_PIN || svc->npins > 0);
-		FUZZ_CHECK(svc->nalpn >= 0 && svc->nalpn <= ALPN_MAX);
-		FUZZ_CHECK(!svc->alpn_required || svc->nalpn > 0);
-		for (int i = 0; i < svc->nalpn; i++) {
-			size_t alen = strnlen(svc->alpn[i], sizeof(svc->alpn[i]));
+		FUZZ_CHECK(sc->listen.salen > 0);
+		FUZZ_CHECK(sc->listen.is_unix ==
+		    (sc->listen.sa.ss_family == AF_UNIX));
+		FUZZ_CHECK(sc->nupstreams >= 1 &&
+		    sc->nupstreams <= UPSTREAMS_MAX);
+		for (size_t i = 0; i < sc->nupstreams; i++) {
+			const struct upstream_target *t = &sc->upstreams[i];
+
+			FUZZ_CHECK(t->hp.port != 0 && t->hp.host[0] != '\0');
+			FUZZ_CHECK(t->verify_hostname[0] != '\0');
+		}
+		FUZZ_CHECK(strnlen(sc->sni, sizeof(sc->sni)) <= HOST_MAX);
+		FUZZ_CHECK(sc->connect_timeout_ms > 0 &&
+		    sc->handshake_timeout_ms > 0 && sc->idle_timeout_ms > 0);
+		FUZZ_CHECK(sc->npins >= 0 && sc->npins <= PINS_MAX);
+		FUZZ_CHECK(sc->verify != VERIFY_PIN || sc->npins > 0);
+		FUZZ_CHECK(sc->nalpn >= 0 && sc->nalpn <= ALPN_MAX);
+		FUZZ_CHECK(!sc->alpn_required || sc->nalpn > 0);
+		for (int i = 0; i < sc->nalpn; i++) {
+			size_t alen = strnlen(sc->alpn[i], sizeof(sc->alpn[i]));
 
 			FUZZ_CHECK(alen >= 1 && alen <= 255);
 		}
-		FUZZ_CHECK(svc->nallow + svc->ndeny <= CIDRS_MAX);
-		FUZZ_CHECK((svc->nallow == 0) == (svc->allow == NULL));
-		FUZZ_CHECK((svc->ndeny == 0) == (svc->deny == NULL));
-		FUZZ_CHECK(!svc->listen.is_unix ||
-		    (svc->nallow == 0 && svc->ndeny == 0));
-		FUZZ_CHECK(svc->listen.is_unix || svc->nallow > 0 ||
+		FUZZ_CHECK(sc->nallow + sc->ndeny <= CIDRS_MAX);
+		FUZZ_CHECK((sc->nallow == 0) == (sc->allow == NULL));
+		FUZZ_CHECK((sc->ndeny == 0) == (sc->deny == NULL));
+		FUZZ_CHECK(!sc->listen.is_unix ||
+		    (sc->nallow == 0 && sc->ndeny == 0));
+		FUZZ_CHECK(sc->listen.is_unix || sc->nallow > 0 ||
 		    sockaddr_is_loopback((const struct sockaddr *)
-		    &svc->listen.sa));
-		FUZZ_CHECK(svc->unix_mode <= 0777);
-		FUZZ_CHECK(svc->max_connections <= CONNECTIONS_MAX);
-		FUZZ_CHECK((svc->cert_file == NULL) == (svc->key_file == NULL));
-		FUZZ_CHECK(svc->key_password_file == NULL ||
-		    svc->key_file != NULL);
-		FUZZ_CHECK(svc->tls_min_version == TLS_VERSION_DEFAULT ||
-		    svc->tls_max_version == TLS_VERSION_DEFAULT ||
-		    svc->tls_min_version <= svc->tls_max_version);
-		for (const struct service_config *o = cfg->services; o != svc;
+		    &sc->listen.sa));
+		FUZZ_CHECK(sc->unix_mode <= 0777);
+		FUZZ_CHECK(sc->max_connections <= CONNECTIONS_MAX);
+		FUZZ_CHECK((sc->cert_file == NULL) == (sc->key_file == NULL));
+		FUZZ_CHECK(sc->key_password_file == NULL ||
+		    sc->key_file != NULL);
+		FUZZ_CHECK(sc->tls_min_version == TLS_VERSION_DEFAULT ||
+		    sc->tls_max_version == TLS_VERSION_DEFAULT ||
+		    sc->tls_min_version <= sc->tls_max_version);
+		for (const struct service_config *o = cfg->services; o != sc;
 		    o = o->next) {
-			FUZZ_CHECK(strcmp(o->name, svc->name) != 0);
-			FUZZ_CHECK(!listen_addr_same(&o->listen, &svc->listen));
+			FUZZ_CHECK(strcmp(o->name, sc->name) != 0);
+			FUZZ_CHECK(!listen_addr_same(&o->listen, &sc->listen));
 		}
 	}
 	FUZZ_CHECK(n == cfg->nservices);
