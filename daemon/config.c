@@ -1,8 +1,9 @@
 /*
  * config.c - the INI file as structs, with validation and FILE:LINE errors:
  * config_load(), config_read(), config_load_string(), config_free(), the
- * error list, and the rules between keys. Each key's own syntax and default
- * is its row in config_keys.c.
+ * error list (config_error_add(), config_error_here(), config_errors_print(),
+ * config_errors_free()), the sections, and the rules between keys. Each
+ * key's own syntax and default is its row in config_keys.c.
  */
 #include "config_priv.h"
 
@@ -10,13 +11,11 @@
 #include <errno.h>
 #include <grp.h>
 #include <ini.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 void
 config_error_add(struct config_errors *errs, const char *path, int line,
@@ -72,22 +71,6 @@ config_errors_free(struct config_errors *errs)
 	free(errs->msgs);
 	errs->msgs = NULL;
 	errs->n = 0;
-}
-
-const char *
-verify_mode_name(enum verify_mode mode)
-{
-	switch (mode) {
-	case VERIFY_FULL:
-		return "full";
-	case VERIFY_CHAIN:
-		return "chain";
-	case VERIFY_NONE:
-		return "none";
-	case VERIFY_PIN:
-		return "pin";
-	}
-	return "?";
 }
 
 static void
@@ -309,46 +292,6 @@ cfg_ini_handler(void *user, const char *section, const char *name,
 		break;	/* the section header was already reported */
 	}
 	return 1;
-}
-
-bool
-listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b)
-{
-	if (a->salen == 0 || b->salen == 0 || a->salen != b->salen ||
-	    a->sa.ss_family != b->sa.ss_family)
-		return false;	/* unparsable ones were reported already */
-	if (a->is_unix)
-		return strcmp(((const struct sockaddr_un *)&a->sa)->sun_path,
-		    ((const struct sockaddr_un *)&b->sa)->sun_path) == 0;
-	if (a->sa.ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const struct sockaddr_in *)&a->sa;
-		const struct sockaddr_in *y = (const struct sockaddr_in *)&b->sa;
-
-		return x->sin_port == y->sin_port &&
-		    x->sin_addr.s_addr == y->sin_addr.s_addr;
-	} else {
-		const struct sockaddr_in6 *x =
-		    (const struct sockaddr_in6 *)&a->sa;
-		const struct sockaddr_in6 *y =
-		    (const struct sockaddr_in6 *)&b->sa;
-
-		return x->sin6_port == y->sin6_port &&
-		    memcmp(&x->sin6_addr, &y->sin6_addr,
-		    sizeof(x->sin6_addr)) == 0;
-	}
-}
-
-bool
-listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
-{
-	/* Two services on port 0 get two different ephemeral ports. */
-	if (!a->is_unix && a->sa.ss_family == AF_INET &&
-	    ((const struct sockaddr_in *)&a->sa)->sin_port == 0)
-		return false;
-	if (!a->is_unix && a->sa.ss_family == AF_INET6 &&
-	    ((const struct sockaddr_in6 *)&a->sa)->sin6_port == 0)
-		return false;
-	return listen_addr_equal(a, b);
 }
 
 static bool

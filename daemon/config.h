@@ -192,11 +192,4 @@ extern const struct config_key config_service_keys[];
 /* Its documented default: default_doc, else default_value. */
 const char *config_key_default(const struct config_key *k);
 
-/* Whether a and b are the same configured address (port 0 included). */
-bool	listen_addr_equal(const struct listen_addr *a,
-	    const struct listen_addr *b);
-/* Whether a and b would bind the same socket (port 0 never does). */
-bool	listen_addr_same(const struct listen_addr *a,
-	    const struct listen_addr *b);
-
 #endif

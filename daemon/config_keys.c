@@ -2,7 +2,7 @@
  * config_keys.c - every configuration key as one row of a table, with its
  * setter and default: config_global_keys[], config_service_keys[],
  * config_key_apply(), config_keys_defaults(), config_key_seen(),
- * config_key_default().
+ * config_key_default(), verify_mode_name().
  *
  * As nginx's ngx_command_t: a row names the key, the setter that parses its
  * value, where the value (and the line it was given on) goes, and its
@@ -332,6 +332,15 @@ static const struct enum_name ocsp_modes[] = {
 	{ "off", OCSP_OFF }, { "try", OCSP_TRY }, { "require", OCSP_REQUIRE },
 	{ NULL, 0 },
 };
+
+const char *
+verify_mode_name(enum verify_mode mode)
+{
+	for (const struct enum_name *e = verify_modes; e->name != NULL; e++)
+		if (e->value == (int)mode)
+			return e->name;
+	return "?";
+}
 
 static const char pkcs11_ok[] = "pkcs11:";	/* set_path: allowed */
 static const bool socket_group = true;		/* set_socket_owner: a group */

@@ -1,4 +1,8 @@
-/* parse.c - parsers for config values: durations, host:port, listen addresses. */
+/*
+ * parse.c - parsers for config values: durations, host:port, listen
+ * addresses, address blocks, counts, modes; and the socket address helpers
+ * the listeners share (loopback test, formatting, listen address equality).
+ */
 #include "parse.h"
 
 #include <arpa/inet.h>
@@ -481,4 +485,44 @@ sockaddr_format(const struct sockaddr *sa, socklen_t len, char *buf,
 	default:
 		snprintf(buf, buflen, "-");
 	}
+}
+
+bool
+listen_addr_equal(const struct listen_addr *a, const struct listen_addr *b)
+{
+	if (a->salen == 0 || b->salen == 0 || a->salen != b->salen ||
+	    a->sa.ss_family != b->sa.ss_family)
+		return false;	/* unparsable ones were reported already */
+	if (a->is_unix)
+		return strcmp(((const struct sockaddr_un *)&a->sa)->sun_path,
+		    ((const struct sockaddr_un *)&b->sa)->sun_path) == 0;
+	if (a->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const struct sockaddr_in *)&a->sa;
+		const struct sockaddr_in *y = (const struct sockaddr_in *)&b->sa;
+
+		return x->sin_port == y->sin_port &&
+		    x->sin_addr.s_addr == y->sin_addr.s_addr;
+	} else {
+		const struct sockaddr_in6 *x =
+		    (const struct sockaddr_in6 *)&a->sa;
+		const struct sockaddr_in6 *y =
+		    (const struct sockaddr_in6 *)&b->sa;
+
+		return x->sin6_port == y->sin6_port &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr,
+		    sizeof(x->sin6_addr)) == 0;
+	}
+}
+
+bool
+listen_addr_same(const struct listen_addr *a, const struct listen_addr *b)
+{
+	/* Two services on port 0 get two different ephemeral ports. */
+	if (!a->is_unix && a->sa.ss_family == AF_INET &&
+	    ((const struct sockaddr_in *)&a->sa)->sin_port == 0)
+		return false;
+	if (!a->is_unix && a->sa.ss_family == AF_INET6 &&
+	    ((const struct sockaddr_in6 *)&a->sa)->sin6_port == 0)
+		return false;
+	return listen_addr_equal(a, b);
 }

@@ -2,6 +2,7 @@
 #ifndef TLSFWD_PARSE_H
 #define TLSFWD_PARSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -41,6 +42,12 @@ struct listen_addr {
 /* "IP:PORT", "[V6]:PORT", "localhost:PORT" or "unix:/abs/path". */
 int	parse_listen_addr(const char *s, struct listen_addr *la, char *err,
 	    size_t errlen);
+/* Whether a and b are the same configured address (port 0 included). */
+bool	listen_addr_equal(const struct listen_addr *a,
+	    const struct listen_addr *b);
+/* Whether a and b would bind the same socket (port 0 never does). */
+bool	listen_addr_same(const struct listen_addr *a,
+	    const struct listen_addr *b);
 
 /* "yes/no/true/false/on/off/1/0" */
 int	parse_bool(const char *s, int *out, char *err, size_t errlen);
