@@ -2,8 +2,10 @@
  * test_config_keys.c - walks the key tables (config_keys.c) and checks that
  * every key is documented, with the table's default, in the README's key
  * tables, the example configuration conf/tlsfwd.ini and the man page
- * conf/tlsfwd.ini.5, so that documentation cannot drift from the code. Run
- * from the repository root (make unit).
+ * conf/tlsfwd.ini.5, so that documentation cannot drift from the code; and
+ * that the daemon's man page daemon/tlsfwd.8, which names a few keys in
+ * passing, gives their defaults right. Run from the repository root (make
+ * unit).
  *
  * The example configuration's conventions: a key whose default is a value
  * shows that value ("connect_timeout = 5s", or commented out), or its
@@ -280,6 +282,43 @@ check_man(const char *section, const struct config_key *k)
 	free(text);
 }
 
+/*
+ * daemon/tlsfwd.8: a key named in passing, ".B key" (or ".B \%key"), with
+ * "(default X)" on the next line; X must hold the table's default. Returns
+ * how many it checked.
+ */
+static int
+check_daemon_man(const char *page, const struct config_key *table)
+{
+	int checked = 0;
+
+	for (const char *at = page; (at = strstr(at, "\n.B ")) != NULL; at++) {
+		const char *name = at + 4, *eol = strchr(name, '\n'), *close;
+		char *text;
+
+		if (strncmp(name, "\\%", 2) == 0)
+			name += 2;
+		if (eol == NULL || strncmp(eol + 1, "(default ", 9) != 0)
+			continue;
+		for (const struct config_key *k = table; k->name != NULL;
+		    k++) {
+			if (strlen(k->name) != (size_t)(eol - name) ||
+			    strncmp(name, k->name, strlen(k->name)) != 0)
+				continue;
+			close = strchr(eol + 10, ')');
+			assert_non_null(close);
+			text = strndup(eol + 10, (size_t)(close - eol - 10));
+			if (!contains(text, config_key_default(k)))
+				fail_msg("tlsfwd.8: '%s' default is '%s', the "
+				    "table says '%s'", k->name, text,
+				    config_key_default(k));
+			free(text);
+			checked++;
+		}
+	}
+	return checked;
+}
+
 static void
 check_table(const struct config_key *table, const char *readme,
     const char *example, const char *man)
@@ -320,12 +359,26 @@ test_service_keys_documented_with_their_defaults(void **state)
 	free(rt), free(it), free(mt), free(readme), free(ini), free(man);
 }
 
+static void
+test_daemon_man_page_defaults(void **state)
+{
+	char *page = slurp("daemon/tlsfwd.8");
+
+	(void)state;
+	if (check_daemon_man(page, config_global_keys) +
+	    check_daemon_man(page, config_service_keys) == 0)
+		fail_msg("tlsfwd.8: no key named with '(default ...)': has the "
+		    "page's format changed?");
+	free(page);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_global_keys_documented_with_their_defaults),
 		cmocka_unit_test(test_service_keys_documented_with_their_defaults),
+		cmocka_unit_test(test_daemon_man_page_defaults),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
