@@ -319,44 +319,47 @@ check_daemon_man(const char *page, const struct config_key *table)
 	return checked;
 }
 
+/*
+ * Every key of table in its part of each document: the README's table
+ * between readme_from and readme_to, the example's section between
+ * ini_from and ini_to (NULL: the end), the man page's section man_section.
+ */
 static void
-check_table(const struct config_key *table, const char *readme,
-    const char *example, const char *man)
+check_documents(const struct config_key *table, const char *readme_from,
+    const char *readme_to, const char *ini_from, const char *ini_to,
+    const char *man_section)
 {
+	char *readme = slurp("README.md"), *ini = slurp("conf/tlsfwd.ini");
+	char *man = slurp("conf/tlsfwd.ini.5");
+	char *rt = between(readme, readme_from, readme_to);
+	char *it = between(ini, ini_from, ini_to);
+	char *mt = between(man, man_section, "\n.SH ");
+
 	for (const struct config_key *k = table; k->name != NULL; k++) {
 		assert_non_null(config_key_default(k));
-		check_readme(readme, k);
-		check_example(example, k);
-		check_man(man, k);
+		check_readme(rt, k);
+		check_example(it, k);
+		check_man(mt, k);
 	}
+	free(rt), free(it), free(mt), free(readme), free(ini), free(man);
 }
 
 static void
 test_global_keys_documented_with_their_defaults(void **state)
 {
-	char *readme = slurp("README.md"), *ini = slurp("conf/tlsfwd.ini");
-	char *man = slurp("conf/tlsfwd.ini.5");
-	char *rt = between(readme, "### `[global]`", "### `[SERVICE]`");
-	char *it = between(ini, "\n[global]\n", "\n[example]\n");
-	char *mt = between(man, "\n.SH GLOBAL SECTION", "\n.SH ");
-
 	(void)state;
-	check_table(config_global_keys, rt, it, mt);
-	free(rt), free(it), free(mt), free(readme), free(ini), free(man);
+	check_documents(config_global_keys, "### `[global]`",
+	    "### `[SERVICE]`", "\n[global]\n", "\n[example]\n",
+	    "\n.SH GLOBAL SECTION");
 }
 
 static void
 test_service_keys_documented_with_their_defaults(void **state)
 {
-	char *readme = slurp("README.md"), *ini = slurp("conf/tlsfwd.ini");
-	char *man = slurp("conf/tlsfwd.ini.5");
-	char *rt = between(readme, "### `[SERVICE]`", "### TLS policy");
-	char *it = between(ini, "\n[example]\n", NULL);
-	char *mt = between(man, "\n.SH SERVICE SECTIONS", "\n.SH ");
-
 	(void)state;
-	check_table(config_service_keys, rt, it, mt);
-	free(rt), free(it), free(mt), free(readme), free(ini), free(man);
+	check_documents(config_service_keys, "### `[SERVICE]`",
+	    "### TLS policy", "\n[example]\n", NULL,
+	    "\n.SH SERVICE SECTIONS");
 }
 
 static void
