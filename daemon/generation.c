@@ -292,7 +292,8 @@ generation_commit(struct server *srv, struct generation *gen)
 		svc->takeover = NULL;
 		/* Each loop resolves on its own; the main loop logs. */
 		upstream_start(&svc->upstream, srv->loop, gen->resolver,
-		    previous_upstream(srv->gen, svc->sc), srv->is_worker);
+		    previous_upstream(srv->gen, svc->sc), srv->is_worker,
+		    &svc->metrics->health[srv->loop_index]);
 		if (!srv->is_worker) {	/* said once, not once per loop */
 			service_warn_key_perms(svc->sc, NULL, NULL);
 			service_warn_open_access(svc);

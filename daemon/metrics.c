@@ -1,7 +1,7 @@
 /*
  * metrics.c - the counters behind /metrics and their rendering:
- * metrics_service_get(), metrics_free_all(), metrics_render(),
- * metrics_text_free().
+ * metrics_service_get(), metrics_health_publish(), metrics_free_all(),
+ * metrics_render(), metrics_text_free().
  */
 #include "metrics.h"
 
@@ -79,11 +79,27 @@ metrics_service_get(const char *name)
 	if (m == NULL && (m = aligned_alloc(64, sizeof(*m))) != NULL) {
 		memset(m, 0, sizeof(*m));
 		snprintf(m->name, sizeof(m->name), "%s", name);
+		for (size_t i = 0; i < WORKERS_MAX + 1; i++)
+			pthread_mutex_init(&m->health[i].lock, NULL);
 		m->next = registry;
 		registry = m;
 	}
 	pthread_mutex_unlock(&registry_lock);
 	return m;
+}
+
+void
+metrics_health_publish(struct metrics_health *h, struct metrics_path *paths,
+    size_t n)
+{
+	struct metrics_path *old;
+
+	pthread_mutex_lock(&h->lock);
+	old = h->paths;
+	h->paths = paths;
+	h->n = n;
+	pthread_mutex_unlock(&h->lock);
+	free(old);
 }
 
 void
@@ -93,6 +109,10 @@ metrics_free_all(void)
 	while (registry != NULL) {
 		struct metrics_service *next = registry->next;
 
+		for (size_t i = 0; i < WORKERS_MAX + 1; i++) {
+			pthread_mutex_destroy(&registry->health[i].lock);
+			free(registry->health[i].paths);
+		}
 		free(registry);
 		registry = next;
 	}
@@ -371,6 +391,70 @@ render_timing_and_certs(const struct server *srv, struct metrics_text *t)
 	}
 }
 
+/*
+ * Appends what loop slot h publishes to *all (grown as needed): a path
+ * already there stays healthy only if this loop finds it healthy too.
+ */
+static int
+health_merge(struct metrics_health *h, struct metrics_path **all, size_t *n)
+{
+	struct metrics_path *grown;
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	for (size_t i = 0; i < h->n && rc == 0; i++) {
+		const struct metrics_path *p = &h->paths[i];
+		size_t k = 0;
+
+		while (k < *n && (strcmp((*all)[k].upstream, p->upstream) != 0
+		    || strcmp((*all)[k].address, p->address) != 0))
+			k++;
+		if (k < *n) {
+			(*all)[k].healthy = (*all)[k].healthy && p->healthy;
+			continue;
+		}
+		if ((grown = realloc(*all, (*n + 1) * sizeof(**all))) == NULL) {
+			rc = -1;
+			break;
+		}
+		*all = grown;
+		(*all)[(*n)++] = *p;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+/*
+ * tlsfwd_upstream_healthy: each path any loop knows (its upstream entry's
+ * current addresses), 0 if a loop has it marked down.
+ */
+static void
+render_health(const struct server *srv, struct metrics_text *t)
+{
+	family(t, "tlsfwd_upstream_healthy", "gauge",
+	    "1 if the path (an upstream's address) is healthy, 0 while an "
+	    "event loop has it marked down after a failed connection.");
+	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices; i++) {
+		struct metrics_service *m = srv->gen->services[i].metrics;
+		struct metrics_path *all = NULL;
+		size_t nall = 0;
+
+		if (m == NULL)
+			continue;
+
+		for (size_t g = 0; g < srv->ngroup; g++)
+			if (health_merge(&m->health[srv->group[g]->loop_index],
+			    &all, &nall) != 0)
+				t->oom = 1;
+		for (size_t k = 0; k < nall; k++)
+			text_add(t, "tlsfwd_upstream_healthy{service=\"%s\","
+			    "upstream=\"%s\",address=\"%s\"} %d\n", m->name,
+			    all[k].upstream, all[k].address,
+			    all[k].healthy ? 1 : 0);
+		free(all);
+	}
+}
+
 /* /proc/self/stat fields 14, 15 (CPU ticks), 22 (start), 24 (RSS pages). */
 static void
 render_process(struct metrics_text *t)
@@ -435,6 +519,7 @@ metrics_render(const struct server *srv, struct metrics_text *out)
 {
 	render_services(srv, out);
 	render_timing_and_certs(srv, out);
+	render_health(srv, out);
 	family(out, "tlsfwd_config_reloads_total", "counter",
 	    "Configuration reloads (SIGHUP) by result.");
 	text_add(out, "tlsfwd_config_reloads_total{result=\"ok\"} %llu\n"

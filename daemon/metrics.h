@@ -7,6 +7,8 @@
 #ifndef TLSFWD_METRICS_H
 #define TLSFWD_METRICS_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,10 +42,29 @@ struct metrics_counts {
 	int64_t		upstream_not_after;	/* last verified; 0: none yet */
 } __attribute__((aligned(64)));
 
+/* One path (an upstream entry's address) as one loop's connections found it. */
+struct metrics_path {
+	char	upstream[HOST_MAX + 8];		/* host:port as configured */
+	char	address[SOCKADDR_TEXT_MAX];
+	bool	healthy;
+};
+
+/*
+ * One loop's view of one service's paths for tlsfwd_upstream_healthy: the
+ * loop republishes it whole when an address set or a path's health
+ * changes (rare: never per connection), a scrape reads it; both under lock.
+ */
+struct metrics_health {
+	pthread_mutex_t		 lock;
+	struct metrics_path	*paths;
+	size_t			 n;
+};
+
 struct metrics_service {
 	struct metrics_service	*next;
 	char			 name[SERVICE_NAME_MAX + 1];
 	struct metrics_counts	 loops[WORKERS_MAX + 1];
+	struct metrics_health	 health[WORKERS_MAX + 1];
 };
 
 /*
@@ -58,6 +79,10 @@ void	metrics_observe_setup(struct metrics_counts *c, double connect_ms,
 	    double handshake_ms);
 /* Main thread: a reload's outcome (start counts as a success, not a reload). */
 void	metrics_config_loaded(int ok, int is_reload);
+
+/* A loop's new view of its paths (paths: malloc'd, now h's; NULL if n 0). */
+void	metrics_health_publish(struct metrics_health *h,
+	    struct metrics_path *paths, size_t n);
 
 /* The counters of service name (shared by all loops); NULL: no memory. */
 struct metrics_service *metrics_service_get(const char *name);

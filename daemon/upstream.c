@@ -4,6 +4,10 @@
  * upstream_path_failed(), upstream_path_ok(), upstream_stop(),
  * upstream_free().
  *
+ * Each loop publishes its view of the paths (every entry's current
+ * addresses, healthy or down) to its metrics slot whenever an address set
+ * or a path's health changes: tlsfwd_upstream_healthy reads it there.
+ *
  * Health is passive: a path that failed a connection (connect, reset,
  * handshake, verification, timeout) is tried last by new connections for
  * a backoff that starts at 1 s and doubles to 30 s; then one connection
@@ -16,7 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <stdio.h>
+
 #include "log.h"
+#include "metrics.h"
 #include "parse.h"
 
 #define BACKOFF_FIRST	1.
@@ -55,28 +62,6 @@ previous_entry(const struct upstream *previous, const struct upstream_entry *e)
 	return NULL;
 }
 
-void
-upstream_start(struct upstream *up, struct ev_loop *loop,
-    struct resolver *resolver, const struct upstream *previous, bool quiet)
-{
-	up->loop = loop;
-	up->quiet = quiet;
-	if (previous != NULL)
-		up->rr_next = previous->rr_next;
-	for (size_t i = 0; i < up->n; i++) {
-		struct upstream_entry *e = &up->entries[i];
-		const struct upstream_entry *o = previous_entry(previous, e);
-
-		if (o != NULL && o->ndown > 0 &&
-		    (e->down = malloc(o->ndown * sizeof(*e->down))) != NULL) {
-			memcpy(e->down, o->down, o->ndown * sizeof(*e->down));
-			e->ndown = o->ndown;
-		}
-		upstream_name_start(&e->name, loop, resolver,
-		    o != NULL ? &o->name : NULL, quiet);
-	}
-}
-
 static bool
 addr_equal(const struct resolver_addr *a, const struct resolver_addr *b)
 {
@@ -90,6 +75,70 @@ path_find(struct upstream_entry *e, const struct resolver_addr *addr)
 		if (addr_equal(&e->down[i].addr, addr))
 			return &e->down[i];
 	return NULL;
+}
+
+/* This loop's view of the paths, whole, to its metrics slot. */
+static void
+upstream_publish(struct upstream *up)
+{
+	struct metrics_path *paths = NULL;
+	size_t n = 0, k = 0;
+
+	if (up->health == NULL)
+		return;
+	for (size_t i = 0; i < up->n; i++)
+		if (up->entries[i].name.addrs != NULL)
+			n += up->entries[i].name.addrs->n;
+	if (n > 0 && (paths = calloc(n, sizeof(*paths))) == NULL)
+		return;		/* the last view stays */
+	for (size_t i = 0; i < up->n; i++) {
+		struct upstream_entry *e = &up->entries[i];
+		const struct upstream_addrs *a = e->name.addrs;
+
+		for (size_t j = 0; a != NULL && j < a->n; j++, k++) {
+			snprintf(paths[k].upstream, sizeof(paths[k].upstream),
+			    "%s:%u", e->cfg->hp.host, e->cfg->hp.port);
+			sockaddr_format((const struct sockaddr *)&a->a[j].ss,
+			    a->a[j].len, paths[k].address,
+			    sizeof(paths[k].address));
+			paths[k].healthy = path_find(e, &a->a[j]) == NULL;
+		}
+	}
+	metrics_health_publish(up->health, paths, k);
+}
+
+/* Fired by an entry's name when an answer changed its addresses. */
+static void
+upstream_addrs_changed(void *arg)
+{
+	upstream_publish(arg);
+}
+
+void
+upstream_start(struct upstream *up, struct ev_loop *loop,
+    struct resolver *resolver, const struct upstream *previous, bool quiet,
+    struct metrics_health *health)
+{
+	up->loop = loop;
+	up->quiet = quiet;
+	up->health = health;
+	if (previous != NULL)
+		up->rr_next = previous->rr_next;
+	for (size_t i = 0; i < up->n; i++) {
+		struct upstream_entry *e = &up->entries[i];
+		const struct upstream_entry *o = previous_entry(previous, e);
+
+		if (o != NULL && o->ndown > 0 &&
+		    (e->down = malloc(o->ndown * sizeof(*e->down))) != NULL) {
+			memcpy(e->down, o->down, o->ndown * sizeof(*e->down));
+			e->ndown = o->ndown;
+		}
+		e->name.changed = upstream_addrs_changed;
+		e->name.changed_arg = up;
+		upstream_name_start(&e->name, loop, resolver,
+		    o != NULL ? &o->name : NULL, quiet);
+	}
+	upstream_publish(up);
 }
 
 /* Down, and not (yet) this connection's trial. */
@@ -224,6 +273,7 @@ upstream_path_failed(struct upstream *up, size_t entry,
 	h->backoff = BACKOFF_FIRST;
 	h->retry_at = now + h->backoff;
 	h->trial = false;
+	upstream_publish(up);
 	if (up->quiet)
 		return;
 	path_line_begin(&l, up, e, LOG_WARN, "upstream_down", addr);
@@ -248,11 +298,13 @@ upstream_path_ok(struct upstream *up, size_t entry,
 		log_line_end(&l);
 	}
 	*h = e->down[--e->ndown];
+	upstream_publish(up);
 }
 
 void
 upstream_stop(struct upstream *up)
 {
+	up->health = NULL;	/* the next configuration's upstream publishes */
 	for (size_t i = 0; i < up->n; i++)
 		upstream_name_stop(&up->entries[i].name);
 }

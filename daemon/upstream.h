@@ -31,6 +31,8 @@ struct upstream_entry {
 	size_t				 ndown;
 };
 
+struct metrics_health;
+
 struct upstream {
 	const char		*service;
 	struct upstream_entry	*entries;	/* as configured */
@@ -39,18 +41,20 @@ struct upstream {
 	size_t			 rr_next;	/* roundrobin: who is first */
 	struct ev_loop		*loop;
 	bool			 quiet;		/* another loop logs */
+	struct metrics_health	*health;	/* this loop's view, or NULL */
 };
 
 /* sc's upstreams, not yet resolving; -1 when out of memory. */
 int	upstream_init(struct upstream *up, const struct service_config *sc);
 /*
- * Starts resolving on loop. previous: the service's upstream in the
+ * Starts resolving on loop, publishing the paths' health to health (this
+ * loop's slot of the service's metrics; NULL: none). previous: the service's upstream in the
  * configuration being replaced (or NULL): an entry of the same name keeps
  * its addresses and its paths' health. quiet: a worker loop.
  */
 void	upstream_start(struct upstream *up, struct ev_loop *loop,
 	    struct resolver *resolver, const struct upstream *previous,
-	    bool quiet);
+	    bool quiet, struct metrics_health *health);
 /*
  * The entries a new connection tries, in order (out has room for up->n):
  * balance decides the first; entries whose every known path is down go
@@ -71,7 +75,7 @@ void	upstream_path_failed(struct upstream *up, size_t e,
 /* A connection's handshake on entry e's addr succeeded. */
 void	upstream_path_ok(struct upstream *up, size_t e,
 	    const struct resolver_addr *addr);
-/* The configuration was replaced / is freed. */
+/* The configuration was replaced (publishes no more) / is freed. */
 void	upstream_stop(struct upstream *up);
 void	upstream_free(struct upstream *up);
 

@@ -172,8 +172,11 @@ upstream_answer_cb(void *arg, const struct resolver_result *res)
 	un->addrs = fresh;
 	un->error[0] = '\0';
 	un->stale = false;
-	if (!addrs_same(old, fresh))
+	if (!addrs_same(old, fresh)) {
 		upstream_log(un, LOG_INFO, old, false);
+		if (un->changed != NULL)
+			un->changed(un->changed_arg);
+	}
 	upstream_addrs_put(old);
 	/* The TTL, within [1 s, resolve interval]; no TTL: the interval. */
 	upstream_schedule(un, res->ttl < 0 || (ev_tstamp)res->ttl > interval ?

@@ -45,6 +45,9 @@ struct upstream_name {
 	ev_tstamp		 last_query;
 	ev_timer		 refresh;
 	struct upstream_wait	*waiters;
+	/* Called when an answer changes the address set (NULL: not). */
+	void			(*changed)(void *arg);
+	void			*changed_arg;
 };
 
 /* Which name (host:port, of service) and how often to look it up. */

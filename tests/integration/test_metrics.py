@@ -2,8 +2,9 @@
 known mix of connections (ok, verification failures, refused) with one and
 two event loops and across a reload, the text format (every sample's family
 has HELP and TYPE; counters end in _total), short answers to anything but
-GET /metrics, a slow scraper that cannot stall scrapes or connections, and
-the configuration's rules (who may scrape; a change needs a restart)."""
+GET /metrics, a slow scraper that cannot stall scrapes or connections, the
+paths' health as the loops found it, and the configuration's rules (who may
+scrape; a change needs a restart)."""
 
 import http.client
 import re
@@ -15,7 +16,7 @@ import pytest
 from harness.clients import exchange_ok, recv_closed, send_quiet, connect
 from harness.daemon import check_config
 from harness.tlsinfo import cert_not_after
-from harness.upstreams import echo_handler
+from harness.upstreams import closed_port, echo_handler, server_context, Upstream
 
 
 def _port(fwd):
@@ -212,3 +213,47 @@ def test_client_certificate_expiry_is_a_metric(pki, ssl_upstream, service, start
     m = parse(scrape(fwd)[2])
     assert value(m, "tlsfwd_client_cert_not_after_timestamp_seconds", service="svc") == \
         cert_not_after(pki["client"]).timestamp()
+
+
+def _healthy(fwd):
+    """{(upstream, address): value} of tlsfwd_upstream_healthy for service svc."""
+    return {(dict(k[1])["upstream"], dict(k[1])["address"]): v
+            for k, v in parse(scrape(fwd)[2]).items()
+            if k[0] == "tlsfwd_upstream_healthy" and dict(k[1])["service"] == "svc"}
+
+
+def _wait_healthy(fwd, want):
+    deadline = time.monotonic() + 10
+    while (got := _healthy(fwd)) != want:
+        assert time.monotonic() < deadline, (got, want)
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_upstream_health_is_a_metric(workers, pki, cleanup, ssl_upstream, service,
+                                     start_tlsfwd):
+    """Two upstreams, the first refusing: it shows 0 once a connection failed
+    over from it (whichever loop had the client), then 1 again when it is back
+    and a trial connection succeeded; the other stays 1 throughout."""
+    port_a = closed_port()
+    b = ssl_upstream(echo_handler)
+    a_name, b_name = "127.0.0.1:%d" % port_a, "127.0.0.1:%d" % b.port
+    fwd = start_tlsfwd({"svc": service("%s, %s" % (a_name, b_name))},
+                       {"workers": workers, "metrics_listen": "127.0.0.1:0"})
+    _wait_healthy(fwd, {(a_name, a_name): 1, (b_name, b_name): 1})
+    hs, _ = exchange_ok(fwd)
+    assert hs["upstream"] == b_name, hs
+    _wait_healthy(fwd, {(a_name, a_name): 0, (b_name, b_name): 1})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port_a))
+    s.listen(64)
+    s.settimeout(0.2)
+    cleanup.append(Upstream(echo_handler, ctx=server_context(pki["server"], pki["server_key"]),
+                            sock=s))
+    deadline = time.monotonic() + 10 * 1.5
+    while _healthy(fwd)[(a_name, a_name)] == 0:     # the trial comes after 1 s
+        assert time.monotonic() < deadline, fwd.log_text(20)
+        exchange_ok(fwd)
+        time.sleep(0.1)
+    assert _healthy(fwd) == {(a_name, a_name): 1, (b_name, b_name): 1}
