@@ -382,6 +382,15 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	    reason != CLOSE_HANDSHAKE_FAILED)
 		/* Ended for another reason before a verdict: none was a no. */
 		conn_verdict_yes(c);
+	if (conn_in_setup(c->state) && reason != CLOSE_HANDSHAKE_FAILED) {
+		/* Cut short (shutdown): still its one handshake line. */
+		c->err.text = reason == CLOSE_SHUTDOWN ? "cut short: tlsfwd "
+		    "is shutting down" : conn_close_reason_name(reason);
+		conn_log_handshake_failure(c, RESULT_FAIL,
+		    c->state == CONN_RESOLVING ? STAGE_RESOLVE :
+		    c->state == CONN_CONNECTING ? STAGE_CONNECT :
+		    STAGE_HANDSHAKE, ALERT_NONE);
+	}
 	conn_connect_end(c);
 
 	conn_set_state(c, CONN_CLOSED);

@@ -1,7 +1,7 @@
 /*
- * conn_priv.h - what conn.c, conn_connect.c, conn_handshake.c and conn_log.c
- * share: the connection struct and the calls between them. No other file
- * includes it: the rest of the daemon sees conn.h.
+ * conn_priv.h - what conn.c, conn_connect.c, conn_handshake.c, conn_log.c
+ * and conn_dump.c share: the connection struct and the calls between them.
+ * No other file includes it: the rest of the daemon sees conn.h.
  */
 #ifndef TLSFWD_CONN_PRIV_H
 #define TLSFWD_CONN_PRIV_H

@@ -340,9 +340,11 @@ start_workers(struct daemon *d, const char *text, struct config_errors *errs)
 }
 
 /*
- * Waits for the workers, then frees them. abort: on a failed start-up, tell
- * them to stop first (after SIGTERM they are already draining, and a second
- * stop would cut that short).
+ * Waits for the workers, then frees them, in index order: a /connections
+ * answer passes from loop k to loop k + 1 only (conn_dump.c), so the loop
+ * it reaches is never freed before the one that passes it has ended.
+ * abort: on a failed start-up, tell them to stop first (after SIGTERM they
+ * are already draining, and a second stop would cut that short).
  */
 static void
 free_workers(struct daemon *d, bool abort)

@@ -3,12 +3,14 @@
  * metrics_http_start(), metrics_http_bound(), metrics_http_free().
  *
  * Hand-written rather than a library: it answers one request per
- * connection (GET /metrics, HTTP/1.0 or 1.1, Connection: close) and nothing
- * else, which libmicrohttpd would wrap in threads or its own loop. A
+ * connection (GET /metrics or GET /connections, HTTP/1.0 or 1.1,
+ * Connection: close) and nothing else, which libmicrohttpd would wrap in threads or its own loop. A
  * scraper is bounded in everything: the request's size (8 KiB), the time to
  * send it and to take the answer (10 s in all), and how many are served at
- * once (16; more are closed at accept). The answer is rendered whole when
- * the request is complete, then written as the socket takes it.
+ * once (16; more are closed at accept), and its socket's send buffer
+ * (16 KiB). The answer to /metrics is rendered whole when the request is
+ * complete, then written as the socket takes it; /connections is streamed
+ * by the loops (conn_dump.c).
  */
 #include "metrics_http.h"
 
@@ -21,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "conn_dump.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -30,6 +33,8 @@
 #define UNIX_PATH_MAX	sizeof(((struct sockaddr_un *)0)->sun_path)
 #define SCRAPE_TIMEOUT	10.
 #define SCRAPERS_MAX	16
+/* A scraper that reads nothing holds this much of the kernel's memory. */
+#define SCRAPER_SNDBUF	16384
 
 struct scraper {
 	struct metrics_http	*h;
@@ -55,15 +60,17 @@ struct metrics_http {
 	unsigned int		 nscrapers;
 };
 
+/* The scraper goes; its socket too unless keep_fd (another took it). */
 static void
-scraper_close(struct scraper *s)
+scraper_end(struct scraper *s, bool keep_fd)
 {
 	struct metrics_http *h = s->h;
 	struct ev_loop *loop = h->srv->loop;
 
 	ev_io_stop(loop, &s->io);
 	ev_timer_stop(loop, &s->timer);
-	close(s->fd);
+	if (!keep_fd)
+		close(s->fd);
 	metrics_text_free(&s->out);
 	if (s->prev != NULL)
 		s->prev->next = s->next;
@@ -73,6 +80,12 @@ scraper_close(struct scraper *s)
 		s->next->prev = s->prev;
 	h->nscrapers--;
 	free(s);
+}
+
+static void
+scraper_close(struct scraper *s)
+{
+	scraper_end(s, false);
 }
 
 /* Fired when a scraper took too long to ask or to read: it goes. */
@@ -131,9 +144,20 @@ answer(struct scraper *s)
 		    "only GET\n");
 		return;
 	}
+	if (strcmp(target, "/connections") == 0 ||
+	    strncmp(target, "/connections?", 13) == 0) {
+		/* Streamed by the loops in turn: conn_dump.c. */
+		if (conn_dump_start(s->h->srv, s->fd) == 0)
+			scraper_end(s, true);
+		else
+			respond(s, 503, "Service Unavailable", "Retry-After: 1"
+			    "\r\n", "too many /connections answers at once\n");
+		return;
+	}
 	if (strcmp(target, "/metrics") != 0 &&
 	    strncmp(target, "/metrics?", 9) != 0) {
-		respond(s, 404, "Not Found", "", "not found: try /metrics\n");
+		respond(s, 404, "Not Found", "",
+		    "not found: try /metrics or /connections\n");
 		return;
 	}
 	metrics_render(s->h->srv, &s->out);
@@ -203,6 +227,8 @@ metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		close(fd);
 		return;
 	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &(int){ SCRAPER_SNDBUF },
+	    sizeof(int));
 	s->h = h;
 	s->fd = fd;
 	ev_io_init(&s->io, scraper_io_cb, fd, EV_READ);

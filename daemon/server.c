@@ -28,6 +28,8 @@ server_new(struct ev_loop *loop)
 	srv->self = srv;
 	srv->ngroup = 1;
 	io_collect_init(&srv->collect, &srv->nsetup);
+	if (loop != NULL)
+		conn_dump_seat_init(srv);
 	return srv;
 }
 
@@ -189,6 +191,8 @@ void
 server_conn_detach(struct server *srv, struct generation *gen,
     struct conn_link *link)
 {
+	if (srv->dumps.active != NULL)	/* a /connections cursor may be here */
+		conn_dump_forget(srv, link);
 	if (link->prev != NULL)
 		link->prev->next = link->next;
 	else
@@ -230,6 +234,7 @@ server_free(struct server *srv)
 		io_collect_stop(&srv->collect, srv->loop);
 	}
 	server_close_all(srv);
+	conn_dump_seat_free(srv);
 	while (srv->retired != NULL) {
 		struct generation *next = srv->retired->next;
 

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "conn_dump.h"
 #include "io_collect.h"
 #include "relay.h"
 #include "service.h"
@@ -54,6 +55,7 @@ struct server {
 	struct relay_spares	 spares;		/* relay buffers to reuse */
 	unsigned int		 nsetup;	/* connecting or handshaking */
 	struct io_collect	 collect;	/* reads nsetup */
+	struct conn_dump_seat	 dumps;		/* GET /connections */
 	/*
 	 * Per-loop seats of what is to come, so it lands beside this and not
 	 * in conn.c: the resolver and upstream health (upstream.c), warm
