@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness.clients import recv_all, recv_closed, recv_exact
-from harness.upstreams import echo_handler
+from harness.upstreams import SilentHolder, echo_handler
 
 
 def assert_refused(port):
@@ -85,6 +85,27 @@ def test_shutdown_timeout_closes_lingering_connection(ssl_upstream, service, sta
     assert cl["reason"] == "shutdown", cl
     assert cl["level"] == "warn", cl
     fwd.wait_event("exit", 1)
+
+
+def test_shutdown_during_a_handshake_still_logs_its_handshake_line(cleanup, service,
+                                                                  start_tlsfwd, client):
+    """A set-up the drain cuts short gets its one handshake line (result=fail,
+    the stage it was in, the reason), then its close line (reason=shutdown)."""
+    silent = SilentHolder()
+    cleanup.append(silent)
+    fwd = start_tlsfwd({"svc": service(silent.port, handshake_timeout="30s")},
+                       {"shutdown_timeout": "300ms"})
+    s = client(fwd)
+    deadline = time.monotonic() + 10
+    while not silent.conns:             # tlsfwd's TCP connection is in: handshaking
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    fwd.signal(signal.SIGTERM)
+    assert fwd.wait_exit(5) == 0
+    hs = fwd.conn_of(s)
+    assert (hs["result"], hs["stage"]) == ("fail", "handshake"), hs
+    assert "shutting down" in hs["error"], hs
+    assert fwd.wait_close(hs["conn"], 1)["reason"] == "shutdown"
 
 
 def test_second_sigterm_closes_everything_now(ssl_upstream, service, start_tlsfwd, client):
