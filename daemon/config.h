@@ -22,6 +22,7 @@ enum ocsp_mode { OCSP_OFF, OCSP_TRY, OCSP_REQUIRE };
 #define PINS_MAX	8
 #define CIDRS_MAX	1024	/* allow + deny entries of one service */
 #define CONNECTIONS_MAX	10000000
+#define POOL_MAX	1024		/* warm connections of a service */
 #define UNIX_MODE_DEFAULT 0660	/* owner and group may connect */
 #define ALPN_MAX	8
 #define TLS_VERSION_DEFAULT 0	/* tls_min/max_version not set */
@@ -88,6 +89,8 @@ struct service_config {
 	size_t			ndeny;
 	int			deny_line;
 	unsigned long		max_connections;	/* 0 = no limit */
+	unsigned long		pool;		/* warm connections; 0: none */
+	uint64_t		pool_max_idle_ms;
 	/* Unix listener: the socket file's permissions and owner. */
 	unsigned int		unix_mode;
 	uid_t			unix_uid;	/* (uid_t)-1 = leave as is */

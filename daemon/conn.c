@@ -24,6 +24,9 @@
  *                     next_path (a handshake failed and   each attempt of
  *                     another path is left)               the race
  *   HANDSHAKING       conn_race_won                       handshake_timeout
+ *   POOLED            conn_handshake_done of a connection pool_max_idle
+ *                     without a client (pool.c); left by
+ *                     conn_adopt, "adopt a ready upstream"
  *   AWAITING_VERDICT  conn_handshake_done: TLS 1.3 and    idle_timeout
  *                     the upstream asked for our cert
  *   RELAYING          conn_handshake_done, conn_on_relay  idle_timeout
@@ -100,11 +103,14 @@ conn_set_state(struct conn *c, enum conn_state state)
 	case CONN_HANDSHAKING:
 		ms = sc->handshake_timeout_ms;
 		break;
+	case CONN_POOLED:
+		ms = sc->pool_max_idle_ms;
+		break;
 	case CONN_AWAITING_VERDICT:
 	case CONN_RELAYING:
 	case CONN_SHUTTING_DOWN:
 		/* The idle timer starts with the relay and then runs on. */
-		if (!conn_in_setup(from))
+		if (!conn_in_setup(from) && from != CONN_POOLED)
 			return;
 		ms = sc->idle_timeout_ms;
 		break;
@@ -161,6 +167,9 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		conn_fail_handshake(c, RESULT_FAIL, STAGE_TIMEOUT, ALERT_NONE,
 		    text);
 		break;
+	case CONN_POOLED:
+		conn_close_pooled(c, POOL_DROP_MAX_IDLE);
+		break;
 	case CONN_AWAITING_VERDICT:
 	case CONN_RELAYING:
 	case CONN_SHUTTING_DOWN:
@@ -177,6 +186,8 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	}
 }
+
+static void conn_pooled_read(struct conn *c);
 
 /* ----- relay events: the relay moves bytes, this decides what follows ----- */
 
@@ -255,6 +266,8 @@ conn_upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	relay_upstream_readable(&c->relay);
 	if (c->state == CONN_HANDSHAKING)
 		conn_handshake_step(c);
+	else if (c->state == CONN_POOLED)
+		conn_pooled_read(c);
 	else if (conn_relaying(c))
 		conn_on_relay(c, relay_on_upstream_readable(&c->relay));
 }
@@ -282,6 +295,7 @@ conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 		break;
 	case CONN_RESOLVING:
 	case CONN_CONNECTING:
+	case CONN_POOLED:
 	case CONN_CLOSED:
 		break;
 	}
@@ -324,6 +338,80 @@ conn_set_nodelay(int fd)
 
 /* ----- life cycle ----- */
 
+/* A connection of svc with client cfd (-1: none, for the pool). */
+static struct conn *
+conn_new(struct service *svc, int cfd)
+{
+	struct server *srv = svc->srv;
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->magic = CONN_MAGIC;
+	c->svc = svc;
+	c->srv = srv;
+	c->cfd = cfd;
+	c->ufd = -1;
+	c->t_start = conn_now_ms();
+	ev_io_init(&c->c_rd, conn_client_readable_cb, cfd, EV_READ);
+	ev_io_init(&c->c_wr, conn_client_writable_cb, cfd, EV_WRITE);
+	ev_io_init(&c->u_rd, conn_upstream_readable_cb, -1, EV_READ);
+	ev_io_init(&c->u_wr, conn_upstream_writable_cb, -1, EV_WRITE);
+	ev_init(&c->timer, conn_timer_cb);
+	c->c_rd.data = c->c_wr.data = c->u_rd.data = c->u_wr.data = c;
+	c->timer.data = c;
+	relay_init(&c->relay, srv->loop, &srv->spares);
+	c->link.conn = c;
+	server_conn_setup_begin(srv);
+	return c;
+}
+
+/* The client's part: an id, its socket, its place among the loop's. */
+static void
+conn_take_client(struct conn *c, int cfd, const char *client)
+{
+	struct server *srv = c->srv;
+
+	c->id = srv->next_conn_id += srv->id_step;
+	c->cfd = cfd;
+	memcpy(c->client, client, sizeof(c->client));
+	conn_set_nodelay(cfd);
+	METRIC_ADD(c->svc->counts->opened, 1);
+	server_conn_attach(srv, c->svc->gen, &c->link);
+}
+
+/*
+ * Adopt a ready upstream: pooled connection c takes client cfd. Its
+ * handshake line comes now (pooled=yes, with its real set-up times and the
+ * wait in the pool) or with the TLS 1.3 verdict on our certificate, then
+ * the relay, which gives the client first what the upstream sent while it
+ * waited.
+ */
+static void
+conn_adopt(struct conn *c, int cfd, const char *client)
+{
+	struct relay_ends ends = {
+		.cfd = cfd, .ufd = c->ufd, .tls = c->tls,
+		.c_rd = &c->c_rd, .c_wr = &c->c_wr,
+		.u_rd = &c->u_rd, .u_wr = &c->u_wr,
+	};
+
+	c->pooled = false;
+	c->t_adopted = conn_now_ms();
+	ev_io_set(&c->c_rd, cfd, EV_READ);
+	ev_io_set(&c->c_wr, cfd, EV_WRITE);
+	conn_take_client(c, cfd, client);
+	if (c->verdict_wait) {
+		/* The upstream has not judged our certificate yet: as without
+		 * a pool, the handshake line waits for its verdict. */
+		conn_set_state(c, CONN_AWAITING_VERDICT);
+	} else {
+		conn_log_handshake_ok(c);
+		conn_set_state(c, CONN_RELAYING);
+	}
+	conn_on_relay(c, relay_start(&c->relay, &ends));
+}
+
 void
 conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
     socklen_t peerlen)
@@ -338,36 +426,104 @@ conn_accept(struct service *svc, int cfd, const struct sockaddr *peer,
 		close(cfd);
 		return;
 	}
-	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
+	if ((c = pool_take(&svc->pool)) != NULL) {
+		conn_adopt(c, cfd, client);
+		return;
+	}
+	if ((c = conn_new(svc, cfd)) == NULL) {
 		log_msg(LOG_ERROR, "accept", "service=%s: out of memory, "
 		    "closing the client", svc->sc->name);
 		admission_release(svc);
 		close(cfd);
 		return;
 	}
-	c->magic = CONN_MAGIC;
-	METRIC_ADD(svc->counts->opened, 1);
-	c->id = srv->next_conn_id += srv->id_step;
-	c->svc = svc;
-	c->srv = srv;
-	c->cfd = cfd;
-	c->ufd = -1;
-	c->t_start = conn_now_ms();
-	memcpy(c->client, client, sizeof(c->client));
-	conn_set_nodelay(cfd);
-	ev_io_init(&c->c_rd, conn_client_readable_cb, cfd, EV_READ);
-	ev_io_init(&c->c_wr, conn_client_writable_cb, cfd, EV_WRITE);
-	ev_io_init(&c->u_rd, conn_upstream_readable_cb, -1, EV_READ);
-	ev_io_init(&c->u_wr, conn_upstream_writable_cb, -1, EV_WRITE);
-	ev_init(&c->timer, conn_timer_cb);
-	c->c_rd.data = c->c_wr.data = c->u_rd.data = c->u_wr.data = c;
-	c->timer.data = c;
-	relay_init(&c->relay, srv->loop, &srv->spares);
-	c->link.conn = c;
-	server_conn_attach(srv, svc->gen, &c->link);
-
+	conn_take_client(c, cfd, client);
 	conn_connect_start(c);
+}
+
+struct conn *
+conn_new_pooled(struct service *svc)
+{
+	struct conn *c = conn_new(svc, -1);
+
+	if (c == NULL) {
+		log_msg(LOG_ERROR, "pool", "service=%s: out of memory",
+		    svc->sc->name);
+		return NULL;
+	}
+	c->pooled = true;
+	return c;
+}
+
+double
+conn_t_client(const struct conn *c)
+{
+	return c->t_adopted > 0 ? c->t_adopted : c->t_start;
+}
+
+/*
+ * Fired (through the upstream's read watcher) while c waits in the pool:
+ * tickets, a greeting, the TLS 1.3 verdict on our certificate, or an end.
+ */
+static void
+conn_pooled_read(struct conn *c)
+{
+	enum relay_event ev = relay_pooled_read(&c->relay, c->tls);
+	int rc = c->relay.fail.gnutls_rc;
+	bool alert;
+
+	if (ev == RELAY_WAIT) {
+		if (c->relay.upstream_spoke || c->tlsc.upstream_spoke)
+			c->verdict_wait = false;	/* yes: it spoke */
+		return;
+	}
+	if (c->verdict_wait && ev == RELAY_FAILED && rc != 0) {
+		/* The upstream's answer to our certificate: no. */
+		alert = conn_note_tls_error(c, rc);
+		conn_fail_handshake(c, alert ? RESULT_ALERT : RESULT_FAIL,
+		    STAGE_HANDSHAKE, alert ? ALERT_FROM_UPSTREAM : ALERT_NONE,
+		    NULL);
+		return;
+	}
+	conn_close_pooled(c, ev == RELAY_FAILED &&
+	    c->relay.fail.sys_errno == ENOBUFS ? POOL_DROP_GREETING_TOO_LONG :
+	    POOL_DROP_UPSTREAM_CLOSED);
+}
+
+/* Every watcher stopped, both fds closed, the TLS state and c freed. */
+static void
+conn_free(struct conn *c)
+{
+	struct ev_loop *loop = c->srv->loop;
+
+	ev_io_stop(loop, &c->c_rd);
+	ev_io_stop(loop, &c->c_wr);
+	ev_io_stop(loop, &c->u_rd);
+	ev_io_stop(loop, &c->u_wr);
+	if (c->ufd >= 0)
+		close(c->ufd);
+	if (c->cfd >= 0)
+		close(c->cfd);
+	if (c->tls != NULL)
+		gnutls_deinit(c->tls);
+	tls_conn_clear(&c->tlsc);
+	relay_free(&c->relay);
+	c->magic = 0;
+	free(c);
+}
+
+void
+conn_close_pooled(struct conn *c, enum pool_drop why)
+{
+	assert(c->magic == CONN_MAGIC && c->pooled);
+	conn_connect_end(c);
+	if (c->state == CONN_POOLED && (why == POOL_DROP_MAX_IDLE ||
+	    why == POOL_DROP_PATH_DOWN || why == POOL_DROP_STOPPED))
+		(void)gnutls_bye(c->tls, GNUTLS_SHUT_WR);	/* once */
+	conn_set_state(c, CONN_CLOSED);
+	conn_log_pool_drop(c, why);
+	pool_conn_gone(&c->svc->pool, c, why);
+	conn_free(c);
 }
 
 void
@@ -378,6 +534,12 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	struct generation *gen = c->svc->gen;
 
 	assert(c->magic == CONN_MAGIC);
+	if (c->pooled) {
+		/* Its set-up failed (logged as event=pool) or was cut short. */
+		conn_close_pooled(c, reason == CLOSE_HANDSHAKE_FAILED ?
+		    POOL_DROP_FAILED : POOL_DROP_STOPPED);
+		return;
+	}
 	if (c->state == CONN_AWAITING_VERDICT &&
 	    reason != CLOSE_HANDSHAKE_FAILED)
 		/* Ended for another reason before a verdict: none was a no. */
@@ -401,6 +563,7 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	if (c->ufd >= 0)
 		close(c->ufd);
 	close(c->cfd);
+	c->ufd = c->cfd = -1;
 	server_conn_detach(srv, gen, &c->link);
 	admission_release(c->svc);
 	/* Counted before the line: a scrape after it includes this close. */
@@ -409,12 +572,6 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	METRIC_ADD(c->svc->counts->bytes[0], c->relay.bytes_up);
 	METRIC_ADD(c->svc->counts->bytes[1], c->relay.bytes_down);
 	conn_log_close(c, reason);
-
-	if (c->tls != NULL)
-		gnutls_deinit(c->tls);
-	tls_conn_clear(&c->tlsc);
-	relay_free(&c->relay);
-	c->magic = 0;
-	free(c);
+	conn_free(c);
 	server_conn_closed(srv, gen);
 }

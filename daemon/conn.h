@@ -21,6 +21,7 @@ enum conn_state {
 	CONN_RESOLVING,		/* waiting for the upstream's addresses */
 	CONN_CONNECTING,	/* non-blocking connect() to an upstream address */
 	CONN_HANDSHAKING,	/* gnutls_handshake() until done or failed */
+	CONN_POOLED,		/* verified, no client yet: waiting in the pool */
 	CONN_AWAITING_VERDICT,	/* relaying; TLS 1.3 upstream judging our cert */
 	CONN_RELAYING,		/* bytes both ways */
 	CONN_SHUTTING_DOWN,	/* one direction finished, the other going on */

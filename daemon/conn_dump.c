@@ -189,7 +189,7 @@ dump_conn(struct conn_dump *d, const struct conn *c, double now_ms,
     ev_tstamp now)
 {
 	bool up = c->state >= CONN_AWAITING_VERDICT && c->tls != NULL;
-	double age = now_ms - c->t_start;
+	double age = now_ms - conn_t_client(c);
 	double idle = up ? (now - c->relay.last_activity) * 1e3 : age;
 
 	add(d, "%s\n{\"id\":%llu", d->any ? "," : "",

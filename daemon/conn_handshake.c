@@ -163,6 +163,21 @@ conn_handshake_done(struct conn *c)
 	}
 	tls_session_established(c->tls, &c->tlsc);
 	c->t_established = conn_now_ms();
+	if (c->pooled) {
+		/* Waits for a client. Our certificate asked for in TLS 1.3:
+		 * the verdict may come while it waits (or after, as above). */
+		c->verdict_wait = gnutls_protocol_get_version(c->tls) ==
+		    GNUTLS_TLS1_3 &&
+		    gnutls_certificate_client_get_request_status(c->tls);
+		conn_set_state(c, CONN_POOLED);
+		pool_conn_ready(&c->svc->pool, c);
+		ev_io_start(c->srv->loop, &c->u_rd);
+		/* What came with the last flight announces itself to no one. */
+		if (relay_upstream_buffered(&c->relay) > 0 ||
+		    gnutls_record_check_pending(c->tls) > 0)
+			ev_feed_event(c->srv->loop, &c->u_rd, EV_READ);
+		return;
+	}
 	/*
 	 * In TLS 1.3 our Finished ends our handshake before the upstream has
 	 * judged the client certificate it asked for: its verdict is its

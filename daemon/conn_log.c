@@ -14,6 +14,7 @@ static const char *const state_names[] = {
 	[CONN_RESOLVING] = "resolving",
 	[CONN_CONNECTING] = "connecting",
 	[CONN_HANDSHAKING] = "handshaking",
+	[CONN_POOLED] = "pooled",
 	[CONN_AWAITING_VERDICT] = "awaiting_verdict",
 	[CONN_RELAYING] = "relaying",
 	[CONN_SHUTTING_DOWN] = "shutting_down",
@@ -75,13 +76,20 @@ conn_result_name(enum conn_result r)
 	return result_names[r];
 }
 
-/* The fields every connection line starts with, after ts/level/event. */
+/*
+ * The fields every connection line starts with, after ts/level/event; a
+ * pooled connection has no id or client yet.
+ */
 static void
 conn_log_ids(struct log_line *l, const struct conn *c)
 {
 	log_str(l, "service", c->svc->sc->name);
-	log_uint(l, "conn", c->id);
-	log_str(l, "client", c->client);
+	if (c->pooled) {
+		log_str(l, "pooled", "yes");
+	} else {
+		log_uint(l, "conn", c->id);
+		log_str(l, "client", c->client);
+	}
 	log_str(l, "upstream", c->upstream[0] ? c->upstream : "-");
 }
 
@@ -133,6 +141,15 @@ static void
 handshake_line_begin(struct log_line *l, const struct conn *c,
     enum conn_result result)
 {
+	if (c->pooled) {
+		/* Not a client's: event=pool, outside the handshake counts. */
+		METRIC_ADD(c->svc->counts->pool_failures, 1);
+		log_line_begin(l, LOG_WARN, "pool");
+		conn_log_ids(l, c);
+		log_sni(l, c);
+		log_str(l, "result", result_names[result]);
+		return;
+	}
 	METRIC_ADD(c->svc->counts->handshakes[result], 1);
 	if (result == RESULT_OK)
 		__atomic_add_fetch(&c->srv->handshakes_ok, 1, __ATOMIC_RELAXED);
@@ -237,6 +254,34 @@ conn_log_handshake_ok(struct conn *c)
 	log_uint(&l, "attempts", c->attempts);
 	log_ms(&l, "connect_ms", c->t_connected - c->t_start);
 	log_ms(&l, "handshake_ms", c->t_established - c->t_connected);
+	if (c->t_adopted > 0) {
+		log_str(&l, "pooled", "yes");
+		log_ms(&l, "pool_wait_ms", c->t_adopted - c->t_established);
+	}
+	log_line_end(&l);
+}
+
+void
+conn_log_pool_drop(const struct conn *c, enum pool_drop why)
+{
+	struct log_line l;
+
+	if (!c->pool_ready || why == POOL_DROP_FAILED)
+		return;
+	METRIC_ADD(c->svc->counts->pool_drops[why], 1);
+	if (!log_enabled(why == POOL_DROP_GREETING_TOO_LONG ? LOG_WARN :
+	    LOG_DEBUG))
+		return;
+	log_line_begin(&l, why == POOL_DROP_GREETING_TOO_LONG ? LOG_WARN :
+	    LOG_DEBUG, "pool_drop");
+	conn_log_ids(&l, c);
+	log_str(&l, "reason", pool_drop_name(why));
+	if (why == POOL_DROP_UPSTREAM_CLOSED)
+		conn_log_error(&l, &(struct conn_error){
+		    .sys_errno = c->relay.fail.sys_errno,
+		    .gnutls_rc = c->relay.fail.gnutls_rc });
+	log_uint(&l, "greeting_bytes", c->relay.pre.tail - c->relay.pre.head);
+	log_ms(&l, "pool_wait_ms", conn_now_ms() - c->t_established);
 	log_line_end(&l);
 }
 
@@ -263,6 +308,6 @@ conn_log_close(const struct conn *c, enum conn_close_reason reason)
 		log_str(&l, "close_notify", "no");
 	log_uint(&l, "bytes_up", c->relay.bytes_up);
 	log_uint(&l, "bytes_down", c->relay.bytes_down);
-	log_ms(&l, "duration_ms", conn_now_ms() - c->t_start);
+	log_ms(&l, "duration_ms", conn_now_ms() - conn_t_client(c));
 	log_line_end(&l);
 }

@@ -1,7 +1,7 @@
 /*
- * conn_priv.h - what conn.c, conn_connect.c, conn_handshake.c, conn_log.c
- * and conn_dump.c share: the connection struct and the calls between them.
- * No other file includes it: the rest of the daemon sees conn.h.
+ * conn_priv.h - what conn.c, conn_connect.c, conn_handshake.c, conn_log.c,
+ * conn_dump.c and pool.c share: the connection struct and the calls between
+ * them. No other file includes it: the rest of the daemon sees conn.h.
  */
 #ifndef TLSFWD_CONN_PRIV_H
 #define TLSFWD_CONN_PRIV_H
@@ -15,6 +15,7 @@
 #include "conn.h"
 #include "connect_race.h"
 #include "parse.h"
+#include "pool.h"
 #include "relay.h"
 #include "server.h"
 #include "tls.h"
@@ -50,7 +51,10 @@ struct conn {
 	uint64_t		 id;
 	struct service		*svc;
 	struct server		*srv;
-	struct conn_link	 link;		/* in srv->conns */
+	struct conn_link	 link;		/* in srv->conns, or the pool's */
+	bool			 pooled;	/* no client: the pool's */
+	bool			 pool_ready;	/* in the pool's ready list */
+	bool			 verdict_wait;	/* pooled: TLS 1.3, our cert judged */
 
 	int			 cfd;		/* client, plaintext */
 	int			 ufd;		/* upstream, TLS */
@@ -72,6 +76,7 @@ struct conn {
 	char			 upstream[SOCKADDR_TEXT_MAX];
 
 	double			 t_start, t_connected, t_established;
+	double			 t_adopted;	/* a client took it from the pool */
 
 	struct relay		 relay;
 	struct conn_error	 err;
@@ -90,6 +95,15 @@ void	conn_on_relay(struct conn *c, enum relay_event ev);
 void	conn_fail_handshake(struct conn *c, enum conn_result result,
 	    enum conn_stage stage, enum conn_alert_from from, const char *text);
 double	conn_now_ms(void);
+/* When the client came: accept, or the adoption of a pooled connection. */
+double	conn_t_client(const struct conn *c);
+/* A connection for svc's pool, not started (conn_connect_start); NULL: no memory. */
+struct conn *conn_new_pooled(struct service *svc);
+/*
+ * A pooled connection goes unadopted, for why: a close_notify first when it
+ * is ready and the upstream has not ended it.
+ */
+void	conn_close_pooled(struct conn *c, enum pool_drop why);
 
 /* conn_connect.c: from addresses to a connected upstream socket. */
 /* Gets the upstream's addresses (or waits: RESOLVING) and races them. */
@@ -133,5 +147,10 @@ void	conn_log_attempt_failure(const struct conn *c, enum conn_result result,
 /* The recorded failure as the error= text says it. */
 void	conn_attempt_error_text(const struct conn *c, char *buf, size_t len);
 void	conn_log_close(const struct conn *c, enum conn_close_reason reason);
+/*
+ * A ready pooled connection goes unadopted: event=pool_drop (debug; warn for
+ * a too long greeting). Nothing for a failure (its event=pool said it).
+ */
+void	conn_log_pool_drop(const struct conn *c, enum pool_drop why);
 
 #endif

@@ -69,6 +69,7 @@ generation_free(struct generation *gen, struct ev_loop *loop)
 		struct service *svc = &gen->services[i];
 
 		listener_close(&svc->listener, loop);
+		pool_stop(&svc->pool);
 		if (svc->tls_ready)
 			tls_service_deinit(&svc->tls);
 		upstream_free(&svc->upstream);
@@ -174,6 +175,7 @@ generation_retire(struct server *srv, struct generation *gen)
 {
 	for (size_t i = 0; i < gen->nservices; i++) {
 		listener_close(&gen->services[i].listener, srv->loop);
+		pool_stop(&gen->services[i].pool);	/* the new one's fill */
 		upstream_stop(&gen->services[i].upstream);
 	}
 	if (gen->nconns == 0) {
@@ -220,6 +222,7 @@ generation_new(struct server *srv, struct config *cfg,
 		svc->counts = &svc->metrics->loops[srv->loop_index];
 		if (!srv->is_worker)
 			service_warn_key_perms(sc, cfg->path, errs);
+		pool_init(&svc->pool, svc);
 		if (upstream_init(&svc->upstream, sc) != 0) {
 			config_error_add(errs, cfg->path, sc->line, "[%s]: out "
 			    "of memory", sc->name);
@@ -245,6 +248,13 @@ void
 generation_discard(struct server *srv, struct generation *gen)
 {
 	generation_free(gen, srv->loop);
+}
+
+/* Fired by the upstream when a path is marked down: no pooled one stays. */
+static void
+service_path_down(void *arg, size_t entry, const struct resolver_addr *addr)
+{
+	pool_path_down(arg, entry, addr);
 }
 
 /*
@@ -294,12 +304,15 @@ generation_commit(struct server *srv, struct generation *gen)
 		upstream_start(&svc->upstream, srv->loop, gen->resolver,
 		    previous_upstream(srv->gen, svc->sc), srv->is_worker,
 		    &svc->metrics->health[srv->loop_index]);
+		svc->upstream.path_down = service_path_down;
+		svc->upstream.path_down_arg = &svc->pool;
 		if (!srv->is_worker) {	/* said once, not once per loop */
 			service_warn_key_perms(svc->sc, NULL, NULL);
 			service_warn_open_access(svc);
 			service_warn_cert_expiry(svc);
 		}
 		listener_start(&svc->listener, srv->loop);
+		pool_start(&svc->pool);
 	}
 	io_collect_start(&srv->collect, srv->loop,
 	    (ev_tstamp)gen->cfg->global.io_collect_us / 1e6);

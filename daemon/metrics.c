@@ -244,6 +244,36 @@ render_labelled(const struct server *srv, struct metrics_text *t,
 
 #define OFF(field)	offsetof(struct metrics_counts, field)
 
+/* The warm pools (pool = N): what they hold, serve, lose. */
+static void
+render_pool(const struct server *srv, struct metrics_text *t,
+    const struct metrics_service *const *ms, size_t n)
+{
+	const char *drops[POOL_DROPS];	/* those of ready ones */
+
+	for (int d = 0; d < POOL_DROPS; d++)
+		drops[d] = pool_drop_name((enum pool_drop)d);
+	family(t, "tlsfwd_pool_ready", "gauge",
+	    "Pooled upstream connections ready for a client now.");
+	render_plain(srv, t, ms, n, "tlsfwd_pool_ready", OFF(pool_ready));
+	family(t, "tlsfwd_pool_taken_total", "counter",
+	    "Clients that took a ready pooled connection.");
+	render_plain(srv, t, ms, n, "tlsfwd_pool_taken_total",
+	    OFF(pool_taken));
+	family(t, "tlsfwd_pool_missed_total", "counter",
+	    "Clients of a service with a pool that found none ready.");
+	render_plain(srv, t, ms, n, "tlsfwd_pool_missed_total",
+	    OFF(pool_missed));
+	family(t, "tlsfwd_pool_failures_total", "counter",
+	    "Pooled connections whose set-up failed (event=pool).");
+	render_plain(srv, t, ms, n, "tlsfwd_pool_failures_total",
+	    OFF(pool_failures));
+	family(t, "tlsfwd_pool_drops_total", "counter",
+	    "Ready pooled connections closed unused, by reason.");
+	render_labelled(srv, t, ms, n, "tlsfwd_pool_drops_total", "reason",
+	    drops, POOL_DROPS, OFF(pool_drops));
+}
+
 static void
 render_services(const struct server *srv, struct metrics_text *t)
 {
@@ -296,6 +326,7 @@ render_services(const struct server *srv, struct metrics_text *t)
 	    "Closed connections by the close line's reason.");
 	render_labelled(srv, t, ms, n, "tlsfwd_closes_total", "reason",
 	    reasons, CONN_CLOSE_REASONS, OFF(closes));
+	render_pool(srv, t, ms, n);
 }
 
 static void

@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "conn.h"
+#include "pool.h"
 
 enum metrics_refusal {
 	REFUSED_DENIED, REFUSED_MAX_CONNECTIONS, REFUSED_GLOBAL_MAX,
@@ -40,6 +41,10 @@ struct metrics_counts {
 	uint64_t	refused[METRICS_REFUSALS];
 	struct metrics_histogram connect, handshake;	/* successful ones */
 	int64_t		upstream_not_after;	/* last verified; 0: none yet */
+	uint64_t	pool_ready;		/* now (adds and subtracts) */
+	uint64_t	pool_taken, pool_missed;	/* clients, pool on */
+	uint64_t	pool_failures;		/* pooled set-ups failed */
+	uint64_t	pool_drops[POOL_DROPS];	/* ready ones dropped */
 } __attribute__((aligned(64)));
 
 /* One path (an upstream entry's address) as one loop's connections found it. */

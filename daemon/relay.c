@@ -79,11 +79,11 @@ upstream_pending(struct relay *r)
 	return gnutls_record_check_pending(r->io.tls) > 0 || !buf_empty(&r->rx);
 }
 
-/* An upstream record is waiting for the client. */
+/* Upstream bytes are waiting for the client: pooled ones, or a record. */
 static bool
 u2c_held(const struct relay *r)
 {
-	return r->u2c_pkt != NULL;
+	return r->u2c_pkt != NULL || r->pre.data != NULL;
 }
 
 static void
@@ -109,6 +109,7 @@ relay_free(struct relay *r)
 {
 	buf_release(r, &r->c2u);
 	buf_release(r, &r->rx);
+	buf_release(r, &r->pre);
 	u2c_release(r);
 }
 
@@ -403,11 +404,17 @@ c2u_flush(struct relay *r)
 static enum step
 u2c_flush(struct relay *r)
 {
+	struct relay_buf *pre = &r->pre;
 	ssize_t n;
 
 	while (u2c_held(r)) {
-		n = send(r->io.cfd, r->u2c_data.data + r->u2c_off,
-		    r->u2c_data.size - r->u2c_off, MSG_NOSIGNAL);
+		/* Bytes of the pool wait come first: they were sent first. */
+		if (pre->data != NULL)
+			n = send(r->io.cfd, pre->data + pre->head,
+			    pre->tail - pre->head, MSG_NOSIGNAL);
+		else
+			n = send(r->io.cfd, r->u2c_data.data + r->u2c_off,
+			    r->u2c_data.size - r->u2c_off, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -415,9 +422,13 @@ u2c_flush(struct relay *r)
 		if (n < 0)
 			return relay_fail(r, RELAY_CLIENT, errno, 0);
 		r->bytes_down += (uint64_t)n;
-		r->u2c_off += (uint32_t)n;
-		if (r->u2c_off == r->u2c_data.size)
-			u2c_release(r);
+		if (pre->data != NULL) {
+			buf_consumed(r, pre, (size_t)n);
+		} else {
+			r->u2c_off += (uint32_t)n;
+			if (r->u2c_off == r->u2c_data.size)
+				u2c_release(r);
+		}
 		relay_activity(r);
 	}
 	if (r->u2c_end == RELAY_END_READ) {
@@ -561,6 +572,43 @@ relay_pump_u2c(struct relay *r)
 			break;
 	}
 	return STEP_OK;
+}
+
+enum relay_event
+relay_pooled_read(struct relay *r, gnutls_session_t tls)
+{
+	struct relay_buf *b = &r->pre;
+	ssize_t n;
+
+	for (;;) {
+		if (buf_reserve(r, b) != 0) {
+			(void)relay_fail(r, RELAY_UPSTREAM, ENOMEM, 0);
+			return RELAY_FAILED;
+		}
+		if (b->tail == RELAY_BUF_SIZE) {
+			(void)relay_fail(r, RELAY_UPSTREAM, ENOBUFS, 0);
+			return RELAY_FAILED;
+		}
+		n = gnutls_record_recv(tls, b->data + b->tail,
+		    RELAY_BUF_SIZE - b->tail);
+		if (n > 0) {
+			b->tail += (uint32_t)n;
+			r->upstream_spoke = true;
+			continue;
+		}
+		if (n == 0 || n == GNUTLS_E_PREMATURE_TERMINATION)
+			return RELAY_DONE;
+		if (n == GNUTLS_E_AGAIN)
+			break;
+		if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_REHANDSHAKE ||
+		    !gnutls_error_is_fatal((int)n))
+			continue;
+		(void)relay_fail(r, RELAY_UPSTREAM, 0, (int)n);
+		return RELAY_FAILED;
+	}
+	if (buf_empty(b))
+		buf_release(r, b);	/* nothing came: no buffer held */
+	return RELAY_WAIT;
 }
 
 enum relay_event

@@ -119,6 +119,12 @@ struct relay {
 	/* A record, a close_notify or an end came from the upstream. */
 	bool			 upstream_spoke;
 
+	/*
+	 * What the upstream sent while the connection waited in the pool
+	 * (a server that speaks first): the client gets it before any record.
+	 */
+	struct relay_buf	 pre;
+
 	uint64_t		 bytes_up;
 	uint64_t		 bytes_down;
 	uint64_t		 bytes_down_at_bye;	/* bytes_down when c2u ended */
@@ -144,6 +150,15 @@ void	relay_upstream_readable(struct relay *r);
 void	relay_upstream_reset(struct relay *r);
 /* Bytes read ahead and not yet handed to GnuTLS: no fd event announces them. */
 size_t	relay_upstream_buffered(const struct relay *r);
+
+/*
+ * A pooled connection's upstream is readable (no client yet): takes what it
+ * sent, session tickets by GnuTLS and bytes into pre, up to one buffer.
+ * RELAY_WAIT: still fit to hand out. RELAY_DONE: the upstream ended it
+ * (close_notify or EOF). RELAY_FAILED: an error or alert (see fail), or
+ * more bytes than a buffer holds (ENOBUFS).
+ */
+enum relay_event relay_pooled_read(struct relay *r, gnutls_session_t tls);
 
 /* Starts relaying between ends after the handshake. */
 enum relay_event relay_start(struct relay *r, const struct relay_ends *ends);

@@ -148,8 +148,10 @@ server_begin_shutdown(struct server *srv)
 		return;
 	}
 	srv->draining = true;
-	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices; i++)
+	for (size_t i = 0; srv->gen != NULL && i < srv->gen->nservices; i++) {
 		listener_close(&srv->gen->services[i].listener, srv->loop);
+		pool_stop(&srv->gen->services[i].pool);	/* close_notify now */
+	}
 	if (!srv->is_worker) {
 		log_line_begin(&l, LOG_INFO, "drain");
 		log_uint(&l, "connections", server_total(srv, TOTAL_CONNS));
@@ -178,6 +180,11 @@ server_conn_attach(struct server *srv, struct generation *gen,
 	srv->conns = link;
 	__atomic_add_fetch(&srv->nconns, 1, __ATOMIC_RELAXED);
 	gen->nconns++;
+}
+
+void
+server_conn_setup_begin(struct server *srv)
+{
 	srv->nsetup++;
 }
 

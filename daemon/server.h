@@ -83,14 +83,15 @@ void	server_begin_shutdown(struct server *srv);
 /* Closes every connection now (reason=shutdown). */
 void	server_close_all(struct server *srv);
 /*
- * The connection bookkeeping, all of it: conn.c attaches each new connection
- * of gen (counted as setting up), says when its set-up is over, and detaches
- * it at its close, before the close line; once it is freed,
- * server_conn_closed does what may follow (a retired configuration freed,
- * the drain over).
+ * The connection bookkeeping, all of it: conn.c counts each new connection
+ * as setting up (a pooled one too) and says when its set-up is over,
+ * attaches each one with a client to gen and detaches it at its close,
+ * before the close line; once it is freed, server_conn_closed does what may
+ * follow (a retired configuration freed, the drain over).
  */
 void	server_conn_attach(struct server *srv, struct generation *gen,
 	    struct conn_link *link);
+void	server_conn_setup_begin(struct server *srv);
 void	server_conn_setup_done(struct server *srv);
 void	server_conn_detach(struct server *srv, struct generation *gen,
 	    struct conn_link *link);

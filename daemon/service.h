@@ -12,6 +12,7 @@
 #include "admission.h"
 #include "config.h"
 #include "listener.h"
+#include "pool.h"
 #include "tls.h"
 #include "upstream.h"
 
@@ -28,6 +29,7 @@ struct service {
 	struct tls_service		 tls;
 	bool				 tls_ready;
 	struct upstream			 upstream;	/* where connections go */
+	struct pool			 pool;		/* warm ones (pool = N) */
 	struct listener			 listener;
 	struct listener			*takeover;	/* reload: old one to keep */
 	bool				 kept;		/* listener carried over */

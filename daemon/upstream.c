@@ -274,6 +274,8 @@ upstream_path_failed(struct upstream *up, size_t entry,
 	h->retry_at = now + h->backoff;
 	h->trial = false;
 	upstream_publish(up);
+	if (up->path_down != NULL)
+		up->path_down(up->path_down_arg, entry, addr);
 	if (up->quiet)
 		return;
 	path_line_begin(&l, up, e, LOG_WARN, "upstream_down", addr);

@@ -42,6 +42,10 @@ struct upstream {
 	struct ev_loop		*loop;
 	bool			 quiet;		/* another loop logs */
 	struct metrics_health	*health;	/* this loop's view, or NULL */
+	/* Told when a path is newly marked down (the service's pool). */
+	void			(*path_down)(void *arg, size_t entry,
+				    const struct resolver_addr *addr);
+	void			*path_down_arg;
 };
 
 /* sc's upstreams, not yet resolving; -1 when out of memory. */

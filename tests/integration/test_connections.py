@@ -5,7 +5,6 @@ still setting up shows its state; a scraper that stops reading stalls
 neither connections nor other scrapes, and at most four answers run at
 once (more get 503) and none delays the exit."""
 
-import http.client
 import json
 import signal
 import socket
@@ -14,17 +13,12 @@ import time
 import pytest
 
 from harness.clients import exchange_ok, recv_exact
+from harness.scrape import http_get, metrics_port
 from harness.upstreams import SilentHolder, echo_handler
 
 
 def get(fwd, path="/connections"):
-    port = int(fwd.find("metrics")[0]["listen"].rsplit(":", 1)[1])
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.request("GET", path)
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r.status, r.getheader("Content-Type"), body
+    return http_get(fwd, path)
 
 
 def listing(fwd):
@@ -96,7 +90,7 @@ def test_a_connection_setting_up_shows_its_state(cleanup, service, start_tlsfwd,
 
 def _stalled_scraper(fwd):
     """A /connections request whose answer is never read (a tiny window)."""
-    port = int(fwd.find("metrics")[0]["listen"].rsplit(":", 1)[1])
+    port = metrics_port(fwd)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     s.connect(("127.0.0.1", port))
