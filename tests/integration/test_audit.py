@@ -265,13 +265,11 @@ def log_problems(fwd, sent):
 
 
 @pytest.fixture
-def rss_bound_kib(tlsfwd_bin):
+def rss_bound_kib(asan_build):
     """How far the RSS may be above the warmed-up baseline after 10 000 more
     connections. ASan keeps freed memory in its quarantine (capped for this
     test with quarantine_size_mb), so its bound is looser."""
-    with open(tlsfwd_bin, "rb") as f:
-        asan = b"__asan_init" in f.read()
-    return (12 if asan else 4) * 1024, asan
+    return (12 if asan_build else 4) * 1024, asan_build
 
 
 def test_fds_and_memory_after_10000_mixed_connections(pki, ssl_upstream, raw_upstream,

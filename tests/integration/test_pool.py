@@ -185,7 +185,7 @@ def test_reload_and_sigterm_close_a_full_pool_cleanly(ssl_upstream, service, sta
     assert not up.errors, up.errors
 
 
-def test_memory_per_pooled_connection(ssl_upstream, service, start_tlsfwd):
+def test_memory_per_pooled_connection(ssl_upstream, service, start_tlsfwd, asan_build):
     up = ssl_upstream(echo_handler)
     fwd = _start(start_tlsfwd, service, up.port, 0)
     exchange_ok(fwd)
@@ -196,7 +196,7 @@ def test_memory_per_pooled_connection(ssl_upstream, service, start_tlsfwd):
     _wait_ready(fwd, 200, timeout=30)
     per = (rss_kib(fwd.pid) - base) * 1024 / 200
     print("idle memory per pooled connection: %.0f bytes" % per)
-    assert per < 64 * 1024, per
+    assert asan_build or per < 64 * 1024, per
 
 
 @pytest.mark.parametrize("tickets", [2, 0], ids=["with_tickets", "no_tickets"])
