@@ -490,9 +490,9 @@ conn_pooled_read(struct conn *c)
 	    POOL_DROP_UPSTREAM_CLOSED);
 }
 
-/* Every watcher stopped, both fds closed, the TLS state and c freed. */
+/* Every watcher stopped, both fds closed (once). */
 static void
-conn_free(struct conn *c)
+conn_release_io(struct conn *c)
 {
 	struct ev_loop *loop = c->srv->loop;
 
@@ -504,6 +504,14 @@ conn_free(struct conn *c)
 		close(c->ufd);
 	if (c->cfd >= 0)
 		close(c->cfd);
+	c->ufd = c->cfd = -1;
+}
+
+/* The I/O released, the TLS state and c freed. */
+static void
+conn_free(struct conn *c)
+{
+	conn_release_io(c);
 	if (c->tls != NULL)
 		gnutls_deinit(c->tls);
 	tls_conn_clear(&c->tlsc);
@@ -529,7 +537,6 @@ conn_close_pooled(struct conn *c, enum pool_drop why)
 void
 conn_close(struct conn *c, enum conn_close_reason reason)
 {
-	struct ev_loop *loop = c->srv->loop;
 	struct server *srv = c->srv;
 	struct generation *gen = c->svc->gen;
 
@@ -556,14 +563,7 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 	conn_connect_end(c);
 
 	conn_set_state(c, CONN_CLOSED);
-	ev_io_stop(loop, &c->c_rd);
-	ev_io_stop(loop, &c->c_wr);
-	ev_io_stop(loop, &c->u_rd);
-	ev_io_stop(loop, &c->u_wr);
-	if (c->ufd >= 0)
-		close(c->ufd);
-	close(c->cfd);
-	c->ufd = c->cfd = -1;
+	conn_release_io(c);
 	server_conn_detach(srv, gen, &c->link);
 	admission_release(c->svc);
 	/* Counted before the line: a scrape after it includes this close. */

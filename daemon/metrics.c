@@ -220,8 +220,9 @@ current(const struct server *srv, const struct metrics_service **out,
 static void
 render_plain(const struct server *srv, struct metrics_text *t,
     const struct metrics_service *const *ms, size_t n, const char *name,
-    size_t offset)
+    const char *type, const char *help, size_t offset)
 {
+	family(t, name, type, help);
 	for (size_t i = 0; i < n; i++)
 		text_add(t, "%s{service=\"%s\"} %llu\n", name, ms[i]->name,
 		    (unsigned long long)sum_over_loops(srv, ms[i], offset));
@@ -231,9 +232,10 @@ render_plain(const struct server *srv, struct metrics_text *t,
 static void
 render_labelled(const struct server *srv, struct metrics_text *t,
     const struct metrics_service *const *ms, size_t n, const char *name,
-    const char *label, const char *const *values, size_t nvalues,
-    size_t offset)
+    const char *type, const char *help, const char *label,
+    const char *const *values, size_t nvalues, size_t offset)
 {
+	family(t, name, type, help);
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < nvalues; k++)
 			text_add(t, "%s{service=\"%s\",%s=\"%s\"} %llu\n",
@@ -253,24 +255,19 @@ render_pool(const struct server *srv, struct metrics_text *t,
 
 	for (int d = 0; d < POOL_DROPS; d++)
 		drops[d] = pool_drop_name((enum pool_drop)d);
-	family(t, "tlsfwd_pool_ready", "gauge",
-	    "Pooled upstream connections ready for a client now.");
-	render_plain(srv, t, ms, n, "tlsfwd_pool_ready", OFF(pool_ready));
-	family(t, "tlsfwd_pool_taken_total", "counter",
-	    "Clients that took a ready pooled connection.");
-	render_plain(srv, t, ms, n, "tlsfwd_pool_taken_total",
-	    OFF(pool_taken));
-	family(t, "tlsfwd_pool_missed_total", "counter",
-	    "Clients of a service with a pool that found none ready.");
-	render_plain(srv, t, ms, n, "tlsfwd_pool_missed_total",
+	render_plain(srv, t, ms, n, "tlsfwd_pool_ready", "gauge",
+	    "Pooled upstream connections ready for a client now.",
+	    OFF(pool_ready));
+	render_plain(srv, t, ms, n, "tlsfwd_pool_taken_total", "counter",
+	    "Clients that took a ready pooled connection.", OFF(pool_taken));
+	render_plain(srv, t, ms, n, "tlsfwd_pool_missed_total", "counter",
+	    "Clients of a service with a pool that found none ready.",
 	    OFF(pool_missed));
-	family(t, "tlsfwd_pool_failures_total", "counter",
-	    "Pooled connections whose set-up failed (event=pool).");
-	render_plain(srv, t, ms, n, "tlsfwd_pool_failures_total",
+	render_plain(srv, t, ms, n, "tlsfwd_pool_failures_total", "counter",
+	    "Pooled connections whose set-up failed (event=pool).",
 	    OFF(pool_failures));
-	family(t, "tlsfwd_pool_drops_total", "counter",
-	    "Ready pooled connections closed unused, by reason.");
-	render_labelled(srv, t, ms, n, "tlsfwd_pool_drops_total", "reason",
+	render_labelled(srv, t, ms, n, "tlsfwd_pool_drops_total", "counter",
+	    "Ready pooled connections closed unused, by reason.", "reason",
 	    drops, POOL_DROPS, OFF(pool_drops));
 }
 
@@ -292,39 +289,30 @@ render_services(const struct server *srv, struct metrics_text *t)
 		stages[s] = conn_stage_name((enum conn_stage)s);
 	for (int r = 0; r < CONN_CLOSE_REASONS; r++)
 		reasons[r] = conn_close_reason_name((enum conn_close_reason)r);
-	family(t, "tlsfwd_connections_total", "counter",
-	    "Client connections accepted.");
-	render_plain(srv, t, ms, n, "tlsfwd_connections_total", OFF(opened));
+	render_plain(srv, t, ms, n, "tlsfwd_connections_total", "counter",
+	    "Client connections accepted.", OFF(opened));
 	family(t, "tlsfwd_connections_active", "gauge",
 	    "Client connections open now.");
 	for (size_t i = 0; i < n; i++)
 		text_add(t, "tlsfwd_connections_active{service=\"%s\"} %llu\n",
 		    ms[i]->name, (unsigned long long)(SUM(ms[i], opened) -
 		    SUM(ms[i], closed)));
-	family(t, "tlsfwd_handshakes_total", "counter",
+	render_labelled(srv, t, ms, n, "tlsfwd_handshakes_total", "counter",
 	    "Upstream handshakes by outcome: ok, alert (named in the log) or "
-	    "fail.");
-	render_labelled(srv, t, ms, n, "tlsfwd_handshakes_total", "result",
-	    results, CONN_RESULTS, OFF(handshakes));
-	family(t, "tlsfwd_handshake_failures_total", "counter",
-	    "Failed connection set-ups by the stage that failed.");
+	    "fail.", "result", results, CONN_RESULTS, OFF(handshakes));
 	render_labelled(srv, t, ms, n, "tlsfwd_handshake_failures_total",
+	    "counter", "Failed connection set-ups by the stage that failed.",
 	    "stage", stages, CONN_STAGES, OFF(failures));
-	family(t, "tlsfwd_sessions_resumed_total", "counter",
-	    "Handshakes that resumed a cached session.");
-	render_plain(srv, t, ms, n, "tlsfwd_sessions_resumed_total",
-	    OFF(resumed));
-	family(t, "tlsfwd_bytes_total", "counter",
-	    "Bytes relayed: up (client to upstream) and down.");
-	render_labelled(srv, t, ms, n, "tlsfwd_bytes_total", "direction",
+	render_plain(srv, t, ms, n, "tlsfwd_sessions_resumed_total", "counter",
+	    "Handshakes that resumed a cached session.", OFF(resumed));
+	render_labelled(srv, t, ms, n, "tlsfwd_bytes_total", "counter",
+	    "Bytes relayed: up (client to upstream) and down.", "direction",
 	    directions, 2, OFF(bytes));
-	family(t, "tlsfwd_refused_total", "counter",
-	    "Clients closed at accept, by reason.");
-	render_labelled(srv, t, ms, n, "tlsfwd_refused_total", "reason",
-	    refusals, METRICS_REFUSALS, OFF(refused));
-	family(t, "tlsfwd_closes_total", "counter",
-	    "Closed connections by the close line's reason.");
-	render_labelled(srv, t, ms, n, "tlsfwd_closes_total", "reason",
+	render_labelled(srv, t, ms, n, "tlsfwd_refused_total", "counter",
+	    "Clients closed at accept, by reason.", "reason", refusals,
+	    METRICS_REFUSALS, OFF(refused));
+	render_labelled(srv, t, ms, n, "tlsfwd_closes_total", "counter",
+	    "Closed connections by the close line's reason.", "reason",
 	    reasons, CONN_CLOSE_REASONS, OFF(closes));
 	render_pool(srv, t, ms, n);
 }
