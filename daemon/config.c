@@ -81,6 +81,7 @@ service_free(struct service_config *sc)
 	free(sc->cert_file);
 	free(sc->key_file);
 	free(sc->key_password_file);
+	free(sc->via_password_file);
 	free(sc->tls_priority);
 	free(sc->allow);
 	free(sc->deny);
@@ -341,6 +342,18 @@ validate_tls(struct parse_ctx *p, struct service_config *sc)
 		config_error_add(p->errs, p->path,
 		    sc->key_password_file_line, "[%s]: key_password_file "
 		    "without key_file", sc->name);
+	if (sc->via_password_file != NULL && sc->via_user[0] == '\0')
+		config_error_add(p->errs, p->path, sc->via_password_file_line,
+		    "[%s]: via_password_file needs a user in via "
+		    "(http://USER@HOST:PORT)", sc->name);
+	if (sc->via_user[0] != '\0' && sc->via_password_file == NULL)
+		config_error_add(p->errs, p->path, sc->via_line, "[%s]: a user "
+		    "in via needs via_password_file (the password for Basic "
+		    "authentication)", sc->name);
+	if (sc->pool > 0 && sc->proxy_protocol != 0)
+		config_error_add(p->errs, p->path, sc->line, "[%s]: "
+		    "proxy_protocol sends the client's address, which a pooled "
+		    "connection does not know yet: set pool = 0", sc->name);
 	if (sc->verify == VERIFY_PIN && sc->npins == 0)
 		config_error_add(p->errs, p->path, sc->line, "[%s]: verify = "
 		    "pin needs at least one pin_sha256", sc->name);

@@ -91,6 +91,14 @@ struct service_config {
 	unsigned long		max_connections;	/* 0 = no limit */
 	unsigned long		pool;		/* warm connections; 0: none */
 	uint64_t		pool_max_idle_ms;
+	/* via = http://[user@]host:port: CONNECT through that proxy. */
+	bool			via_on;
+	struct host_port	via;
+	char			via_user[128];	/* "": no credentials */
+	int			via_line;
+	char		       *via_password_file;
+	int			via_password_file_line;
+	int			proxy_protocol;	/* enum proxy_protocol */
 	/* Unix listener: the socket file's permissions and owner. */
 	unsigned int		unix_mode;
 	uid_t			unix_uid;	/* (uid_t)-1 = leave as is */

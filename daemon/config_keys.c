@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config_priv.h"
+#include "proxy_protocol.h"
 
 /* keys_seen is a uint64_t: a bit per row. */
 #define KEYS_MAX 64
@@ -328,6 +329,11 @@ static const struct enum_name balance_modes[] = {
 	{ NULL, 0 },
 };
 
+static const struct enum_name proxy_protocols[] = {
+	{ "off", PROXY_PROTOCOL_OFF }, { "v1", PROXY_PROTOCOL_V1 },
+	{ "v2", PROXY_PROTOCOL_V2 }, { NULL, 0 },
+};
+
 static const struct enum_name ocsp_modes[] = {
 	{ "off", OCSP_OFF }, { "try", OCSP_TRY }, { "require", OCSP_REQUIRE },
 	{ NULL, 0 },
@@ -413,6 +419,12 @@ const struct config_key config_service_keys[] = {
 	    false },
 	{ "pool_max_idle", set_duration, S(pool_max_idle_ms), -1, "30s", NULL,
 	    1000, 0, NULL, false },
+	{ "via", config_set_via, 0, SL(via_line), NULL, "none", 0, 0, NULL,
+	    false },
+	{ "via_password_file", set_path, S(via_password_file),
+	    SL(via_password_file_line), NULL, "none", 0, 0, NULL, false },
+	{ "proxy_protocol", set_enum, S(proxy_protocol), -1, "off", NULL, 0,
+	    0, proxy_protocols, false },
 	{ "mode", set_mode, S(unix_mode), SL(unix_perms_line), "0660", NULL,
 	    0, 0, NULL, false },
 	{ "owner", set_socket_owner, 0, SL(unix_perms_line), NULL,

@@ -55,6 +55,6 @@ config_key_set	config_set_dns_servers, config_set_listen,
 		config_add_upstreams, config_set_sni,
 		config_set_verify_hostname, config_add_pin, config_set_alpn,
 		config_add_allow, config_add_deny, config_set_metrics_listen,
-		config_add_metrics_allow;
+		config_add_metrics_allow, config_set_via;
 
 #endif

@@ -197,6 +197,54 @@ config_add_pin(struct parse_ctx *p, void *obj, const struct config_key *k,
 	gnutls_free(out.data);
 }
 
+/* "http://[user@]host:port": the HTTP proxy to CONNECT through. */
+void
+config_set_via(struct parse_ctx *p, void *obj, const struct config_key *k,
+    const char *value)
+{
+	struct service_config *sc = obj;
+	const char *rest = value + 7, *at;
+	char err[PARSE_ERR_MAX], hostport[HOST_MAX + 16];
+	size_t n;
+
+	(void)k;
+	if (strncmp(value, "http://", 7) != 0) {
+		config_error_here(p, "via: expected http://[USER@]HOST:PORT "
+		    "(an HTTP proxy; https:// and socks are not supported), "
+		    "got '%s'", value);
+		return;
+	}
+	sc->via_user[0] = '\0';
+	if ((at = strchr(rest, '@')) != NULL) {
+		n = (size_t)(at - rest);
+		if (n == 0 || n >= sizeof(sc->via_user) ||
+		    memchr(rest, ':', n) != NULL) {
+			config_error_here(p, "via: the user before '@' must be "
+			    "1-%zu bytes without ':' (the password goes in "
+			    "via_password_file), got '%s'",
+			    sizeof(sc->via_user) - 1, value);
+			return;
+		}
+		memcpy(sc->via_user, rest, n);
+		sc->via_user[n] = '\0';
+		rest = at + 1;
+	}
+	n = strlen(rest);
+	if (n > 0 && rest[n - 1] == '/')
+		n--;		/* http://proxy:3128/ */
+	if (n >= sizeof(hostport)) {
+		config_error_here(p, "via: host name too long in '%s'", value);
+		return;
+	}
+	memcpy(hostport, rest, n);
+	hostport[n] = '\0';
+	if (parse_host_port(hostport, &sc->via, 0, err, sizeof(err)) != 0) {
+		config_error_here(p, "via: %s", err);
+		return;
+	}
+	sc->via_on = true;
+}
+
 /* "h2,http/1.1": protocols offered in order. */
 void
 config_set_alpn(struct parse_ctx *p, void *obj, const struct config_key *k,

@@ -23,7 +23,9 @@
  *   CONNECTING        conn_connect_paths; conn_connect_   connect_timeout,
  *                     next_path (a handshake failed and   each attempt of
  *                     another path is left)               the race
- *   HANDSHAKING       conn_race_won                       handshake_timeout
+ *   PROXY_TUNNEL      conn_race_won with via: CONNECT     connect_timeout
+ *                     sent, the proxy's answer awaited
+ *   HANDSHAKING       conn_race_won, conn_tunnel_read     handshake_timeout
  *   POOLED            conn_handshake_done of a connection pool_max_idle
  *                     without a client (pool.c); left by
  *                     conn_adopt, "adopt a ready upstream"
@@ -45,7 +47,7 @@ static bool
 conn_in_setup(enum conn_state s)
 {
 	return s == CONN_RESOLVING || s == CONN_CONNECTING ||
-	    s == CONN_HANDSHAKING;
+	    s == CONN_PROXY_TUNNEL || s == CONN_HANDSHAKING;
 }
 
 enum conn_state
@@ -94,6 +96,7 @@ conn_set_state(struct conn *c, enum conn_state state)
 	}
 	switch (state) {
 	case CONN_RESOLVING:
+	case CONN_PROXY_TUNNEL:
 		ms = sc->connect_timeout_ms;
 		break;
 	case CONN_CONNECTING:
@@ -129,7 +132,7 @@ conn_fail_handshake(struct conn *c, enum conn_result result,
 {
 	if (text != NULL)
 		c->err.text = text;
-	if (c->state == CONN_HANDSHAKING &&
+	if ((c->state == CONN_HANDSHAKING || c->state == CONN_PROXY_TUNNEL) &&
 	    conn_connect_next_path(c, result, stage, from))
 		return;
 	conn_log_handshake_failure(c, result, stage, from);
@@ -160,6 +163,13 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case CONN_CONNECTING:
 		break;		/* the race times each attempt */
+	case CONN_PROXY_TUNNEL:
+		snprintf(text, sizeof(text), "the proxy did not answer CONNECT "
+		    "within %llu ms", (unsigned long long)
+		    c->svc->sc->connect_timeout_ms);
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_TIMEOUT, ALERT_NONE,
+		    text);
+		break;
 	case CONN_HANDSHAKING:
 		snprintf(text, sizeof(text), "TLS handshake not finished "
 		    "within %llu ms", (unsigned long long)
@@ -266,6 +276,8 @@ conn_upstream_readable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	relay_upstream_readable(&c->relay);
 	if (c->state == CONN_HANDSHAKING)
 		conn_handshake_step(c);
+	else if (c->state == CONN_PROXY_TUNNEL)
+		conn_tunnel_read(c);
 	else if (c->state == CONN_POOLED)
 		conn_pooled_read(c);
 	else if (conn_relaying(c))
@@ -295,6 +307,7 @@ conn_upstream_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 		break;
 	case CONN_RESOLVING:
 	case CONN_CONNECTING:
+	case CONN_PROXY_TUNNEL:	/* the request went at once */
 	case CONN_POOLED:
 	case CONN_CLOSED:
 		break;
@@ -558,6 +571,7 @@ conn_close(struct conn *c, enum conn_close_reason reason)
 		conn_log_handshake_failure(c, RESULT_FAIL,
 		    c->state == CONN_RESOLVING ? STAGE_RESOLVE :
 		    c->state == CONN_CONNECTING ? STAGE_CONNECT :
+		    c->state == CONN_PROXY_TUNNEL ? STAGE_PROXY :
 		    STAGE_HANDSHAKE, ALERT_NONE);
 	}
 	conn_connect_end(c);

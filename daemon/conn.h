@@ -20,6 +20,7 @@ struct service;
 enum conn_state {
 	CONN_RESOLVING,		/* waiting for the upstream's addresses */
 	CONN_CONNECTING,	/* non-blocking connect() to an upstream address */
+	CONN_PROXY_TUNNEL,	/* via: CONNECT sent, the proxy's answer awaited */
 	CONN_HANDSHAKING,	/* gnutls_handshake() until done or failed */
 	CONN_POOLED,		/* verified, no client yet: waiting in the pool */
 	CONN_AWAITING_VERDICT,	/* relaying; TLS 1.3 upstream judging our cert */
@@ -35,8 +36,9 @@ enum conn_stage {
 	STAGE_TIMEOUT,
 	STAGE_HANDSHAKE,
 	STAGE_VERIFY,
+	STAGE_PROXY,		/* the CONNECT proxy refused or failed (via) */
 };
-#define CONN_STAGES	(STAGE_VERIFY + 1)
+#define CONN_STAGES	(STAGE_PROXY + 1)
 
 /* The handshake line's result=: the three outcomes, kept apart. */
 enum conn_result { RESULT_OK, RESULT_ALERT, RESULT_FAIL };

@@ -11,6 +11,12 @@
  * while one is left: nothing has been relayed yet, the client only waits.
  * Each failed path is reported to upstream.c, which tries it last for a
  * while.
+ *
+ * With via, the paths are the proxy's addresses: the connection asks the
+ * proxy for a tunnel to the entry (PROXY_TUNNEL, connect_proxy.c) before
+ * the handshake; a refusal is a failed path like a failed handshake. With
+ * proxy_protocol, the PROXY header goes first on the upstream's byte
+ * stream (through the tunnel, if any), right before the ClientHello.
  */
 #include <assert.h>
 #include <errno.h>
@@ -21,7 +27,10 @@
 #include <unistd.h>
 
 #include "conn_priv.h"
+#include "connect_proxy.h"
 #include "log.h"
+#include "proxy_protocol.h"
+#include "service.h"
 
 static struct conn *
 race_conn(struct connect_race *race)
@@ -63,6 +72,143 @@ conn_race_outraced(struct connect_race *race, size_t idx)
 	    why);
 }
 
+/*
+ * The byte stream to the upstream is open (directly, or through the
+ * proxy's tunnel): the PROXY header if configured, then the handshake.
+ */
+static void
+conn_upstream_open(struct conn *c)
+{
+	const struct service_config *sc = c->svc->sc;
+	struct sockaddr_storage src, dst;
+	socklen_t slen = sizeof(src), dlen = sizeof(dst);
+	uint8_t hdr[PROXY_HEADER_MAX];
+	char text[160];
+	const char *sni;
+	size_t n;
+	ssize_t sent;
+
+	if (sc->proxy_protocol != PROXY_PROTOCOL_OFF) {
+		memset(&src, 0, sizeof(src));
+		memset(&dst, 0, sizeof(dst));
+		(void)getpeername(c->cfd, (struct sockaddr *)&src, &slen);
+		(void)getsockname(c->cfd, (struct sockaddr *)&dst, &dlen);
+		sni = c->svc->upstream.entries[c->entry].cfg->sni;
+		n = proxy_header((enum proxy_protocol)sc->proxy_protocol,
+		    (struct sockaddr *)&src, (struct sockaddr *)&dst, sni,
+		    sc->nalpn > 0 ? sc->alpn[0] : NULL, hdr);
+		/* A fresh socket takes a few hundred bytes at once. */
+		sent = n > 0 ? send(c->ufd, hdr, n, MSG_NOSIGNAL) : -1;
+		if (sent < 0 || (size_t)sent != n) {
+			snprintf(text, sizeof(text), "cannot send the PROXY "
+			    "protocol header: %s", sent < 0 ? strerror(errno) :
+			    "short write");
+			conn_fail_handshake(c, RESULT_FAIL, STAGE_CONNECT,
+			    ALERT_NONE, text);
+			return;
+		}
+	}
+	conn_set_state(c, CONN_HANDSHAKING);
+	conn_handshake_step(c);
+}
+
+/* Connected to the proxy: CONNECT to the entry, then its answer. */
+static void
+conn_tunnel_start(struct conn *c)
+{
+	const struct service_config *sc = c->svc->sc;
+	const struct host_port *hp = &c->svc->upstream.entries[c->entry].cfg->hp;
+	char req[CONNECT_REQUEST_MAX], text[160];
+	size_t n;
+	ssize_t sent;
+
+	if (c->paths->tunnel == NULL &&
+	    (c->paths->tunnel = malloc(CONNECT_REPLY_MAX)) == NULL) {
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
+		    "out of memory");
+		return;
+	}
+	c->paths->tunnel_len = 0;
+	n = connect_proxy_request(hp->host, hp->port, sc->via_user[0] != '\0' ?
+	    sc->via_user : NULL, c->svc->via_password, req);
+	conn_set_state(c, CONN_PROXY_TUNNEL);
+	sent = n > 0 ? send(c->ufd, req, n, MSG_NOSIGNAL) : -1;
+	memset(req, 0, sizeof(req));	/* the credentials */
+	if (sent < 0 || (size_t)sent != n) {
+		snprintf(text, sizeof(text), "cannot send CONNECT to the proxy: "
+		    "%s", sent < 0 ? strerror(errno) : "short write");
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
+		    text);
+		return;
+	}
+	ev_io_start(c->srv->loop, &c->u_rd);
+}
+
+void
+conn_tunnel_read(struct conn *c)
+{
+	struct conn_paths *p = c->paths;
+	char peek[CONNECT_REPLY_MAX], line[128], text[200];
+	size_t room = CONNECT_REPLY_MAX - p->tunnel_len, take, head = 0;
+	ssize_t n;
+
+	/*
+	 * Peek, then take only up to the head's end: what follows it is the
+	 * upstream's (TLS), for GnuTLS. The end may straddle two reads.
+	 */
+	n = recv(c->ufd, peek, room, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		snprintf(text, sizeof(text), "the proxy closed before answering "
+		    "CONNECT%s%s", n < 0 ? ": " : "", n < 0 ? strerror(errno) :
+		    "");
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
+		    text);
+		return;
+	}
+	take = (size_t)n;
+	memcpy(p->tunnel + p->tunnel_len, peek, take);
+	switch (connect_proxy_reply(p->tunnel, p->tunnel_len + take, &head,
+	    line, sizeof(line))) {
+	case CONNECT_REPLY_MORE:
+		break;
+	case CONNECT_REPLY_OK:
+		take = head - p->tunnel_len;
+		break;
+	case CONNECT_REPLY_REFUSED:
+		snprintf(text, sizeof(text), "the proxy refused CONNECT: %s",
+		    line);
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
+		    text);
+		return;
+	case CONNECT_REPLY_MALFORMED:
+		snprintf(text, sizeof(text), "not an HTTP answer to CONNECT: "
+		    "'%s'", line);
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
+		    text);
+		return;
+	case CONNECT_REPLY_TOO_LONG:
+		snprintf(text, sizeof(text), "the proxy's answer to CONNECT is "
+		    "over %d bytes", CONNECT_REPLY_MAX);
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
+		    text);
+		return;
+	}
+	if (recv(c->ufd, peek, take, 0) != (ssize_t)take) {
+		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
+		    "reading the proxy's answer failed");
+		return;
+	}
+	p->tunnel_len += take;
+	if (head == 0)
+		return;		/* more to come */
+	ev_io_stop(c->srv->loop, &c->u_rd);
+	free(p->tunnel);
+	p->tunnel = NULL;
+	conn_upstream_open(c);
+}
+
 /* An attempt connected: its socket is the connection's; the handshake. */
 static void
 conn_race_won(struct connect_race *race, int fd, size_t idx)
@@ -80,8 +226,10 @@ conn_race_won(struct connect_race *race, int fd, size_t idx)
 	/* An earlier address's refusal is not this connection's cause. */
 	c->err.sys_errno = 0;
 	c->t_connected = conn_now_ms();
-	conn_set_state(c, CONN_HANDSHAKING);
-	conn_handshake_step(c);
+	if (c->svc->sc->via_on)
+		conn_tunnel_start(c);
+	else
+		conn_upstream_open(c);
 }
 
 static void conn_try_entry(struct conn *c);
@@ -93,6 +241,7 @@ conn_paths_free(struct conn *c)
 	if (c->paths == NULL)
 		return;
 	connect_race_stop(&c->paths->race);
+	free(c->paths->tunnel);
 	free(c->paths);
 	c->paths = NULL;
 }
@@ -129,6 +278,8 @@ conn_connect_paths(struct conn *c, struct upstream_addrs *addrs)
 		return;
 	}
 	p->conn = c;
+	p->tunnel = NULL;
+	p->tunnel_len = 0;
 	p->n = addrs->n;
 	upstream_order(&c->svc->upstream, c->entry, addrs, p->addr);
 	upstream_addrs_put(addrs);

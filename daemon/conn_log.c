@@ -13,6 +13,7 @@
 static const char *const state_names[] = {
 	[CONN_RESOLVING] = "resolving",
 	[CONN_CONNECTING] = "connecting",
+	[CONN_PROXY_TUNNEL] = "proxy_tunnel",
 	[CONN_HANDSHAKING] = "handshaking",
 	[CONN_POOLED] = "pooled",
 	[CONN_AWAITING_VERDICT] = "awaiting_verdict",
@@ -38,6 +39,7 @@ static const char *const stage_names[] = {
 	[STAGE_TIMEOUT] = "timeout",
 	[STAGE_HANDSHAKE] = "handshake",
 	[STAGE_VERIFY] = "verify",
+	[STAGE_PROXY] = "proxy",
 };
 
 static const char *const result_names[] = {
@@ -173,7 +175,8 @@ failure_fields(struct log_line *l, const struct conn *c, enum conn_stage stage,
 		log_str(l, "verify", "fail");
 	if (stage == STAGE_TIMEOUT)
 		log_str(l, "timeout", c->state == CONN_HANDSHAKING ?
-		    "handshake" : "connect");
+		    "handshake" : c->state == CONN_PROXY_TUNNEL ? "proxy" :
+		    "connect");
 	conn_log_error(l, &c->err);
 	if (from != ALERT_NONE) {
 		log_str(l, "alert", c->err.alert);

@@ -41,6 +41,8 @@ struct conn_error {
 struct conn_paths {
 	struct conn		*conn;
 	struct connect_race	 race;
+	char			*tunnel;	/* via: the proxy's answer so far */
+	size_t			 tunnel_len;
 	size_t			 n;
 	struct resolver_addr	 addr[];
 };
@@ -115,6 +117,8 @@ void	conn_connect_start(struct conn *c);
  */
 bool	conn_connect_next_path(struct conn *c, enum conn_result result,
 	    enum conn_stage stage, enum conn_alert_from from);
+/* Fired while PROXY_TUNNEL: the proxy's answer to CONNECT comes in. */
+void	conn_tunnel_read(struct conn *c);
 /* RESOLVING took connect_timeout: the next upstream entry, or the end. */
 void	conn_connect_resolve_timeout(struct conn *c);
 /* The handshake succeeded: the path is healthy; the set-up state goes. */

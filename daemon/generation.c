@@ -68,6 +68,7 @@ generation_free(struct generation *gen, struct ev_loop *loop)
 	for (size_t i = 0; i < gen->nservices; i++) {
 		struct service *svc = &gen->services[i];
 
+		explicit_bzero(svc->via_password, sizeof(svc->via_password));
 		listener_close(&svc->listener, loop);
 		pool_stop(&svc->pool);
 		if (svc->tls_ready)
@@ -223,6 +224,15 @@ generation_new(struct server *srv, struct config *cfg,
 		if (!srv->is_worker)
 			service_warn_key_perms(sc, cfg->path, errs);
 		pool_init(&svc->pool, svc);
+		if (sc->via_password_file != NULL && tls_read_password_file(
+		    "via_password_file", sc->via_password_file,
+		    svc->via_password, sizeof(svc->via_password), err,
+		    sizeof(err)) != 0) {
+			config_error_add(errs, cfg->path,
+			    sc->via_password_file_line, "[%s]: %s", sc->name,
+			    err);
+			continue;
+		}
 		if (upstream_init(&svc->upstream, sc) != 0) {
 			config_error_add(errs, cfg->path, sc->line, "[%s]: out "
 			    "of memory", sc->name);

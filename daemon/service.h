@@ -30,6 +30,7 @@ struct service {
 	bool				 tls_ready;
 	struct upstream			 upstream;	/* where connections go */
 	struct pool			 pool;		/* warm ones (pool = N) */
+	char				 via_password[256];	/* via_password_file */
 	struct listener			 listener;
 	struct listener			*takeover;	/* reload: old one to keep */
 	bool				 kept;		/* listener carried over */

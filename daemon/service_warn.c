@@ -18,22 +18,26 @@
 #define CERT_EXPIRY_WARN_DAYS 14
 
 /*
- * A client key is an identity: one that every local user can read is
- * refused unless the config says allow_insecure_key_perms; one the group
- * can read is only warned about (0640 root:tlsfwd is a normal setup).
+ * A client key (or the proxy's password) is an identity: one that every
+ * local user can read is refused unless the config says
+ * allow_insecure_key_perms; one the group can read is only warned about
+ * (0640 root:tlsfwd is a normal setup).
  */
 void
 service_warn_key_perms(const struct service_config *sc, const char *cfg_path,
     struct config_errors *errs)
 {
-	const char *files[2] = { sc->key_file, sc->key_password_file };
-	const int lines[2] = { sc->key_file_line, sc->key_password_file_line };
-	const char *keys[2] = { "key_file", "key_password_file" };
+	const char *files[3] = { sc->key_file, sc->key_password_file,
+	    sc->via_password_file };
+	const int lines[3] = { sc->key_file_line, sc->key_password_file_line,
+	    sc->via_password_file_line };
+	const char *keys[3] = { "key_file", "key_password_file",
+	    "via_password_file" };
 	struct log_line l;
 	struct stat st;
 	bool refuse;
 
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 3; i++) {
 		if (files[i] == NULL || strncmp(files[i], "pkcs11:", 7) == 0 ||
 		    stat(files[i], &st) != 0 || (st.st_mode & 077) == 0)
 			continue;

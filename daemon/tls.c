@@ -32,17 +32,16 @@ tls_global_deinit(void)
 	gnutls_global_deinit();
 }
 
-/* The first line of path, for an encrypted key's password. */
-static int
-read_password(const char *path, char *buf, size_t buflen, char *err,
-    size_t errlen)
+int
+tls_read_password_file(const char *key, const char *path, char *buf,
+    size_t buflen, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "re");
 	size_t n;
 
 	if (f == NULL) {
-		snprintf(err, errlen, "key_password_file: cannot open '%s': %s",
-		    path, strerror(errno));
+		snprintf(err, errlen, "%s: cannot open '%s': %s", key, path,
+		    strerror(errno));
 		return -1;
 	}
 	if (fgets(buf, (int)buflen, f) == NULL)
@@ -104,9 +103,9 @@ tls_service_init(struct tls_service *t, const struct service_config *sc,
 	if (sc->cert_file != NULL) {
 		*errline = sc->key_file_line;
 		password[0] = '\0';
-		if (sc->key_password_file != NULL && read_password(
-		    sc->key_password_file, password, sizeof(password), err,
-		    errlen) != 0) {
+		if (sc->key_password_file != NULL && tls_read_password_file(
+		    "key_password_file", sc->key_password_file, password,
+		    sizeof(password), err, errlen) != 0) {
 			*errline = sc->key_password_file_line;
 			goto fail;
 		}

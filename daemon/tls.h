@@ -73,6 +73,9 @@ struct tls_conn {
 void	tls_conn_clear(struct tls_conn *tc);
 
 int	tls_global_init(char *err, size_t errlen);
+/* The first line of path (a password), for config key key's errors. */
+int	tls_read_password_file(const char *key, const char *path, char *buf,
+	    size_t buflen, char *err, size_t errlen);
 void	tls_global_deinit(void);
 
 /*

@@ -40,10 +40,14 @@ upstream_init(struct upstream *up, const struct service_config *sc)
 		return -1;
 	up->n = sc->nupstreams;
 	for (size_t i = 0; i < up->n; i++) {
+		/* Through a CONNECT proxy, each entry's paths are the proxy's
+		 * addresses: the proxy resolves the upstream's name. */
+		const struct host_port *hp = sc->via_on ? &sc->via :
+		    &sc->upstreams[i].hp;
+
 		up->entries[i].cfg = &sc->upstreams[i];
-		upstream_name_init(&up->entries[i].name, sc->name,
-		    sc->upstreams[i].hp.host, sc->upstreams[i].hp.port,
-		    (ev_tstamp)sc->resolve_interval_ms / 1e3);
+		upstream_name_init(&up->entries[i].name, sc->name, hp->host,
+		    hp->port, (ev_tstamp)sc->resolve_interval_ms / 1e3);
 	}
 	return 0;
 }
@@ -56,7 +60,9 @@ previous_entry(const struct upstream *previous, const struct upstream_entry *e)
 		const struct upstream_entry *o = &previous->entries[i];
 
 		if (o->cfg->hp.port == e->cfg->hp.port &&
-		    strcmp(o->cfg->hp.host, e->cfg->hp.host) == 0)
+		    strcmp(o->cfg->hp.host, e->cfg->hp.host) == 0 &&
+		    o->name.port == e->name.port &&
+		    strcmp(o->name.host, e->name.host) == 0)
 			return o;
 	}
 	return NULL;
