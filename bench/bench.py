@@ -16,6 +16,11 @@ Pinning (with 2+ cores): this script, curl, wrk and the upstream nginx run on
 the first core ("load core"); each proxy runs alone on the second ("proxy
 core"), except the tlsfwd workers=2 row, which may use every core.
 
+The tlsfwd-metrics row is the tlsfwd row with `metrics_listen` on and a
+scraper (a thread of this script, so on the load core) that GETs /metrics
+every second for as long as that tlsfwd runs; the report gives its CPU per
+request and per GB against the tlsfwd row, and what one scrape costs.
+
 Every option also has an environment variable (the flag wins):
     --size-mib N     BENCH_SIZE_MIB   bulk file size (default 256, quick 64)
     --reps N         BENCH_REPS       bulk transfers per direction, median (3, quick 1)
@@ -31,6 +36,7 @@ import argparse
 import asyncio
 import collections
 import datetime
+import http.client
 import json
 import os
 import re
@@ -41,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,6 +79,7 @@ ROWS = [
     ("direct-plain", "direct, plain HTTP (no proxy, no TLS)"),
     ("direct-tls", "direct, HTTPS (client does TLS, no proxy)"),
     ("tlsfwd", "tlsfwd"),
+    ("tlsfwd-metrics", "tlsfwd metrics on (/metrics scraped every 1 s)"),
     ("tlsfwd-nocache", "tlsfwd session_cache=off"),
     ("tlsfwd-w2", "tlsfwd workers=2 (no pinning)"),
     ("tlsfwd-nocache-w2", "tlsfwd session_cache=off workers=2 (no pinning; new-conn only)"),
@@ -101,6 +109,9 @@ def stop(p, grace=5.0):
     """Stop one peer: SIGTERM to its process group, SIGKILL what is left."""
     if p is None:
         return
+    scraper = getattr(p, "scraper", None)
+    if scraper is not None:       # before the SIGTERM: no failed scrape at exit
+        scraper.stop()
     try:
         os.killpg(p.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -623,6 +634,84 @@ def ok_pss(res):
     return res.get("pss_kib_per_conn") is not None
 
 
+class Scraper(threading.Thread):
+    """GET /metrics every `interval` seconds, one connection each as tlsfwd
+    serves them (Connection: close), like a Prometheus scraping that often,
+    until stop(). It is a thread of this script, so it runs on the load core."""
+
+    def __init__(self, port, interval=1.0):
+        super().__init__(daemon=True)
+        self.port, self.interval = port, interval
+        self.halt = threading.Event()
+        self.ok, self.failed, self.ms, self.size, self.last = 0, [], [], None, None
+
+    def run(self):
+        due = time.monotonic()
+        while not self.halt.is_set():
+            t = time.monotonic()
+            try:
+                body = scrape_metrics(self.port)
+                self.ms.append(1e3 * (time.monotonic() - t))
+                self.ok += 1
+                self.size, self.last = len(body), body
+            except (OSError, http.client.HTTPException, RuntimeError) as e:
+                self.failed.append("%s: %s" % (type(e).__name__, str(e)[:80]))
+            due += self.interval
+            self.halt.wait(max(0.0, due - time.monotonic()))
+
+    def stop(self):
+        self.halt.set()
+        self.join(15)
+
+
+def scrape_metrics(port, timeout=5):
+    """The body of one GET /metrics (RuntimeError unless 200)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError("GET /metrics: HTTP %d" % r.status)
+        return body
+    finally:
+        c.close()
+
+
+def group_oncpu_ns(pgid):
+    """Nanoseconds on a CPU of every thread of a process group
+    (/proc/PID/task/TID/schedstat): finer than the clock ticks of
+    group_cpu_s, for short measurements."""
+    ns = 0
+    for pid in group_pids(pgid):
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    ns += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return ns
+
+
+def scrape_cost(proc, port, n=500):
+    """tlsfwd's CPU per scrape: n scrapes back to back with no other load
+    (the 1 s scraper's, if any fall in, are counted too); a dict for the JSON."""
+    scraper = getattr(proc, "scraper", None)
+    before = scraper.ok if scraper else 0
+    ns0, t = group_oncpu_ns(proc.pid), time.monotonic()
+    size = None
+    for _ in range(n):
+        size = len(scrape_metrics(port))
+    ns1, wall = group_oncpu_ns(proc.pid), time.monotonic() - t
+    scrapes = n + ((scraper.ok - before) if scraper else 0)
+    return {"scrapes": scrapes, "bytes": size, "wall_s": round(wall, 3),
+            "proxy_cpu_us_per_scrape": (ns1 - ns0) / 1e3 / scrapes}
+
+
 def start_upstream(tmp, ca, nofile, worker_connections, cpus):
     """The upstream nginx (templates/upstream-nginx.conf) serving tmp/www over
     plain HTTP and HTTPS (tmp/pki/server.pem) on two free ports, checked with
@@ -669,6 +758,8 @@ class Bench:
         self.notes = []
         self.workers_supported = None
         self.upstream = None
+        self.metrics_ports = {}      # tlsfwd listen port -> its metrics_listen port
+        self.scrapers = {}           # row key -> its Scrapers (one per tlsfwd started)
 
     # -- upstream
     def start_upstream(self):
@@ -678,12 +769,14 @@ class Bench:
             % (self.plain_port, self.tls_port, self.upstream.pid))
 
     # -- proxies: each returns (argv, cpus) for a listen port and a verify name
-    def tlsfwd_config(self, key, port, name, sni, workers=None):
-        extra = ""
+    def tlsfwd_config(self, key, port, name, sni, workers=None, metrics_port=None):
+        extra = []
         if workers is not None:
-            extra = "workers = %s" % workers
+            extra.append("workers = %s" % workers)
+        if metrics_port is not None:
+            extra.append("metrics_listen = 127.0.0.1:%d" % metrics_port)
         return render("tlsfwd.ini", {
-            "GLOBAL_EXTRA": extra, "LISTEN_PORT": port, "UP_PORT": self.tls_port,
+            "GLOBAL_EXTRA": "\n".join(extra), "LISTEN_PORT": port, "UP_PORT": self.tls_port,
             "SNI": sni, "NAME": name, "CA": self.ca,
             "SESSION_CACHE": "no" if key.startswith("tlsfwd-nocache") else "yes",
         }, os.path.join(self.tmp, "%s-%d.ini" % (key, port)))
@@ -703,12 +796,16 @@ class Bench:
                 "SNI": sni, "NAME": name, "NOFILE": self.nofile,
                 "WORKER_CONNECTIONS": self.worker_connections,
                 "MAXCONN": self.maxconn}
-        if key in ("tlsfwd", "tlsfwd-nocache", "tlsfwd-w2", "tlsfwd-nocache-w2"):
+        if key in ("tlsfwd", "tlsfwd-metrics", "tlsfwd-nocache", "tlsfwd-w2",
+                   "tlsfwd-nocache-w2"):
             workers = None
             two = key.endswith("-w2")
             if self.detect_workers():
                 workers = 2 if two else 1
-            conf = self.tlsfwd_config(key, port, name, sni, workers)
+            mport = None
+            if key == "tlsfwd-metrics":
+                mport = self.metrics_ports[port] = free_port()
+            conf = self.tlsfwd_config(key, port, name, sni, workers, mport)
             return [self.a.tlsfwd, "-c", conf], (self.all_cpus if two else self.proxy_cpus)
         if key == "stunnel":
             conf = render("stunnel.conf", base, "%s/stunnel-%d.conf" % (tmp, port))
@@ -736,6 +833,16 @@ class Bench:
             msg = tail(p.logfile)
             stop(p)
             raise RuntimeError("%s did not listen on %d: %s" % (key, port, msg.strip()[-600:]))
+        mport = self.metrics_ports.pop(port, None)
+        if mport is not None:
+            if not wait_port(mport, proc=p):
+                msg = tail(p.logfile)
+                stop(p)
+                raise RuntimeError("%s: no metrics on %d: %s" % (key, mport, msg.strip()[-600:]))
+            p.metrics_port = mport
+            p.scraper = Scraper(mport)
+            p.scraper.start()
+            self.scrapers.setdefault(key, []).append(p.scraper)
         return p, port
 
     def verify_check(self, key):
@@ -839,6 +946,14 @@ class Bench:
                 log("%-14s %-9s %s req/s, p99 %s ms" % (key, mode, fmt(res["rps"], 0),
                                                         fmt(res["p99_ms"], 2)))
                 alive()
+            if getattr(proc, "metrics_port", None):
+                try:
+                    row["scrape_cost"] = scrape_cost(proc, proc.metrics_port)
+                    log("%-14s one scrape: %.1f µs of tlsfwd CPU (%d bytes)" % (
+                        key, row["scrape_cost"]["proxy_cpu_us_per_scrape"],
+                        row["scrape_cost"]["bytes"]))
+                except (OSError, http.client.HTTPException) as e:
+                    row["errors"].append("scrape cost: %s" % e)
         except RuntimeError as e:
             row["errors"].append(str(e))
         finally:
@@ -879,9 +994,35 @@ class Bench:
                 row["errors"].append("idle: %s" % e)
             finally:
                 stop(proc)
+        self.scrape_summary(row, key)
         for e in row["errors"]:
             log("%-14s ERROR %s" % (key, e))
         return row
+
+    def scrape_summary(self, row, key):
+        """What the 1 s scrapers of a tlsfwd-metrics row saw: every scrape
+        must have worked (a failed one is tlsfwd's error)."""
+        scrapers = self.scrapers.pop(key, [])
+        if not scrapers:
+            return
+        ms = [x for s in scrapers for x in s.ms]
+        failed = [x for s in scrapers for x in s.failed]
+        last = next((s.last for s in reversed(scrapers) if s.last), b"")
+        m = re.search(rb'^tlsfwd_connections_total\{service="bench"\} (\d+)$', last, re.M)
+        row["scrapes"] = {"ok": len(ms), "failed": len(failed),
+                          "failures": failed[:5], "bytes": max((s.size or 0) for s in scrapers),
+                          "p50_ms": median(ms), "max_ms": max(ms) if ms else None,
+                          "last_connections_total": int(m.group(1)) if m else None}
+        row["notes"].append("scraped /metrics %d times (every 1 s while tlsfwd ran), "
+                            "%s bytes each, %s ms median, %s ms at most" % (
+                                len(ms), fmt(row["scrapes"]["bytes"], 0),
+                                fmt(row["scrapes"]["p50_ms"], 2),
+                                fmt(row["scrapes"]["max_ms"], 2)))
+        if failed:
+            row["errors"].append("%d of %d scrapes failed (%s)" % (
+                len(failed), len(failed) + len(ms), "; ".join(failed[:3])))
+        if not ms:
+            row["errors"].append("no scrape of /metrics worked")
 
     def note_busy(self, row, what, ticks0):
         """How busy the load core and the proxy core were during a run: a
@@ -963,6 +1104,61 @@ def ratios(rows):
     return out
 
 
+# What metrics on costs: the tlsfwd-metrics row against the tlsfwd row.
+METRICS_COST = [("keep-alive CPU per request", "keepalive_cpu_us_per_req", "µs", 1),
+                ("new-conn CPU per request", "newconn_cpu_us_per_req", "µs", 1),
+                ("bulk down CPU per GB", "bulk_down_cpu_s_per_gb", "s", 2),
+                ("bulk up CPU per GB", "bulk_up_cpu_s_per_gb", "s", 2),
+                ("keep-alive req/s", "keepalive_rps", "req/s", 0),
+                ("new-conn req/s", "newconn_rps", "req/s", 0)]
+
+
+def metrics_cost(rows):
+    """[{name, field, unit, on, off, diff, pct}]: metrics on (tlsfwd-metrics)
+    against off (tlsfwd), or [] when the run had not both."""
+    if get(rows, "tlsfwd-metrics", "key") is None or get(rows, "tlsfwd", "key") is None:
+        return []
+    out = []
+    for name, field, unit, nd in METRICS_COST:
+        on, off = get(rows, "tlsfwd-metrics", field), get(rows, "tlsfwd", field)
+        both = on is not None and off is not None
+        out.append({"name": name, "field": field, "unit": unit, "digits": nd,
+                    "on": on, "off": off, "diff": on - off if both else None,
+                    "pct": 100.0 * (on - off) / off if both and off else None})
+    return out
+
+
+def metrics_cost_lines(rows, cost):
+    """The report's lines for metrics_cost(): each difference, then what one
+    scrape costs and what that is per keep-alive request at one a second."""
+    if not cost:
+        return []
+    lines = ["", "Metrics on against off (the `%s` row against `tlsfwd`, same run; the "
+             "difference in tlsfwd's CPU per unit of work is the figure to read, rates "
+             "follow the load core):" % get(rows, "tlsfwd-metrics", "label"), ""]
+    for c in cost:
+        if c["diff"] is None:
+            lines.append("- %s: not measured" % c["name"])
+            continue
+        nd = c["digits"]
+        sign = "+" if c["diff"] >= 0 else "−"
+        pct = "" if c["pct"] is None else " (%s%.1f%%)" % (sign, abs(c["pct"]))
+        lines.append("- %s: %s on vs %s %s off: **%s%s %s%s**" % (
+            c["name"], fmt(c["on"], nd), fmt(c["off"], nd), c["unit"],
+            sign, fmt(abs(c["diff"]), nd + 1), c["unit"], pct))
+    sc = get(rows, "tlsfwd-metrics", "scrape_cost")
+    if sc:
+        per_s = sc["proxy_cpu_us_per_scrape"]
+        rps = get(rows, "tlsfwd-metrics", "keepalive_rps")
+        per_req = " = %s µs per keep-alive request at %s req/s" % (
+            "{:.4f}".format(per_s / rps), fmt(rps, 0)) if rps else ""
+        lines.append("- one scrape (%s bytes) costs tlsfwd **%s µs** of CPU (%d back to back, "
+                     "idle proxy); at one a second that is %s µs of CPU per second%s" % (
+                         fmt(sc["bytes"], 0), fmt(per_s, 1), sc["scrapes"],
+                         fmt(per_s, 1), per_req))
+    return lines
+
+
 def markdown(meta, rows, rat):
     m = meta
     lines = ["### tlsfwd benchmark, %s" % m["date"], "",
@@ -1027,6 +1223,7 @@ def markdown(meta, rows, rat):
             lines.append("- %s: **%.2f×** (%s vs %s %s)" % (
                 x["name"], x["ratio"], fmt(x["a"], {"ms": 2, "µs": 1, "s": 2}.get(x["unit"], 0)),
                 fmt(x["b"], {"ms": 2, "µs": 1, "s": 2}.get(x["unit"], 0)), x["unit"]))
+    lines += metrics_cost_lines(rows, metrics_cost(rows))
     notes = []
     for r in rows:
         if r.get("skipped"):
@@ -1165,7 +1362,8 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "latest.json"), "w") as f:
         json.dump({"meta": meta, "columns": [{"title": c[0], "field": c[1]} for c in COLUMNS],
-                   "rows": rows, "ratios": rat}, f, indent=2)
+                   "rows": rows, "ratios": rat, "metrics_cost": metrics_cost(rows)},
+                  f, indent=2)
         f.write("\n")
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write(md)
