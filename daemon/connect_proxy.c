@@ -9,6 +9,7 @@
  */
 #include "connect_proxy.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -86,7 +87,6 @@ connect_proxy_reply(const char *buf, size_t len, size_t *head_len,
 {
 	const char *end = NULL;
 	int status;
-	char sp;
 
 	for (size_t i = 0; i + 3 < len && end == NULL; i++)
 		if (memcmp(buf + i, "\r\n\r\n", 4) == 0)
@@ -96,11 +96,15 @@ connect_proxy_reply(const char *buf, size_t len, size_t *head_len,
 		return len >= CONNECT_REPLY_MAX ? CONNECT_REPLY_TOO_LONG :
 		    CONNECT_REPLY_MORE;
 	*head_len = (size_t)(end - buf);
-	/* "HTTP/1.x NNN reason" */
+	/* "HTTP/1.x NNN reason": three digits, then a space or the line's end. */
 	if (*head_len < 13 || memcmp(buf, "HTTP/1.", 7) != 0 ||
 	    (buf[7] != '0' && buf[7] != '1') || buf[8] != ' ' ||
-	    sscanf(buf + 9, "%3d%c", &status, &sp) != 2 ||
-	    (sp != ' ' && sp != '\r') || status < 100 || status > 599)
+	    !isdigit((unsigned char)buf[9]) || !isdigit((unsigned char)buf[10]) ||
+	    !isdigit((unsigned char)buf[11]) ||
+	    (buf[12] != ' ' && buf[12] != '\r'))
+		return CONNECT_REPLY_MALFORMED;
+	status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+	if (status < 100 || status > 599)
 		return CONNECT_REPLY_MALFORMED;
 	return status >= 200 && status < 300 ? CONNECT_REPLY_OK :
 	    CONNECT_REPLY_REFUSED;

@@ -14,7 +14,7 @@
 
 FUZZ_BUILD	?= build/fuzz
 FUZZ_SECONDS	?= 60
-FUZZ_TARGETS	?= config parse log
+FUZZ_TARGETS	?= config parse log connect_reply
 FUZZ_ARGS	?=
 FUZZ_CC		?= clang
 # clang, and libFuzzer with the sanitizer runtimes for that clang (Debian's
@@ -36,6 +36,7 @@ FUZZ_BINS	:= $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OPTS_config := -max_len=4096 -dict=tests/fuzz/config.dict
 FUZZ_OPTS_parse	 := -max_len=512 -dict=tests/fuzz/parse.dict
 FUZZ_OPTS_log	 := -max_len=12288
+FUZZ_OPTS_connect_reply := -max_len=9000
 FUZZ_RUN_OPTS	:= -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 FUZZ_ENV	:= ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1 \
 		   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -179,6 +179,10 @@ test_connect_reply(void **state)
 	assert_string_equal(line, "HTTP/1.1 403 Forbidden");
 	assert_int_equal(connect_proxy_reply("HTTP/1.1 2000 x\r\n\r\n", 19,
 	    &head, line, sizeof(line)), CONNECT_REPLY_MALFORMED);
+	/* Found by fuzz_connect_reply: the status may not come from beyond
+	 * the status line (sscanf skipped the empty line to reach it). */
+	assert_int_equal(connect_proxy_reply("HTTP/1.1 \r\n\r\n200 C\r\n\r\n",
+	    20, &head, line, sizeof(line)), CONNECT_REPLY_MALFORMED);
 	assert_int_equal(connect_proxy_reply("SSH-2.0-x\r\n\r\n", 13, &head,
 	    line, sizeof(line)), CONNECT_REPLY_MALFORMED);
 	assert_int_equal(connect_proxy_reply("\x16\x03\x01\r\n\r\n", 7, &head,
