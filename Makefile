@@ -47,7 +47,7 @@ DEB_PKGS := gcc make pkg-config libgnutls28-dev libev-dev libinih-dev \
 	    curl ca-certificates systemd mandoc groff-base man-db strace \
 	    softhsm2 iproute2 valgrind procps libclang-rt-dev nginx \
 	    redis-server redis-tools slapd ldap-utils mosquitto mosquitto-clients \
-	    squid haproxy
+	    squid haproxy prometheus
 
 SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -3,13 +3,18 @@ known mix of connections (ok, verification failures, refused) with one and
 two event loops and across a reload, the text format (every sample's family
 has HELP and TYPE; counters end in _total), short answers to anything but
 GET /metrics, a slow scraper that cannot stall scrapes or connections, the
-paths' health as the loops found it, and the configuration's rules (who may
-scrape; a change needs a restart)."""
+paths' health as the loops found it, the configuration's rules (who may
+scrape; a change needs a restart), promtool's lint of a real scrape, and a
+real Prometheus server scraping tlsfwd."""
 
 import http.client
+import json
 import re
+import shutil
 import socket
+import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -257,3 +262,96 @@ def test_upstream_health_is_a_metric(workers, pki, cleanup, ssl_upstream, servic
         exchange_ok(fwd)
         time.sleep(0.1)
     assert _healthy(fwd) == {(a_name, a_name): 1, (b_name, b_name): 1}
+
+
+def _need(tool):
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail("%s is not installed (Debian package prometheus): run `make deps`" % tool)
+    return path
+
+
+def test_promtool_accepts_the_exposition(ssl_upstream, service, start_tlsfwd):
+    """Every family tlsfwd exports, after a mix of outcomes (ok, verification
+    failures, refusals, a pool, a path marked down), passes `promtool check
+    metrics` (format and Prometheus's naming lint) without a complaint."""
+    good = ssl_upstream(echo_handler)
+    bad = ssl_upstream(echo_handler, cert="wrong")
+    fwd = start_tlsfwd({"good": service(good.port, pool="1"), "bad": service(bad.port),
+                        "deny": service(good.port, deny="127.0.0.1"),
+                        "two": service("127.0.0.1:1, 127.0.0.1:%d" % good.port)},
+                       {"metrics_listen": "127.0.0.1:0"})
+    _mix(fwd, 3, 2, 1)
+    exchange_ok(fwd, "two")
+    _wait_closed(fwd, 6)
+    text = scrape(fwd)[2]
+    r = subprocess.run([_need("promtool"), "check", "metrics"], input=text.encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == b"", r.stdout.decode()
+    # and promtool does fail on a broken exposition
+    r = subprocess.run(["promtool", "check", "metrics"],
+                       input=(text + "tlsfwd_bogus{x=} 1\n").encode(),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    assert r.returncode != 0
+
+
+def _api(port, path):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+        return r.status, r.read()
+
+
+def test_a_real_prometheus_scrapes_tlsfwd(ssl_upstream, service, start_tlsfwd, tmp_path):
+    """Prometheus (its own storage and config, port 0) scrapes tlsfwd every
+    second; its HTTP API then returns tlsfwd_handshakes_total for the service
+    with the count of the handshakes made."""
+    up = ssl_upstream(echo_handler)
+    fwd = start_tlsfwd({"svc": service(up.port)}, {"metrics_listen": "127.0.0.1:0"})
+    for _ in range(3):
+        exchange_ok(fwd)
+    conf = tmp_path / "prometheus.yml"
+    conf.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n"
+                    "  - job_name: tlsfwd\n    static_configs:\n"
+                    "      - targets: ['127.0.0.1:%d']\n" % _port(fwd))
+    log = open(tmp_path / "prometheus.log", "w+")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([_need("prometheus"), "--config.file=%s" % conf,
+                             "--storage.tsdb.path=%s" % (tmp_path / "data"),
+                             "--web.listen-address=127.0.0.1:0"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path))
+    try:
+        port, deadline = None, time.monotonic() + 30
+        while port is None:         # its log says the port it got
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                open(tmp_path / "prometheus.log").read()[-2000:]
+            m = re.search(r'msg="Listening on" address=127\.0\.0\.1:(\d+)',
+                          open(tmp_path / "prometheus.log").read())
+            port = int(m.group(1)) if m else None
+            time.sleep(0.05)
+        while True:
+            try:
+                if _api(port, "/-/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "Prometheus not ready within 30 s"
+            time.sleep(0.05)
+        ready = time.monotonic() - t0
+        while True:
+            _, body = _api(port, "/api/v1/query?query=tlsfwd_handshakes_total"
+                           "%7Bservice%3D%22svc%22%2Cresult%3D%22ok%22%7D")
+            res = json.loads(body)["data"]["result"]
+            if res:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
+        print("prometheus ready in %.2f s; first sample after %.2f s"
+              % (ready, time.monotonic() - t0))
+        assert res[0]["metric"]["job"] == "tlsfwd" and float(res[0]["value"][1]) == 3, res
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
