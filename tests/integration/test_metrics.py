@@ -22,6 +22,7 @@ from harness.clients import exchange_ok, recv_closed, send_quiet, connect
 from harness.daemon import check_config
 from harness.tlsinfo import cert_not_after
 from harness.upstreams import closed_port, echo_handler, server_context, Upstream
+from test_fault_matrix import fatal_alert
 
 
 def _port(fwd):
@@ -81,16 +82,17 @@ def check_histogram(m, name, service, count):
     assert (value(m, name + "_sum", service=service) > 0) == (count > 0)
 
 
-def _mix(fwd, good, bad, denied):
+def _mix(fwd, good, bad, denied, alerts=0):
     for _ in range(good):
         exchange_ok(fwd, "good")
-    for _ in range(bad):
-        s = connect(fwd.ports["bad"])
-        fwd.client_service[(s.getsockname()[:2], s.getpeername()[:2])] = "bad"
-        send_quiet(s, b"x")
-        recv_closed(s)
-        fwd.conn_of(s)
-        s.close()
+    for name, n in (("bad", bad), ("alert", alerts)):
+        for _ in range(n):
+            s = connect(fwd.ports[name])
+            fwd.client_service[(s.getsockname()[:2], s.getpeername()[:2])] = name
+            send_quiet(s, b"x")
+            recv_closed(s)
+            fwd.conn_of(s)
+            s.close()
     for _ in range(denied):
         s = connect(fwd.ports["deny"])
         recv_closed(s)
@@ -103,14 +105,16 @@ def _wait_closed(fwd, n):
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_counters_are_exact_with_one_and_two_loops_and_across_a_reload(
-        workers, pki, ssl_upstream, service, start_tlsfwd):
+        workers, pki, ssl_upstream, raw_upstream, service, start_tlsfwd):
     good = ssl_upstream(echo_handler)
     bad = ssl_upstream(echo_handler, cert="wrong")
-    fwd = start_tlsfwd({"good": service(good.port), "bad": service(bad.port),
-                        "deny": service(good.port, deny="127.0.0.1")},
-                       {"workers": workers, "metrics_listen": "127.0.0.1:0"})
-    _mix(fwd, 5, 3, 2)
-    _wait_closed(fwd, 8)
+    alerting = raw_upstream(fatal_alert)
+    services = {"good": service(good.port), "bad": service(bad.port),
+                "deny": service(good.port, deny="127.0.0.1"),
+                "alert": service(alerting.port)}
+    fwd = start_tlsfwd(services, {"workers": workers, "metrics_listen": "127.0.0.1:0"})
+    _mix(fwd, 5, 3, 2, alerts=2)
+    _wait_closed(fwd, 10)
     status, ctype, body = scrape(fwd)
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4"), (status, ctype)
     m = parse(body)
@@ -124,6 +128,9 @@ def test_counters_are_exact_with_one_and_two_loops_and_across_a_reload(
     assert value(m, "tlsfwd_handshake_failures_total", service="bad", stage="verify") == 3
     assert value(m, "tlsfwd_closes_total", service="bad", reason="handshake_failed") == 3
     assert value(m, "tlsfwd_refused_total", service="deny", reason="denied") == 2
+    assert value(m, "tlsfwd_handshakes_total", service="alert", result="alert") == 2
+    assert value(m, "tlsfwd_handshakes_total", service="alert", result="fail") == 0
+    assert value(m, "tlsfwd_handshake_failures_total", service="alert", stage="handshake") == 2
     assert value(m, "tlsfwd_connections_total", service="deny") == 0
     assert value(m, "tlsfwd_workers") == int(workers)
     assert value(m, "tlsfwd_build_info", version="0.1.0",
@@ -141,7 +148,7 @@ def test_counters_are_exact_with_one_and_two_loops_and_across_a_reload(
     _, rec = fwd.reload()
     assert rec["result"] == "ok", rec
     _mix(fwd, 2, 0, 0)
-    _wait_closed(fwd, 10)
+    _wait_closed(fwd, 12)
     m = parse(scrape(fwd)[2])
     assert value(m, "tlsfwd_connections_total", service="good") == 7
     assert value(m, "tlsfwd_handshakes_total", service="good", result="ok") == 7
