@@ -241,3 +241,26 @@ def test_the_upstream_logs_the_real_client(version, server, pki, tmp_path, clean
     assert b"seen=" + client.encode() in body, body
     _wait_in_file(os.path.join(d, "access.log") if server == "nginx" else srv.log_path,
                   "seen=" + client)
+
+
+def _answers_ssh(raw):
+    raw.recv(4096)
+    raw.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    time.sleep(1)
+
+
+def _answers_endless_headers(raw):
+    raw.recv(4096)
+    raw.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Padding: " + b"a" * 9000)
+    time.sleep(1)
+
+
+@pytest.mark.parametrize("handler,words", [(_answers_ssh, "not an HTTP answer"),
+                                           (_answers_endless_headers, "over 8192 bytes")],
+                         ids=["malformed", "oversized"])
+def test_a_bad_proxy_answer_fails_with_stage_proxy(handler, words, raw_upstream, service,
+                                                   start_tlsfwd):
+    proxy = raw_upstream(handler)
+    fwd = _through(start_tlsfwd, service, "localhost:443", proxy.port)
+    hs, _ = _fetch(fwd)
+    assert (hs["result"], hs["stage"]) == ("fail", "proxy") and words in hs["error"], hs
