@@ -227,3 +227,31 @@ def test_a_tls13_upstream_refusing_our_certificate_fails_the_pool(pki, cleanup, 
     rec = fwd.wait_event("pool", service="svc")
     assert (rec["result"], rec["alert_from"]) == ("alert", "upstream"), rec
     assert sample(fwd, "tlsfwd_pool_ready", service="svc") == 0
+
+
+def test_the_pool_follows_routing_and_drops_a_path_found_down(ssl_upstream, service,
+                                                              start_tlsfwd):
+    """Two upstreams (priority): the pool is on the first. It stops taking
+    connections (its open ones stay up): the next refill finds it refusing,
+    the path is marked down, the pooled connection still on it is closed
+    (path_down) and the pool refills on the second."""
+    a = ssl_upstream(echo_handler)
+    b = ssl_upstream(echo_handler)
+    a_name, b_name = "127.0.0.1:%d" % a.port, "127.0.0.1:%d" % b.port
+    fwd = start_tlsfwd({"svc": service("%s, %s" % (a_name, b_name), pool="2")},
+                       {"metrics_listen": "127.0.0.1:0"})
+    _wait_ready(fwd, 2)
+    assert (a.accepted, b.accepted) == (2, 0)
+    a._stop = True
+    a.sock.close()                  # refuses new connections; the pooled two stay
+    hs, _ = exchange_ok(fwd)
+    assert hs.get("pooled") == "yes" and hs["upstream"] == a_name, hs
+    fwd.wait_event("upstream_down", service="svc", address=a_name)
+    deadline = time.monotonic() + 10
+    while sample(fwd, "tlsfwd_pool_drops_total", service="svc", reason="path_down") != 1:
+        assert time.monotonic() < deadline, fwd.log_text(20)
+        time.sleep(0.02)
+    _wait_ready(fwd, 2)
+    assert b.accepted == 2
+    hs, _ = exchange_ok(fwd)
+    assert hs.get("pooled") == "yes" and hs["upstream"] == b_name, hs
