@@ -7,6 +7,7 @@ client first and intact; pool_max_idle recycles with close_notify; reload
 and SIGTERM close a full pool cleanly; no fd leak; the memory a pooled
 connection holds."""
 
+import concurrent.futures
 import signal
 import time
 
@@ -255,3 +256,19 @@ def test_the_pool_follows_routing_and_drops_a_path_found_down(ssl_upstream, serv
     assert b.accepted == 2
     hs, _ = exchange_ok(fwd)
     assert hs.get("pooled") == "yes" and hs["upstream"] == b_name, hs
+
+
+def test_a_burst_beyond_the_pool_falls_back_without_errors(ssl_upstream, service, start_tlsfwd):
+    """32 clients at once with pool = 4: the first take the ready ones, the
+    rest set up as without a pool; every one is served, and the pool is full
+    again afterwards."""
+    up = ssl_upstream(echo_handler)
+    fwd = _start(start_tlsfwd, service, up.port, 4)
+    _wait_ready(fwd, 4)
+    with concurrent.futures.ThreadPoolExecutor(32) as ex:
+        results = list(ex.map(lambda i: exchange_ok(fwd, data=b"burst %02d" % i), range(32)))
+    pooled = sum(1 for hs, _ in results if hs.get("pooled") == "yes")
+    assert 4 <= pooled < 32, pooled
+    assert sample(fwd, "tlsfwd_pool_taken_total", service="svc") == pooled
+    assert sample(fwd, "tlsfwd_pool_missed_total", service="svc") == 32 - pooled
+    _wait_ready(fwd, 4)
