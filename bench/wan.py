@@ -393,6 +393,32 @@ def wait_pool_full(port, want, timeout=10.0):
     return None
 
 
+class PoolWatch(threading.Thread):
+    """Reads tlsfwd_pool_ready every 5 ms from start() (for 15 s at most):
+    drained_ms, when it was first below want, and full_ms, when it was back
+    at want after that, both from start() (None: not seen)."""
+
+    def __init__(self, port, want):
+        super().__init__(daemon=True)
+        self.port, self.want = port, want
+        self.drained_ms = self.full_ms = None
+        self.t0 = time.monotonic()
+
+    def run(self):
+        while time.monotonic() - self.t0 < 15:
+            try:
+                ready = pool_counters(self.port)["ready"] or 0
+            except (OSError, RuntimeError):
+                ready = 0
+            t = 1e3 * (time.monotonic() - self.t0)
+            if ready < self.want and self.drained_ms is None:
+                self.drained_ms = t
+            elif ready >= self.want and self.drained_ms is not None:
+                self.full_ms = t
+                return
+            time.sleep(0.005)
+
+
 def upstream_tls(path, offset):
     """What the upstream's access log says since offset: {protocol: count}
     and how many sessions were resumed; returns (info, new offset)."""
@@ -509,13 +535,17 @@ class WanBench(bench.Bench):
         return row
 
     def burst(self, target, mport, rtt, pooled):
-        """The burst on a proxy at rest (with a pool: once it is full)."""
+        """The burst on a proxy at rest (with a pool: once it is full, and
+        watched while it empties and fills again)."""
         a = self.a
         time.sleep(0.5)
         res = {"clients": a.burst}
         if pooled:
             res["pool_full_before"] = wait_pool_full(mport, a.pool) is not None
         before = pool_counters(mport) if mport else None
+        watch = PoolWatch(mport, a.pool) if pooled else None
+        if watch:
+            watch.start()
         t0 = time.monotonic()
         out, errors = burst(target, a.burst)
         res["took_ms"] = 1e3 * (time.monotonic() - t0)
@@ -527,9 +557,9 @@ class WanBench(bench.Bench):
             res["pool"] = {k: after[k] - before[k] for k in
                            ("taken_total", "missed_total", "failures_total")
                            if after[k] is not None and before[k] is not None}
-        if pooled:     # from the burst's start (so at least took_ms)
-            full = wait_pool_full(mport, a.pool)
-            res["refilled_ms"] = None if full is None else res["took_ms"] + full
+        if watch:      # from the burst's start
+            watch.join(20)
+            res["drained_ms"], res["refilled_ms"] = watch.drained_ms, watch.full_ms
         return res
 
 
@@ -601,7 +631,8 @@ def markdown(meta, line, rows):
             taken = ("%d (missed %d)" % (pool["taken_total"], pool["missed_total"])
                      if "taken_total" in pool and "missed_total" in pool else "—")
             refill = "—" if "refilled_ms" not in b else (
-                "never (10 s)" if b["refilled_ms"] is None else "%s ms" % fmt(b["refilled_ms"], 0))
+                "not in 15 s" if b["refilled_ms"] is None
+                else "%s ms (%.1f RTT)" % (fmt(b["refilled_ms"], 0), b["refilled_ms"] / rtt))
             low, high = (("%s ms" % fmt(s[k], 1) if s.get("n") else "—") for k in ("min", "max"))
             out.append("| %s | %s | %s | %s | %s | %d of %d | %s | %s | %d |" % (
                 r["label"], low, cell(s, "median"), cell(s, "p90"), high,
