@@ -38,7 +38,16 @@ killed run left behind, at the next start).
     --only A,B        BENCH_WAN_ONLY      only these rows (see --list)
     --quick                               10 samples, burst 16 (smoke run)
     --keep                                keep the temp dir (configs, logs)
+    --cc NAME                             TCP congestion control on the line
+                                          (cubic; 'host': the host's own)
 (--help lists the rest: the binaries' paths, --no-realtime, --out.)
+
+Congestion control: a new namespace takes the host's default, and where that
+is BBR (as on the machine this was written on) its pacing of an app-limited
+connection added 10-20 ms to most keep-alive requests after a few seconds.
+The line's routes set Debian's default, cubic, at both ends (`ip route ...
+congctl lock cubic`: a namespace may not change its own default to an
+algorithm the host has not allowed).
 """
 
 import argparse
@@ -68,6 +77,7 @@ from harness.namespaces import NetNs, setns  # noqa: E402
 NS_PREFIX = "tlsfwd-wan"
 TMP_PREFIX = "tlsfwd-bench-wan."       # then the pid, a dot, mkdtemp's letters
 NEAR_ADDR, FAR_ADDR = "198.18.0.1", "198.18.0.2"   # RFC 2544 benchmarking range
+NET = "198.18.0.0/24"
 UP_NAME = "upstream.wan.test"
 ACCESS_LOG = ("log_format wan '$ssl_protocol $ssl_session_reused'; "
               "access_log @DIR@/access.log wan;")
@@ -127,10 +137,11 @@ def stale_leftovers():
 
 class DelayLine:
     """Two fresh namespaces (near, far) joined by the delay line: TUN device
-    wan0 (NEAR_ADDR) in near, wan1 (FAR_ADDR) in far, one_way_ms each way.
+    wan0 (NEAR_ADDR) in near, wan1 (FAR_ADDR) in far, one_way_ms each way,
+    TCP congestion control `cc` in both (a new namespace takes the host's).
     close() stops the line (its devices go with it) and deletes both."""
 
-    def __init__(self, binary, one_way_ms, logdir, realtime=True):
+    def __init__(self, binary, one_way_ms, logdir, realtime=True, cc="cubic"):
         self.near = self.far = self.proc = None
         self.log = os.path.join(logdir, "delayline.log")
         try:
@@ -144,6 +155,9 @@ class DelayLine:
                 ns.ip("link", "set", dev, "addrgenmode", "none")   # no IPv6 chatter
                 ns.ip("addr", "add", addr + "/24", "dev", dev)
                 ns.ip("link", "set", dev, "up")
+                if cc:
+                    ns.ip("route", "replace", NET, "dev", dev, "proto", "kernel", "scope", "link",
+                          "src", addr, "congctl", "lock", cc)
         except BaseException:
             self.close()
             raise
@@ -177,6 +191,14 @@ class DelayLine:
         for ns in (self.far, self.near):
             if ns is not None:
                 ns.close()
+
+
+def host_cc():
+    try:
+        with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 class InNamespace:
@@ -586,11 +608,12 @@ def markdown(meta, line, rows):
            % (line["configured_rtt_ms"], meta["date"]), "",
            "Machine: %d cores, %s, Linux %s. Two network namespaces joined by "
            "`bench/delayline` (%g ms each way); the upstream nginx in one, the proxy and "
-           "the client in the other. %d samples per cell (new connections one every %g ms "
-           "after %d more), time from the client's connect() to the first byte of the "
-           "answer to a small GET." % (meta["nproc"], meta["cpu"], meta["kernel"],
-                                       line["configured_rtt_ms"] / 2, meta["count"],
-                                       meta["interval_ms"], meta["warmup"]), "",
+           "the client in the other; TCP congestion control %s. %d samples per cell (new "
+           "connections one every %g ms after %d more), time from the client's connect() to "
+           "the first byte of the answer to a small GET."
+           % (meta["nproc"], meta["cpu"], meta["kernel"], line["configured_rtt_ms"] / 2,
+              meta.get("congestion_control", "?"), meta["count"], meta["interval_ms"],
+              meta["warmup"]), "",
            "The line: RTT **%s ms** (median TCP connect time over %d connects; min %s, "
            "p90 %s, max %s ms), jitter **%s ms** (standard deviation)."
            % (fmt(rtt, 2), line["n"], fmt(line["min_ms"], 2), fmt(line["p90_ms"], 2),
@@ -672,6 +695,9 @@ def parse_args(argv=None):
     p.add_argument("--tlsfwd", default=env("TLSFWD", os.path.join(ROOT, "build", "tlsfwd")))
     p.add_argument("--delayline", default=env("DELAYLINE", os.path.join(ROOT, "build",
                                                                          "delayline")))
+    p.add_argument("--cc", default="cubic",
+                   help="TCP congestion control of the line's routes, both ends (default cubic, "
+                        "Debian's default; 'host': the host's default, which a namespace takes)")
     p.add_argument("--no-realtime", action="store_true",
                    help="run the delay line without SCHED_FIFO")
     p.add_argument("--no-install", action="store_true", help="fail instead of apt-get install")
@@ -696,7 +722,7 @@ def parse_args(argv=None):
 
 def run(a, tmp):
     line = DelayLine(os.path.abspath(a.delayline), a.rtt_ms / 2, tmp,
-                     realtime=not a.no_realtime)
+                     realtime=not a.no_realtime, cc=None if a.cc == "host" else a.cc)
     try:
         with InNamespace(line.near.path):
             b = WanBench(a, tmp)
@@ -754,7 +780,8 @@ def main(argv=None):
         log("removed %s, left by a run that was killed" % name)
     bench.install_peers(not a.no_install)
     meta = bench.run_meta(a.tlsfwd, rtt_ms=a.rtt_ms, count=a.count, warmup=a.warmup,
-                          interval_ms=a.interval_ms, pool=a.pool, burst=a.burst)
+                          interval_ms=a.interval_ms, pool=a.pool, burst=a.burst,
+                          congestion_control=a.cc if a.cc != "host" else host_cc())
     bench.note_busy_before(meta)
     tmp = tempfile.mkdtemp(prefix="%s%d." % (TMP_PREFIX, os.getpid()))
     bench.STATE["tmp"] = tmp

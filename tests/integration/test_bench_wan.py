@@ -126,6 +126,8 @@ def test_a_back_to_back_run_keeps_its_order(line):
 
 
 def test_a_tcp_connect_takes_one_round_trip(line):
+    for ns in (line.near, line.far):       # not the host's default (maybe BBR, pacing)
+        assert "congctl lock cubic" in ns.ip("route", "show", wan.NET), ns.ip("route")
     listener = line.far.call(socket.create_server, (wan.FAR_ADDR, 0))
     try:
         port = listener.getsockname()[1]
