@@ -53,7 +53,7 @@ SAN_ENV	:= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 .PHONY: all deps check check-plain check-asan check-fresh unit integration demo \
-	run install clean bench profile
+	run install clean bench bench-wan profile
 
 all: $(BUILD)/tlsfwd
 
@@ -70,6 +70,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIBOBJS)
 	    $(LIBOBJS) $(LIBS) -lcmocka
 
 -include $(OBJS:.o=.d)
+
+# The user-space delay line of `make bench-wan` (and of its test).
+$(BUILD)/delayline: bench/delayline.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 deps:
 	@missing=""; \
@@ -94,8 +99,9 @@ unit: $(UNITS)
 	done; \
 	if [ -n "$$failed" ]; then echo "unit: FAILED:$$failed"; exit 1; fi
 
-integration: $(BUILD)/tlsfwd
-	TLSFWD=$(abspath $(BUILD)/tlsfwd) $(SAN_ENV) $(PYTHON) -m pytest -q -rs \
+integration: $(BUILD)/tlsfwd $(BUILD)/delayline
+	TLSFWD=$(abspath $(BUILD)/tlsfwd) DELAYLINE=$(abspath $(BUILD)/delayline) \
+	    $(SAN_ENV) $(PYTHON) -m pytest -q -rs \
 	    -p no:cacheprovider tests/integration
 
 # Every test, with gcc, then again with clang under ASan+UBSan.
@@ -132,6 +138,17 @@ BENCH_ARGS ?=
 bench: deps
 	@$(MAKE) --no-print-directory all
 	$(PYTHON) bench/bench.py --tlsfwd $(BUILD)/tlsfwd $(BENCH_ARGS)
+
+# Time to first byte over a real round trip (default 20 ms): two network
+# namespaces joined by bench/delayline, the upstream across it, each proxy and
+# the client on this side (root; installs the peers like bench). See
+# "Over a real round trip" in README.md. `BENCH_WAN_ARGS=--quick` for a smoke
+# run, `BENCH_WAN_ARGS=--rtt-ms 50` for another RTT.
+BENCH_WAN_ARGS ?=
+bench-wan: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/delayline
+	$(PYTHON) bench/wan.py --tlsfwd $(BUILD)/tlsfwd --delayline $(BUILD)/delayline \
+	    $(BENCH_WAN_ARGS)
 
 # Instructions per connection, round trip and byte under callgrind: counts
 # that repeat on a busy machine (bench/results/profile.md).

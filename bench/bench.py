@@ -177,14 +177,14 @@ def free_port():
     return port
 
 
-def wait_port(port, timeout=15.0, proc=None):
-    """Bounded connect loop: True once 127.0.0.1:port accepts."""
+def wait_port(port, timeout=15.0, proc=None, host="127.0.0.1"):
+    """Bounded connect loop: True once host:port accepts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, port), timeout=1):
                 return True
         except OSError:
             time.sleep(0.05)
@@ -204,12 +204,20 @@ def render(template, values, dest):
     return dest
 
 
+_LIBC = []
+
+
 def start(argv, logfile, cpus):
     """Start a peer in its own session (so the whole tree can be stopped),
-    pinned to `cpus` (a set, or None to leave the affinity alone)."""
+    pinned to `cpus` (a set, or None to leave the affinity alone). It gets
+    SIGKILL if this script dies without its clean-up (SIGKILL, a crash)."""
     out = open(logfile, "ab")
+    if not _LIBC:                   # loaded before the fork, used after it
+        import ctypes
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
 
     def pre():
+        _LIBC[0].prctl(1, signal.SIGKILL, 0, 0, 0)      # PR_SET_PDEATHSIG
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
 
@@ -352,7 +360,9 @@ def versions(tlsfwd):
 
 # ---------------------------------------------------------------- setup
 
-def make_pki(d):
+def make_pki(d, name="localhost", ip="127.0.0.1"):
+    """d/ca.pem (a throw-away CA, its key beside it) and d/server.pem with
+    d/server.key: CN and DNS subjectAltName `name`, IP subjectAltName `ip`."""
     os.makedirs(d)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
     run(["openssl", "req", "-x509"] + ec + [
@@ -362,12 +372,12 @@ def make_pki(d):
         "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
     run(["openssl", "req", "-new"] + ec + [
         "-keyout", d + "/server.key", "-out", d + "/server.csr",
-        "-subj", "/CN=localhost"])
+        "-subj", "/CN=" + name])
     with open(d + "/server.ext", "w") as f:
         f.write("basicConstraints=critical,CA:FALSE\n"
                 "keyUsage=critical,digitalSignature\n"
                 "extendedKeyUsage=serverAuth\n"
-                "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+                "subjectAltName=DNS:%s,IP:%s\n" % (name, ip))
     run(["openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.pem",
          "-CAkey", d + "/ca.key", "-CAcreateserial", "-days", "2",
          "-extfile", d + "/server.ext", "-out", d + "/server.pem"])
@@ -712,24 +722,29 @@ def scrape_cost(proc, port, n=500):
             "proxy_cpu_us_per_scrape": (ns1 - ns0) / 1e3 / scrapes}
 
 
-def start_upstream(tmp, ca, nofile, worker_connections, cpus):
+def start_upstream(tmp, ca, nofile, worker_connections, cpus, addr="127.0.0.1",
+                   name="localhost", wrap=None, access_log="access_log off;"):
     """The upstream nginx (templates/upstream-nginx.conf) serving tmp/www over
-    plain HTTP and HTTPS (tmp/pki/server.pem) on two free ports, checked with
-    one HTTPS request; returns (process, plain port, TLS port)."""
+    plain HTTP and HTTPS (tmp/pki/server.pem, for `name`) on two free ports
+    of `addr`, checked with one HTTPS request; wrap(argv) is how to run it
+    (bench/wan.py: in another network namespace). Returns (process, plain
+    port, TLS port)."""
+    wrap = wrap or (lambda argv: argv)
     plain_port, tls_port = free_port(), free_port()
     conf = render("upstream-nginx.conf", {
-        "DIR": tmp, "PLAIN_PORT": plain_port, "TLS_PORT": tls_port,
+        "DIR": tmp, "ADDR": addr, "PLAIN_PORT": plain_port, "TLS_PORT": tls_port,
+        "ACCESS_LOG": access_log,
         "NOFILE": nofile, "WORKER_CONNECTIONS": worker_connections,
     }, os.path.join(tmp, "upstream-nginx.conf"))
-    run(["nginx", "-t", "-p", tmp, "-e", tmp + "/upstream-error.log", "-c", conf])
-    proc = start(["nginx", "-p", tmp, "-e", tmp + "/upstream-error.log", "-c", conf],
+    run(wrap(["nginx", "-t", "-p", tmp, "-e", tmp + "/upstream-error.log", "-c", conf]))
+    proc = start(wrap(["nginx", "-p", tmp, "-e", tmp + "/upstream-error.log", "-c", conf]),
                  tmp + "/upstream-nginx.out", cpus)
     for port in (plain_port, tls_port):
-        if not wait_port(port, proc=proc):
+        if not wait_port(port, proc=proc, host=addr):
             die("upstream nginx did not start:\n" + tail(tmp + "/upstream-error.log")
                 + tail(proc.logfile))
-    _speed, err = curl_get("https://localhost:%d/tiny.txt" % tls_port, 32, ca=ca,
-                           resolve="localhost:%d:127.0.0.1" % tls_port)
+    _speed, err = curl_get("https://%s:%d/tiny.txt" % (name, tls_port), 32, ca=ca,
+                           resolve="%s:%d:%s" % (name, tls_port, addr))
     if err:
         die("upstream HTTPS check failed: " + err)
     return proc, plain_port, tls_port
@@ -758,6 +773,7 @@ class Bench:
         self.notes = []
         self.workers_supported = None
         self.upstream = None
+        self.up_addr = "127.0.0.1"   # the upstream's address (bench/wan.py: another)
         self.metrics_ports = {}      # tlsfwd listen port -> its metrics_listen port
         self.scrapers = {}           # row key -> its Scrapers (one per tlsfwd started)
 
@@ -769,14 +785,16 @@ class Bench:
             % (self.plain_port, self.tls_port, self.upstream.pid))
 
     # -- proxies: each returns (argv, cpus) for a listen port and a verify name
-    def tlsfwd_config(self, key, port, name, sni, workers=None, metrics_port=None):
+    def tlsfwd_config(self, key, port, name, sni, workers=None, metrics_port=None,
+                      service_extra=""):
         extra = []
         if workers is not None:
             extra.append("workers = %s" % workers)
         if metrics_port is not None:
             extra.append("metrics_listen = 127.0.0.1:%d" % metrics_port)
         return render("tlsfwd.ini", {
-            "GLOBAL_EXTRA": "\n".join(extra), "LISTEN_PORT": port, "UP_PORT": self.tls_port,
+            "GLOBAL_EXTRA": "\n".join(extra), "SERVICE_EXTRA": service_extra,
+            "LISTEN_PORT": port, "UP_ADDR": self.up_addr, "UP_PORT": self.tls_port,
             "SNI": sni, "NAME": name, "CA": self.ca,
             "SESSION_CACHE": "no" if key.startswith("tlsfwd-nocache") else "yes",
         }, os.path.join(self.tmp, "%s-%d.ini" % (key, port)))
@@ -792,7 +810,8 @@ class Bench:
 
     def proxy_command(self, key, port, name, sni):
         tmp = self.tmp
-        base = {"DIR": tmp, "LISTEN_PORT": port, "UP_PORT": self.tls_port, "CA": self.ca,
+        base = {"DIR": tmp, "LISTEN_PORT": port, "UP_ADDR": self.up_addr,
+                "UP_PORT": self.tls_port, "CA": self.ca,
                 "SNI": sni, "NAME": name, "NOFILE": self.nofile,
                 "WORKER_CONNECTIONS": self.worker_connections,
                 "MAXCONN": self.maxconn}
@@ -1241,6 +1260,47 @@ def markdown(meta, rows, rat):
 
 # ---------------------------------------------------------------- main
 
+def run_meta(tlsfwd, **fields):
+    """The report's "meta": date, machine, every peer's version, the run's
+    own fields, and notes (empty)."""
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "nproc": os.cpu_count(), "kernel": os.uname().release, "cpu": "unknown"}
+    meta.update(fields)
+    meta.update({"versions": versions(tlsfwd), "notes": []})
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+        if m:
+            meta["cpu"] = m.group(1).strip()
+    return meta
+
+
+def note_busy_before(meta):
+    """How busy the CPUs were just before the run, with a note (and a
+    warning) when anything else was running."""
+    busy = cpu_busy()
+    meta["cpu_busy_before"] = round(busy, 3)
+    meta["loadavg_before"] = os.getloadavg()
+    if busy > 0.10:
+        meta["notes"].append("the machine was not idle: %.0f%% of the CPUs were busy just before "
+                             "the run (load average %.1f); expect noisy numbers"
+                             % (100 * busy, os.getloadavg()[0]))
+        log("warning: " + meta["notes"][-1])
+
+
+def save_report(out, name, md, data):
+    """Print the markdown report and write it to OUT/NAME.md, and data (every
+    number) to OUT/NAME.json."""
+    print()
+    print(md)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out, name + ".md"), "w") as f:
+        f.write(md)
+    log("wrote %s/%s.json and %s.md" % (os.path.relpath(out, os.getcwd()), name, name))
+
+
 def parse_args():
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__,
@@ -1291,14 +1351,8 @@ def main():
         die("%s is not built (make all)" % a.tlsfwd)
     install_peers(not a.no_install)
 
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "nproc": os.cpu_count(), "kernel": os.uname().release, "cpu": "unknown",
-            "mode": a.mode, "size_mib": a.size_mib, "reps": a.reps, "duration_s": a.duration,
-            "conns": a.conns, "idle_conns": a.idle, "versions": versions(a.tlsfwd), "notes": []}
-    with open("/proc/cpuinfo") as f:
-        m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
-        if m:
-            meta["cpu"] = m.group(1).strip()
+    meta = run_meta(a.tlsfwd, mode=a.mode, size_mib=a.size_mib, reps=a.reps,
+                    duration_s=a.duration, conns=a.conns, idle_conns=a.idle)
 
     # A proxy holds two descriptors per idle connection; peers inherit this.
     a.nofile = raise_nofile(max(65536, 2 * a.idle + 16384))
@@ -1313,14 +1367,7 @@ def main():
         if w:
             meta["notes"].append(w)
 
-    busy = cpu_busy()
-    meta["cpu_busy_before"] = round(busy, 3)
-    meta["loadavg_before"] = os.getloadavg()
-    if busy > 0.10:
-        meta["notes"].append("the machine was not idle: %.0f%% of the CPUs were busy just before "
-                             "the run (load average %.1f); expect noisy numbers"
-                             % (100 * busy, os.getloadavg()[0]))
-        log("warning: " + meta["notes"][-1])
+    note_busy_before(meta)
 
     tmp = pick_tmp(a.size_mib)
     STATE["tmp"] = tmp
@@ -1356,25 +1403,20 @@ def main():
     meta["loadavg_after"] = os.getloadavg()
     meta["notes"].append("whole run took %d s" % meta["elapsed_s"])
     rat = ratios(rows)
-    md = markdown(meta, rows, rat)
-    print()
-    print(md)
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "latest.json"), "w") as f:
-        json.dump({"meta": meta, "columns": [{"title": c[0], "field": c[1]} for c in COLUMNS],
-                   "rows": rows, "ratios": rat, "metrics_cost": metrics_cost(rows)},
-                  f, indent=2)
-        f.write("\n")
-    with open(os.path.join(a.out, "latest.md"), "w") as f:
-        f.write(md)
-    log("wrote %s/latest.json and latest.md" % os.path.relpath(a.out, os.getcwd()))
+    save_report(a.out, "latest", markdown(meta, rows, rat),
+                {"meta": meta, "columns": [{"title": c[0], "field": c[1]} for c in COLUMNS],
+                 "rows": rows, "ratios": rat, "metrics_cost": metrics_cost(rows)})
     # Peers' problems are reported in the table; tlsfwd's fail the run.
     return 1 if any(r["errors"] for r in rows if r["key"].startswith("tlsfwd")) else 0
 
 
-if __name__ == "__main__":
+def run_main(fn):
+    """fn()'s exit status, after cleanup() whatever happened."""
     try:
-        rc = main()
+        return fn()
     finally:
         cleanup()
-    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

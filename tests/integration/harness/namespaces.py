@@ -1,5 +1,7 @@
 """Linux namespaces the tests run tlsfwd in (root only): a network namespace
-with a black hole (NetNs) and a private /etc/hosts (with_hosts)."""
+with a black hole (NetNs) and a private /etc/hosts (with_hosts). `make
+bench-wan` (bench/wan.py) uses NetNs too, without the black hole, and
+setns() to move its own thread into one."""
 
 import os
 import subprocess
@@ -16,12 +18,30 @@ def with_hosts(path):
     return wrap
 
 
-class NetNs:
-    """A throw-away network namespace (`ip netns add`, needs root) with lo up
-    and a black hole: TCP SYNs to BLACKHOLE (TEST-NET-1) leave through a veth
-    whose peer, in the same namespace, has no address and does not forward,
-    so they get no answer at all (no RST, no ICMP): connect() just hangs.
+def setns(path):
+    """Move the calling thread into the network namespace whose file is path
+    (/run/netns/NAME, /proc/self/ns/net); what it creates after (sockets,
+    threads, child processes) lives there."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:          # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise OSError(err, "setns %s: %s" % (path, os.strerror(err)))
+    finally:
+        os.close(fd)
 
+
+class NetNs:
+    """A throw-away network namespace (`ip netns add`, needs root) named
+    PREFIX-PID-N, with lo up and, unless blackhole=False, a black hole: TCP
+    SYNs to BLACKHOLE (TEST-NET-1) leave through a veth whose peer, in the
+    same namespace, has no address and does not forward, so they get no
+    answer at all (no RST, no ICMP): connect() just hangs.
+
+    path: its file, for setns() or a program that joins it itself.
+    ip(*args): `ip -n NAME ARGS...`, OSError with ip's message on failure.
     wrap(cmd): argv wrapper running cmd inside (`ip netns exec`).
     call(fn, *args): fn(*args) in a thread that joined the namespace, so the
     sockets fn creates (listeners, clients) live in it; returns fn's result."""
@@ -29,24 +49,27 @@ class NetNs:
     BLACKHOLE = "192.0.2.1"
     _count = 0
 
-    def __init__(self):
+    def __init__(self, prefix="tlsfwd-test", blackhole=True):
         NetNs._count += 1
-        self.name = "tlsfwd-test-%d-%d" % (os.getpid(), NetNs._count)
+        self.name = "%s-%d-%d" % (prefix, os.getpid(), NetNs._count)
+        self.path = "/run/netns/" + self.name
         self._ip("netns", "add", self.name)
         try:
-            n = ["-n", self.name]
-            self._ip(*n, "link", "set", "lo", "up")
-            self._ip(*n, "link", "add", "bh0", "type", "veth", "peer", "name", "bh1")
-            self._ip(*n, "link", "set", "bh0", "up")
-            self._ip(*n, "link", "set", "bh1", "up")
-            self._ip(*n, "addr", "add", "198.51.100.1/24", "dev", "bh0")
-            mac = self._ip(*n, "-br", "link", "show", "bh1").split()[2]
-            self._ip(*n, "neigh", "add", self.BLACKHOLE, "lladdr", mac, "dev", "bh0",
-                     "nud", "permanent")
-            self._ip(*n, "route", "add", self.BLACKHOLE + "/32", "dev", "bh0")
+            self.ip("link", "set", "lo", "up")
+            if blackhole:
+                self._blackhole()
         except BaseException:
             self.close()
             raise
+
+    def _blackhole(self):
+        self.ip("link", "add", "bh0", "type", "veth", "peer", "name", "bh1")
+        self.ip("link", "set", "bh0", "up")
+        self.ip("link", "set", "bh1", "up")
+        self.ip("addr", "add", "198.51.100.1/24", "dev", "bh0")
+        mac = self.ip("-br", "link", "show", "bh1").split()[2]
+        self.ip("neigh", "add", self.BLACKHOLE, "lladdr", mac, "dev", "bh0", "nud", "permanent")
+        self.ip("route", "add", self.BLACKHOLE + "/32", "dev", "bh0")
 
     @staticmethod
     def _ip(*args):
@@ -56,23 +79,18 @@ class NetNs:
             raise OSError("ip %s: %s" % (" ".join(args), r.stderr.decode(errors="replace").strip()))
         return r.stdout.decode()
 
+    def ip(self, *args):
+        return self._ip("-n", self.name, *args)
+
     def wrap(self, cmd):
         return ["ip", "netns", "exec", self.name] + list(cmd)
 
     def call(self, fn, *args):
-        import ctypes
         box = {}
 
         def run():
             try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                fd = os.open("/run/netns/" + self.name, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    if libc.setns(fd, 0x40000000) != 0:          # CLONE_NEWNET
-                        err = ctypes.get_errno()
-                        raise OSError(err, "setns: " + os.strerror(err))
-                finally:
-                    os.close(fd)
+                setns(self.path)
                 box["result"] = fn(*args)
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller
                 box["error"] = e
