@@ -164,16 +164,12 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	case CONN_CONNECTING:
 		break;		/* the race times each attempt */
 	case CONN_PROXY_TUNNEL:
-		snprintf(text, sizeof(text), "the proxy did not answer CONNECT "
-		    "within %llu ms", (unsigned long long)
-		    c->svc->sc->connect_timeout_ms);
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_TIMEOUT, ALERT_NONE,
-		    text);
-		break;
 	case CONN_HANDSHAKING:
-		snprintf(text, sizeof(text), "TLS handshake not finished "
-		    "within %llu ms", (unsigned long long)
-		    c->svc->sc->handshake_timeout_ms);
+		snprintf(text, sizeof(text), "%s within %llu ms", c->state ==
+		    CONN_HANDSHAKING ? "TLS handshake not finished" :
+		    "the proxy did not answer CONNECT", (unsigned long long)
+		    (c->state == CONN_HANDSHAKING ? c->svc->sc->
+		    handshake_timeout_ms : c->svc->sc->connect_timeout_ms));
 		conn_fail_handshake(c, RESULT_FAIL, STAGE_TIMEOUT, ALERT_NONE,
 		    text);
 		break;

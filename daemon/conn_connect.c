@@ -150,6 +150,7 @@ conn_tunnel_read(struct conn *c)
 	struct conn_paths *p = c->paths;
 	char peek[CONNECT_REPLY_MAX], line[128], text[200];
 	size_t room = CONNECT_REPLY_MAX - p->tunnel_len, take, head = 0;
+	enum connect_reply reply;
 	ssize_t n;
 
 	/*
@@ -169,32 +170,24 @@ conn_tunnel_read(struct conn *c)
 	}
 	take = (size_t)n;
 	memcpy(p->tunnel + p->tunnel_len, peek, take);
-	switch (connect_proxy_reply(p->tunnel, p->tunnel_len + take, &head,
-	    line, sizeof(line))) {
-	case CONNECT_REPLY_MORE:
-		break;
-	case CONNECT_REPLY_OK:
-		take = head - p->tunnel_len;
-		break;
-	case CONNECT_REPLY_REFUSED:
+	reply = connect_proxy_reply(p->tunnel, p->tunnel_len + take, &head,
+	    line, sizeof(line));
+	if (reply == CONNECT_REPLY_REFUSED)
 		snprintf(text, sizeof(text), "the proxy refused CONNECT: %s",
 		    line);
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
-		    text);
-		return;
-	case CONNECT_REPLY_MALFORMED:
+	else if (reply == CONNECT_REPLY_MALFORMED)
 		snprintf(text, sizeof(text), "not an HTTP answer to CONNECT: "
 		    "'%s'", line);
-		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
-		    text);
-		return;
-	case CONNECT_REPLY_TOO_LONG:
+	else if (reply == CONNECT_REPLY_TOO_LONG)
 		snprintf(text, sizeof(text), "the proxy's answer to CONNECT is "
 		    "over %d bytes", CONNECT_REPLY_MAX);
+	if (reply != CONNECT_REPLY_MORE && reply != CONNECT_REPLY_OK) {
 		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
 		    text);
 		return;
 	}
+	if (reply == CONNECT_REPLY_OK)
+		take = head - p->tunnel_len;	/* not beyond the head */
 	if (recv(c->ufd, peek, take, 0) != (ssize_t)take) {
 		conn_fail_handshake(c, RESULT_FAIL, STAGE_PROXY, ALERT_NONE,
 		    "reading the proxy's answer failed");
