@@ -8,21 +8,20 @@ scrape; a change needs a restart), promtool's lint of a real scrape, and a
 real Prometheus server scraping tlsfwd."""
 
 import http.client
-import json
 import re
-import shutil
 import socket
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
 from harness.clients import exchange_ok, recv_closed, send_quiet, connect
 from harness.daemon import check_config
+from harness.prometheus import need, Prometheus
 from harness.tlsinfo import cert_not_after
 from harness.upstreams import closed_port, echo_handler, server_context, Upstream
 from test_fault_matrix import fatal_alert
+from test_grafana_dashboard import readme_metrics
 
 
 def _port(fwd):
@@ -271,94 +270,85 @@ def test_upstream_health_is_a_metric(workers, pki, cleanup, ssl_upstream, servic
     assert _healthy(fwd) == {(a_name, a_name): 1, (b_name, b_name): 1}
 
 
-def _need(tool):
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail("%s is not installed (Debian package prometheus): run `make deps`" % tool)
-    return path
-
-
-def test_promtool_accepts_the_exposition(ssl_upstream, service, start_tlsfwd):
-    """Every family tlsfwd exports, after a mix of outcomes (ok, verification
-    failures, refusals, a pool, a path marked down), passes `promtool check
-    metrics` (format and Prometheus's naming lint) without a complaint."""
+def test_promtool_accepts_the_exposition(pki, ssl_upstream, service, start_tlsfwd):
+    """A scrape with a sample of every family of README's table, after a mix of
+    outcomes (ok, verification failures, a refusal, a client certificate, a
+    pool, a path refusing connections and marked down), passes `promtool check
+    metrics` (the format and Prometheus's naming lint) without a word; and
+    promtool does fail on a broken exposition, so that the check can fail."""
     good = ssl_upstream(echo_handler)
     bad = ssl_upstream(echo_handler, cert="wrong")
     fwd = start_tlsfwd({"good": service(good.port, pool="1"), "bad": service(bad.port),
                         "deny": service(good.port, deny="127.0.0.1"),
-                        "two": service("127.0.0.1:1, 127.0.0.1:%d" % good.port)},
+                        "two": service("127.0.0.1:%d, 127.0.0.1:%d" % (closed_port(), good.port),
+                                       cert_file=pki["client"], key_file=pki["client_key"])},
                        {"metrics_listen": "127.0.0.1:0"})
     _mix(fwd, 3, 2, 1)
     exchange_ok(fwd, "two")
     _wait_closed(fwd, 6)
     text = scrape(fwd)[2]
-    r = subprocess.run([_need("promtool"), "check", "metrics"], input=text.encode(),
+    m = parse(text)
+    names = {name for name, _ in m}
+    table, _ = readme_metrics()
+    assert set(table) <= names, "no sample of %s" % sorted(set(table) - names)
+    assert value(m, "tlsfwd_handshake_failures_total", service="bad", stage="verify") == 2
+    assert value(m, "tlsfwd_refused_total", service="deny", reason="denied") == 1
+    assert 0 in {v for k, v in m.items() if k[0] == "tlsfwd_upstream_healthy"
+                 and dict(k[1])["service"] == "two"}
+    promtool = need("promtool")
+    r = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-    assert r.returncode == 0 and r.stdout.strip() == b"", r.stdout.decode()
-    # and promtool does fail on a broken exposition
-    r = subprocess.run(["promtool", "check", "metrics"],
-                       input=(text + "tlsfwd_bogus{x=} 1\n").encode(),
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
-    assert r.returncode != 0
+    assert r.returncode == 0 and r.stdout.strip() == b"", \
+        "promtool check metrics: rc=%d\n%s" % (r.returncode, r.stdout.decode())
+    for broken, why in ((text + "tlsfwd_bogus{x=} 1\n", "a malformed sample"),
+                        (text + "# TYPE tlsfwd_extra counter\ntlsfwd_extra 1\n",
+                         "a counter without _total")):
+        r = subprocess.run([promtool, "check", "metrics"], input=broken.encode(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+        assert r.returncode != 0 and r.stdout.strip(), "promtool took %s" % why
 
 
-def _api(port, path):
-    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
-        return r.status, r.read()
+def _series(prom, expr, *labels):
+    """{(label values...): value} of an instant query."""
+    return {tuple(met.get(k) for k in labels): v for met, v in prom.query(expr)}
 
 
 def test_a_real_prometheus_scrapes_tlsfwd(ssl_upstream, service, start_tlsfwd, tmp_path):
-    """Prometheus (its own storage and config, port 0) scrapes tlsfwd every
-    second; its HTTP API then returns tlsfwd_handshakes_total for the service
-    with the count of the handshakes made."""
-    up = ssl_upstream(echo_handler)
-    fwd = start_tlsfwd({"svc": service(up.port)}, {"metrics_listen": "127.0.0.1:0"})
-    for _ in range(3):
-        exchange_ok(fwd)
-    conf = tmp_path / "prometheus.yml"
-    conf.write_text("global:\n  scrape_interval: 1s\nscrape_configs:\n"
-                    "  - job_name: tlsfwd\n    static_configs:\n"
-                    "      - targets: ['127.0.0.1:%d']\n" % _port(fwd))
-    log = open(tmp_path / "prometheus.log", "w+")
-    t0 = time.monotonic()
-    proc = subprocess.Popen([_need("prometheus"), "--config.file=%s" % conf,
-                             "--storage.tsdb.path=%s" % (tmp_path / "data"),
-                             "--web.listen-address=127.0.0.1:0"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path))
-    try:
-        port, deadline = None, time.monotonic() + 30
-        while port is None:         # its log says the port it got
-            assert proc.poll() is None and time.monotonic() < deadline, \
-                open(tmp_path / "prometheus.log").read()[-2000:]
-            m = re.search(r'msg="Listening on" address=127\.0\.0\.1:(\d+)',
-                          open(tmp_path / "prometheus.log").read())
-            port = int(m.group(1)) if m else None
-            time.sleep(0.05)
-        while True:
-            try:
-                if _api(port, "/-/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "Prometheus not ready within 30 s"
-            time.sleep(0.05)
-        ready = time.monotonic() - t0
-        while True:
-            _, body = _api(port, "/api/v1/query?query=tlsfwd_handshakes_total"
-                           "%7Bservice%3D%22svc%22%2Cresult%3D%22ok%22%7D")
-            res = json.loads(body)["data"]["result"]
-            if res:
-                break
-            assert time.monotonic() < deadline, body
+    """A real Prometheus (its own config, storage and free port; never the
+    packaged service on :9090) scrapes tlsfwd every second after a known mix
+    (3 ok, 1 verification failure, 1 refused): its HTTP API then returns
+    tlsfwd_handshakes_total with exactly those counts per service and result,
+    the target is up with no scrape error, and it took every sample of the
+    exposition. Prints how long Prometheus took to be ready and to answer."""
+    good = ssl_upstream(echo_handler)
+    bad = ssl_upstream(echo_handler, cert="wrong")
+    fwd = start_tlsfwd({"good": service(good.port), "bad": service(bad.port),
+                        "deny": service(good.port, deny="127.0.0.1")},
+                       {"metrics_listen": "127.0.0.1:0"})
+    _mix(fwd, 3, 1, 1)
+    _wait_closed(fwd, 4)
+    want = {(s, r): 0.0 for s in ("good", "bad", "deny") for r in ("ok", "alert", "fail")}
+    want.update({("good", "ok"): 3.0, ("bad", "fail"): 1.0})
+    exposed = len(parse(scrape(fwd)[2]))
+    target = "127.0.0.1:%d" % _port(fwd)
+    with Prometheus(tmp_path, [target]) as prom:
+        prom.wait_ready()
+        deadline = prom.started + 30
+        while (got := _series(prom, "tlsfwd_handshakes_total", "service", "result")) != want:
+            assert time.monotonic() < deadline, \
+                "tlsfwd_handshakes_total: %r, want %r; targets: %r\n%s" % (
+                    got, want, prom.targets(), prom.log_tail())
             time.sleep(0.1)
-        print("prometheus ready in %.2f s; first sample after %.2f s"
-              % (ready, time.monotonic() - t0))
-        assert res[0]["metric"]["job"] == "tlsfwd" and float(res[0]["value"][1]) == 3, res
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        answered = time.monotonic() - prom.started
+        print("prometheus ready after %.2f s; tlsfwd_handshakes_total answered after %.2f s"
+              % (prom.ready_after, answered))
+        assert {(m["job"], m["instance"]) for m, _ in
+                prom.query("tlsfwd_handshakes_total")} == {("tlsfwd", target)}
+        assert _series(prom, "tlsfwd_handshake_failures_total{stage=\"verify\"}",
+                       "service") == {("good",): 0, ("bad",): 1, ("deny",): 0}
+        assert _series(prom, "tlsfwd_refused_total{reason=\"denied\"}",
+                       "service") == {("good",): 0, ("bad",): 0, ("deny",): 1}
+        assert _series(prom, "up", "instance") == {(target,): 1}
+        assert _series(prom, "scrape_samples_scraped", "instance") == {(target,): exposed}
+        [t] = prom.targets()
+        assert t["health"] == "up" and t["lastError"] == "", t
