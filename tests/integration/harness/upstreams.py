@@ -273,9 +273,11 @@ class Upstream:
         t.start()
 
     def _serve(self, raw):
-        raw.settimeout(SOCK_TIMEOUT)
         conn = raw
         try:
+            # close() may have closed raw already (a test ending while this
+            # thread starts): that is a failed handshake, not a crash
+            raw.settimeout(SOCK_TIMEOUT)
             if self.mode == "ssl":
                 conn = self.ctx.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False)
                 with self._lock:
