@@ -16,7 +16,7 @@ from harness.clients import connect, connect_unix, recv_closed, recv_exact
 from harness.config import ini_line, render_ini
 from harness.daemon import run_tlsfwd
 from harness.logfmt import num
-from harness.upstreams import closed_port, echo_handler
+from harness.upstreams import refusing_port, echo_handler
 from harness.wrapper import SOCK_TIMEOUT
 
 
@@ -252,7 +252,7 @@ def test_occupied_unix_path_is_an_error(occupant, service, tlsfwd_bin, short_dir
     try:
         ini = tmp_path / "occupied.ini"
         ini.write_text(render_ini({"log_format": "logfmt"},
-                                    {"svc": service(closed_port(), listen="unix:" + path)}))
+                                    {"svc": service(refusing_port(), listen="unix:" + path)}))
         r = run_tlsfwd(tlsfwd_bin, ["-c", str(ini)])
         err = r.stderr.decode(errors="replace")
         assert r.returncode == 1, err

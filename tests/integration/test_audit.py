@@ -38,7 +38,7 @@ from harness.daemon import wait_count
 from harness.data import det_bytes
 from harness.logfmt import num
 from harness.procfs import rss_kib
-from harness.upstreams import closed_port, echo_handler
+from harness.upstreams import refusing_port, echo_handler
 from test_fault_matrix import (CLOSE_KEYS, HANDSHAKE_KEYS, RESET, UPSTREAM_FAULTS,
                                answer_then_drop, fatal_alert, handshake_failed, http_answer,
                                outcome, reset_at_once)
@@ -279,7 +279,7 @@ def test_fds_and_memory_after_10000_mixed_connections(pki, ssl_upstream, raw_ups
     echo = ssl_upstream(echo_handler)
     services = {
         "ok": service(echo.port),
-        "refused": service(closed_port()),
+        "refused": service(refusing_port()),
         "reset": service(raw_upstream(reset_at_once).port),
         "plaintext": service(raw_upstream(http_answer).port),
         "alert": service(raw_upstream(fatal_alert).port),

@@ -39,7 +39,7 @@ from harness.logfmt import json_log_form, num
 from harness.namespaces import NetNs
 from harness.procfs import rss_kib
 from harness.tlsinfo import read_client_hello
-from harness.upstreams import (closed_port, echo_handler, listen_socket, OpenSSLServer,
+from harness.upstreams import (refusing_port, echo_handler, listen_socket, OpenSSLServer,
                                server_context, StreamSource, Upstream)
 from harness.wrapper import SLOW, WRAPPER
 
@@ -202,7 +202,7 @@ UPSTREAM_FAULTS = {
 def make_upstream(kind, behaviour, pki, raw_upstream, ssl_upstream, silent_upstream):
     """The upstream for a row: (its port, the server object, None for "closed")."""
     if kind == "closed":
-        return closed_port(), None
+        return refusing_port(), None
     if kind == "silent":
         up = silent_upstream()
     elif kind == "raw-tls":

@@ -18,7 +18,7 @@ import pytest
 from harness.clients import connect, echo_once, recv_closed
 from harness.logfmt import parse_logfmt
 from harness.systemd import JournalSocket
-from harness.upstreams import closed_port, echo_handler
+from harness.upstreams import refusing_port, echo_handler
 
 PRIORITY = {"error": "3", "warn": "4", "info": "6", "debug": "7"}
 JOURNAL_DIR = "/run/systemd/journal"
@@ -145,7 +145,7 @@ def test_records_go_to_the_journal(journal, ssl_upstream, service, start_tlsfwd)
     j = journal()
     up = ssl_upstream(echo_handler)
     good = service(up.port)
-    fwd = start_tlsfwd({"good": good, "bad": service(closed_port())}, {"log_level": "debug"},
+    fwd = start_tlsfwd({"good": good, "bad": service(refusing_port())}, {"log_level": "debug"},
                        ready=False, argv=j.argv, journal_stream=True)
     js = j.sock
     js.wait(lambda m: m.get("TLSFWD_EVENT") == "ready", 10, what="TLSFWD_EVENT=ready")

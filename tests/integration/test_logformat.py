@@ -14,7 +14,7 @@ import pytest
 from harness.clients import connect_unix, recv_all, recv_closed, recv_exact
 from harness.daemon import run_tlsfwd
 from harness.logfmt import LogfmtError, parse_logfmt
-from harness.upstreams import closed_port, echo_handler
+from harness.upstreams import refusing_port, echo_handler
 
 HANDSHAKE_OK_FIELDS = ["service", "conn", "client", "upstream", "sni", "result", "version",
                        "cipher", "group", "alpn", "resumed", "verify", "peer", "issuer",
@@ -83,7 +83,7 @@ def test_logfmt_lines(ssl_upstream, service, start_tlsfwd, client, tlsfwd_bin):
 def test_json_lines(ssl_upstream, service, start_tlsfwd, client):
     up = ssl_upstream(echo_handler)
     fwd = start_tlsfwd({"svc": service("localhost:%d" % up.port),
-                        "dead": service(closed_port())}, {"log_format": "json"})
+                        "dead": service(refusing_port())}, {"log_format": "json"})
     hs, cl = one_exchange(fwd, client)
     s = client(fwd, "dead")
     assert recv_closed(s)[0] == b""
@@ -133,7 +133,7 @@ def test_log_level_warn_hides_info(ssl_upstream, service, start_tlsfwd, tmp_path
     up = ssl_upstream(echo_handler)
     good, bad = str(tmp_path / "good.sock"), str(tmp_path / "bad.sock")
     fwd = start_tlsfwd({"good": service(up.port, listen="unix:" + good),
-                        "bad": service(closed_port(), listen="unix:" + bad)},
+                        "bad": service(refusing_port(), listen="unix:" + bad)},
                        {"log_level": "warn"}, ready=False)
     # no event=ready at this level: poll the unix socket until it accepts
     deadline = time.monotonic() + 10

@@ -19,7 +19,7 @@ from harness.clients import exchange_ok, recv_closed, send_quiet, connect
 from harness.daemon import check_config
 from harness.prometheus import need, Prometheus
 from harness.tlsinfo import cert_not_after
-from harness.upstreams import closed_port, echo_handler, server_context, Upstream
+from harness.upstreams import closed_port, refusing_port, echo_handler, server_context, Upstream
 from test_fault_matrix import fatal_alert
 from test_grafana_dashboard import readme_metrics
 
@@ -280,7 +280,7 @@ def test_promtool_accepts_the_exposition(pki, ssl_upstream, service, start_tlsfw
     bad = ssl_upstream(echo_handler, cert="wrong")
     fwd = start_tlsfwd({"good": service(good.port, pool="1"), "bad": service(bad.port),
                         "deny": service(good.port, deny="127.0.0.1"),
-                        "two": service("127.0.0.1:%d, 127.0.0.1:%d" % (closed_port(), good.port),
+                        "two": service("127.0.0.1:%d, 127.0.0.1:%d" % (refusing_port(), good.port),
                                        cert_file=pki["client"], key_file=pki["client_key"])},
                        {"metrics_listen": "127.0.0.1:0"})
     _mix(fwd, 3, 2, 1)

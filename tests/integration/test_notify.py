@@ -13,7 +13,7 @@ from harness.clients import connect, echo_once, recv_all, recv_closed, recv_exac
 from harness.daemon import wait_count
 from harness.procfs import listening_sockets
 from harness.systemd import with_watchdog_pid
-from harness.upstreams import closed_port, echo_handler
+from harness.upstreams import closed_port, refusing_port, echo_handler
 
 STATUS_RE = re.compile(r"^(\d+) services?, (\d+) active connections?, (\d+) handshakes?, "
                        r"(\d+) failed$")
@@ -63,7 +63,7 @@ def test_status_counts_rate_limited_and_only_on_change(ssl_upstream, service, no
                                                         start_tlsfwd):
     up = ssl_upstream(echo_handler)
     n = notify()
-    fwd = start_tlsfwd({"good": service(up.port), "bad": service(closed_port())},
+    fwd = start_tlsfwd({"good": service(up.port), "bad": service(refusing_port())},
                        ready=False, env={"NOTIFY_SOCKET": n.path})
     ri, _t, ready = n.wait_key("READY", "1", timeout=10)
     fwd.wait_ready(5)

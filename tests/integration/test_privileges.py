@@ -5,7 +5,6 @@ unknown user or group is a FILE:LINE configuration error."""
 import os
 import re
 import shutil
-import socket
 
 import pytest
 
@@ -13,7 +12,7 @@ from harness.clients import echo_once
 from harness.config import line_of, render_ini
 from harness.daemon import run_tlsfwd
 from harness.procfs import proc_status
-from harness.upstreams import closed_port, echo_handler
+from harness.upstreams import refusing_port, echo_handler
 
 NOBODY = 65534
 
@@ -90,7 +89,7 @@ UNKNOWN = {
 @pytest.mark.parametrize("case", sorted(UNKNOWN))
 def test_unknown_user_or_group(case, check, tlsfwd_bin, service, tmp_path):
     g, key, name = UNKNOWN[case]
-    text = render_ini(dict({"log_level": "info"}, **g), {"svc": service(closed_port())})
+    text = render_ini(dict({"log_level": "info"}, **g), {"svc": service(refusing_port())})
     cfg = tmp_path / "priv.ini"
     cfg.write_text(text)
     r = run_tlsfwd(tlsfwd_bin, (["-t"] if check else []) + ["-c", str(cfg)], timeout=10)

@@ -7,7 +7,6 @@ import hashlib
 import socket
 import struct
 import threading
-import time
 
 import pytest
 
@@ -16,7 +15,7 @@ from harness.daemon import wait_count
 from harness.data import det_chunks, det_digest, wait_stalled
 from harness.logfmt import num
 from harness.procfs import rss_kib
-from harness.upstreams import BioConn, closed_port, echo_handler
+from harness.upstreams import BioConn, refusing_port, echo_handler
 
 SIZE = 64 << 20
 
@@ -137,7 +136,7 @@ def test_connection_churn(ssl_upstream, openssl_server, service, start_tlsfwd, c
     up = ssl_upstream(echo_handler)
     bad = ssl_upstream(echo_handler, cert="untrusted")
     fwd = start_tlsfwd({"ok": service(up.port),
-                        "refused": service(closed_port()),
+                        "refused": service(refusing_port()),
                         "untrusted": service(bad.port)})
     n = 0
     for i in range(25):

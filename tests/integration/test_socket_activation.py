@@ -13,7 +13,7 @@ from harness.config import render_ini
 from harness.daemon import run_tlsfwd
 from harness.procfs import listening_sockets
 from harness.systemd import fds_at_3, with_listen_pid
-from harness.upstreams import closed_port, echo_handler
+from harness.upstreams import refusing_port, echo_handler
 
 
 def tcp_listener():
@@ -87,7 +87,7 @@ BAD = {
 def test_unusable_inherited_fds_fail_start(case, tlsfwd_bin, pki, service, tmp_path):
     nfds, names, count, word = BAD[case]
     cfg = tmp_path / "sa.ini"
-    cfg.write_text(render_ini({"log_level": "info"}, {"svc": service(closed_port())}))
+    cfg.write_text(render_ini({"log_level": "info"}, {"svc": service(refusing_port())}))
     socks = [tcp_listener() for _ in range(count)]
     try:
         r = run_tlsfwd(tlsfwd_bin, ["-c", str(cfg)], timeout=10,

@@ -368,8 +368,24 @@ class SilentHolder:
             close_quietly(c)
 
 
+_REFUSING = []      # held for the whole session: see refusing_port
+
+
+def refusing_port():
+    """A port on 127.0.0.1 that refuses connections for the rest of the
+    session: a socket is bound to it without listening (and without
+    SO_REUSEADDR), so no listener, tlsfwd's port-0 ones included, can be
+    given it meanwhile, as can happen to a closed_port()."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    _REFUSING.append(s)
+    return s.getsockname()[1]
+
+
 def closed_port():
-    """A port nothing listens on, on any address localhost resolves to."""
+    """A port nothing listens on now, on any address localhost resolves to:
+    for a test to listen on later (an upstream that refuses for good is
+    refusing_port())."""
     s = LoopbackListener(1)
     port = s.port
     s.close()
