@@ -23,6 +23,7 @@ import urllib.request
 import pytest
 
 from harness.daemon import child_env
+from harness.servers import stop_process
 
 START_TIMEOUT = 30.0
 LISTENING = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
@@ -131,12 +132,6 @@ class Prometheus:
         return self.api("targets")["activeTargets"]
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
         shutil.rmtree(self.data, ignore_errors=True)
